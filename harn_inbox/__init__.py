@@ -1,0 +1,29 @@
+"""harn_inbox: the per-session inbox of asynchronous nudges for agent runtimes.
+
+Producers anywhere (threads, trio or asyncio tasks) `Inbox.push` entries into a
+session's inbox; the agent loop drains them at turn boundaries or waits for
+them, under trio or asyncio.
+"""
+
+from ._batches import Batches
+from ._clock import Clock, ManualClock, SystemClock
+from ._entry import InboxEntry
+from ._errors import InboxClosed, InboxError, InboxFull
+from ._inbox import Inbox
+
+__all__ = [
+    "Batches",
+    "Clock",
+    "Inbox",
+    "InboxClosed",
+    "InboxEntry",
+    "InboxError",
+    "InboxFull",
+    "ManualClock",
+    "SystemClock",
+]
+
+# Say harn_inbox.Inbox, not harn_inbox._inbox.Inbox, in reprs, tracebacks and docs.
+for _name in __all__:
+    globals()[_name].__module__ = __name__
+del _name

@@ -1,0 +1,48 @@
+"""Checks of user-supplied arguments: each raises naming the argument, before anything changes."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, NoReturn
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+
+def type_error(name: str, expected: str, value: object) -> NoReturn:
+    raise TypeError(f"{name} must be {expected}, not {type(value).__name__}")
+
+
+def check_text(name: str, value: object) -> None:
+    if not isinstance(value, str):
+        type_error(name, "str", value)
+
+
+def check_int(name: str, value: object) -> int:
+    # bool is an int to Python, never to us: True is not a sequence number.
+    if not isinstance(value, int) or isinstance(value, bool):
+        type_error(name, "int", value)
+    return value
+
+
+def check_seconds(name: str, value: object) -> float:
+    """A finite or infinite non-negative number of seconds."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        type_error(name, "a number of seconds", value)
+    if math.isnan(value) or value < 0:
+        raise ValueError(f"{name} must be a non-negative number of seconds, not {value!r}")
+    return float(value)
+
+
+def check_timeout(value: object) -> float | None:
+    """``None`` and ``math.inf`` both mean no limit; both come back as ``None``."""
+    if value is None:
+        return None
+    seconds = check_seconds("timeout", value)
+    return None if math.isinf(seconds) else seconds
+
+
+def check_callable(name: str, value: object) -> Callable[..., object]:
+    if not callable(value):
+        type_error(name, "callable", value)
+    return value

@@ -1,0 +1,102 @@
+"""`InboxEntry`: one stamped nudge, and its JSON shape."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, final
+
+import attrs
+
+from ._arguments import check_int, check_text, type_error
+
+#: Sequences are the Harn runtime's u64: they run 1 .. 2**64-1, then wrap to 1.
+MAX_SEQUENCE = 2**64 - 1
+
+
+def _text(instance: object, attribute: attrs.Attribute[str], value: object) -> None:
+    check_text(attribute.name, value)
+
+
+def _sequence(instance: object, attribute: attrs.Attribute[int], value: object) -> None:
+    if not 1 <= check_int("sequence", value) <= MAX_SEQUENCE:
+        raise ValueError(f"sequence must be between 1 and 2**64-1, not {value!r}")
+
+
+def _timestamp(instance: object, attribute: attrs.Attribute[int], value: object) -> None:
+    if check_int("ts_ms", value) < 0:
+        raise ValueError(f"ts_ms must be a non-negative number of milliseconds, not {value!r}")
+
+
+@final
+@attrs.frozen(weakref_slot=False)
+class InboxEntry:
+    """One nudge as the inbox stamped it. Immutable and hashable.
+
+    Args:
+        sequence: Position in its session, 1 for the first push, then up by
+            exactly one per push for the life of the session (2**64-1 wraps to 1).
+        session_id: The session whose inbox holds it.
+        kind: What sort of nudge it is (``"tool_result"``, ``"mcp_progress"``, ...).
+        content: The payload, as text.
+        source: Who pushed it.
+        ts_ms: Milliseconds since the epoch on the inbox's clock at the push.
+
+    Raises:
+        TypeError: A field has the wrong type (``bool`` is not an ``int`` here).
+        ValueError: ``sequence`` is outside 1 .. 2**64-1, or ``ts_ms`` is negative.
+    """
+
+    sequence: int = attrs.field(validator=_sequence)
+    session_id: str = attrs.field(validator=_text)
+    kind: str = attrs.field(validator=_text)
+    content: str = attrs.field(validator=_text)
+    source: str = attrs.field(validator=_text)
+    ts_ms: int = attrs.field(validator=_timestamp)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON shape of the Harn runtime: exactly the six fields, in order."""
+        return {
+            "sequence": self.sequence,
+            "session_id": self.session_id,
+            "kind": self.kind,
+            "content": self.content,
+            "source": self.source,
+            "ts_ms": self.ts_ms,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> InboxEntry:
+        """Rebuild an entry from `to_dict`'s shape (a parsed JSON object, say).
+
+        Raises:
+            TypeError: *data* is not a mapping.
+            ValueError: A key is missing or unknown, or a value has the wrong type
+                or is out of range.
+        """
+        if not isinstance(data, Mapping):
+            type_error("data", "a mapping", data)
+        missing = [name for name in _FIELD_NAMES if name not in data]
+        unknown = [key for key in data if key not in _FIELD_NAMES]
+        if missing or unknown:
+            raise ValueError(
+                f"data must have exactly the keys {list(_FIELD_NAMES)}"
+                + (f"; missing {missing}" if missing else "")
+                + (f"; unknown {unknown}" if unknown else "")
+            )
+        try:
+            return cls(**data)
+        except TypeError as error:
+            raise ValueError(str(error)) from error
+
+
+_FIELD_NAMES = tuple(field.name for field in attrs.fields(InboxEntry))
+
+
+# push's hot path builds entries through a layout twin: a plain slotted class
+# with the very same slots, filled by ordinary (fast) slot stores and then
+# re-typed as InboxEntry, which CPython allows between classes of identical
+# layout. attrs' frozen __init__ instead sets each field through
+# object.__setattr__ and re-runs the validators that push has already done,
+# and that alone cost more than the rest of a push (see benchmarks/).
+# InboxEntry has no __weakref__ slot so that the two layouts can match.
+Twin = type("Twin", (), {"__slots__": _FIELD_NAMES})

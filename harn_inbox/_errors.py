@@ -1,0 +1,37 @@
+"""The exceptions harn_inbox raises besides TypeError and ValueError."""
+
+from __future__ import annotations
+
+from typing import final
+
+
+class InboxError(Exception):
+    """Base class of the errors that only harn_inbox raises.
+
+    Bad arguments are not among them: those raise the built-in `TypeError`
+    (wrong type) or `ValueError` (right type, wrong value), naming the argument.
+    """
+
+
+@final
+class InboxClosed(InboxError):
+    """A push reached an inbox after `Inbox.close`.
+
+    Nothing was stored. What was queued before the close can still be drained.
+    """
+
+
+@final
+class InboxFull(InboxError):
+    """A push reached a full session of an inbox built with ``overflow="reject"``.
+
+    Nothing was stored. `session_id` and `max_pending` say which session and
+    which limit.
+    """
+
+    def __init__(self, session_id: str, pending: int, max_pending: int) -> None:
+        super().__init__(
+            f"session {session_id!r} has {pending} pending entries (max_pending={max_pending})"
+        )
+        self.session_id = session_id
+        self.max_pending = max_pending

@@ -1,0 +1,732 @@
+"""`Inbox`: per-session queues of nudges, their sequence counters, and the waiters parked on them.
+
+Theory of operation
+-------------------
+One ``threading.Lock`` (``_lock``) guards all state. Every method takes it for
+a short, non-blocking stretch and never calls user code while holding it,
+except the clock's ``now_ms()``. State is plain data:
+
+- ``_pending``: session -> list of its entries, oldest first. Only sessions
+  with something pending are keys: there are no empty lists.
+- ``_sequences``: session -> the last sequence number it issued, kept after a
+  drain (sequences never restart) and dropped by ``clear_session``.
+- ``_dropped``: session -> how many entries ``drop_oldest`` discarded.
+- ``_waiters``: session -> its parked waiters (a dict used as an ordered
+  set). Only sessions with parked waiters are keys. See ``_waiters.py`` for
+  the parking protocol and the argument that no wake-up is lost.
+- ``_streams``: session -> its live ``batches`` channels, to end them when the
+  session is cleared, whether or not they are parked at that moment.
+
+**Lists in _pending only grow in place.** Appending is the only in-place
+change; everything else (drain, drain_where, requeue_front, drop_oldest,
+clear) replaces the session's list with a new one or removes it, and a list
+that has left ``_pending`` is never put back. So whoever saw list ``L`` holding
+``n`` entries and later, under the lock, finds ``L`` still in place knows that
+``L[:n]`` is what it saw and ``L[n:]`` is what was pushed since.
+``_take_matching`` relies on this to run a user's predicate *outside* the
+lock: a slow or re-entrant predicate stalls nobody and deadlocks nothing.
+
+Wake-ups are per session: a push pops only its own session's waiters, so idle
+waiters on other sessions cost it nothing. Waiters are woken after the lock is
+released; each one popped under the lock is owed exactly one wake.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import operator
+import threading
+import weakref
+from collections.abc import Callable
+from functools import partial
+from time import time_ns as _time_ns
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, final
+
+import attrs
+import sniffio
+import trio
+
+from ._arguments import check_callable, check_int, check_text, check_timeout, type_error
+from ._clock import Clock, SystemClock
+from ._entry import MAX_SEQUENCE, InboxEntry, Twin
+from ._errors import InboxClosed, InboxFull
+from ._waiters import (
+    PARKED,
+    AsyncioWaiter,
+    Interrupt,
+    Parked,
+    ThreadWaiter,
+    TrioWaiter,
+    Waiter,
+)
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from structlog.typing import FilteringBoundLogger
+
+    from ._batches import Batches
+
+T = TypeVar("T")
+Predicate = Callable[[InboxEntry], object]
+
+_OVERFLOWS = ("reject", "drop_oldest")
+
+
+@final
+@attrs.define(init=False, repr=False, eq=False)
+class Inbox:
+    """The inboxes of all sessions of one agent runtime.
+
+    Make one per runtime and pass it to whatever pushes or waits; instances
+    share nothing. Every method may be called from any thread, with or
+    without an event loop running in it; the async ones work under trio and
+    asyncio alike, detecting which is running.
+
+    Args:
+        clock: Where stamps and timeouts come from. `SystemClock` by default;
+            `ManualClock` for tests; any `Clock`.
+        logger: A structlog logger that receives one event per operation
+            (``inbox.push``, ``inbox.drain``, ...). With none, the inbox logs
+            nothing and pays next to nothing for telemetry.
+        max_pending: Bound each session to this many pending entries. ``None``
+            (the default) means unbounded.
+        overflow: What a push to a full session does: ``"reject"`` raises
+            `InboxFull` and stores nothing; ``"drop_oldest"`` discards the
+            session's oldest entry to make room and counts it in `dropped`.
+
+    Raises:
+        TypeError: An argument has the wrong type.
+        ValueError: ``max_pending`` is below 1, or ``overflow`` is not one of
+            the two names.
+    """
+
+    _clock: Clock
+    _now_ms: Callable[[], int] | None
+    _logger: FilteringBoundLogger | None
+    _max_pending: int | None
+    _drop_oldest: bool
+    _lock: threading.Lock
+    _pending: dict[str, list[InboxEntry]]
+    _sequences: dict[str, int]
+    _dropped: dict[str, int]
+    _waiters: dict[str, dict[Waiter, None]]
+    _streams: dict[str, weakref.WeakSet[Batches]]
+    _closed: bool
+
+    def __init__(
+        self,
+        *,
+        clock: Clock | None = None,
+        logger: FilteringBoundLogger | None = None,
+        max_pending: int | None = None,
+        overflow: Literal["reject", "drop_oldest"] = "reject",
+    ) -> None:
+        if clock is None:
+            clock = SystemClock()
+        elif not (
+            callable(getattr(clock, "now_ms", None))
+            and callable(getattr(clock, "call_later", None))
+        ):
+            type_error("clock", "a Clock (with now_ms() and call_later())", clock)
+        if max_pending is not None and check_int("max_pending", max_pending) < 1:
+            raise ValueError(f"max_pending must be at least 1 or None, not {max_pending!r}")
+        if overflow not in _OVERFLOWS:
+            raise ValueError(f"overflow must be 'reject' or 'drop_oldest', not {overflow!r}")
+        self._clock = clock
+        self._now_ms = None if type(clock) is SystemClock else clock.now_ms
+        self._logger = logger
+        self._max_pending = max_pending
+        self._drop_oldest = overflow == "drop_oldest"
+        self._lock = threading.Lock()
+        self._pending = {}
+        self._sequences = {}
+        self._dropped = {}
+        self._waiters = {}
+        self._streams = {}
+        self._closed = False
+
+    def __repr__(self) -> str:
+        with self._lock:
+            pending = sum(map(len, self._pending.values()))
+            waiters = sum(map(len, self._waiters.values()))
+            state = "closed" if self._closed else "open"
+        sessions = len(self._pending)
+        return f"<Inbox {state} sessions={sessions} pending={pending} waiters={waiters}>"
+
+    # -- Producing ----------------------------------------------------------------------------
+
+    def push(self, session_id: str, kind: str, content: str, source: str) -> InboxEntry:
+        """Append a nudge to *session_id*'s inbox and wake that session's waiters.
+
+        Any thread, never blocks. The entry gets the session's next sequence
+        number and ``ts_ms`` from the inbox's clock. ``""`` is a valid session.
+
+        Returns:
+            The stamped entry, as a later drain will return it.
+
+        Raises:
+            TypeError: An argument is not a ``str`` (nothing is stored).
+            InboxClosed: The inbox is closed (nothing is stored).
+            InboxFull: The session is full and ``overflow="reject"`` (nothing is stored).
+        """
+        if not (str is type(session_id) is type(kind) is type(content) is type(source)):
+            for name, value in (
+                ("session_id", session_id),
+                ("kind", kind),
+                ("content", content),
+                ("source", source),
+            ):
+                check_text(name, value)
+        try:
+            with self._lock:
+                if self._closed:
+                    raise InboxClosed(f"push to session {session_id!r} after the inbox was closed")
+                pending = self._pending.get(session_id)
+                dropped = None
+                if (
+                    pending is not None
+                    and self._max_pending is not None
+                    and len(pending) >= self._max_pending
+                ):
+                    if not self._drop_oldest:
+                        raise InboxFull(session_id, len(pending), self._max_pending)
+                    dropped = pending[0]
+                if self._now_ms is None:  # SystemClock, read inline: this is the hot path
+                    ts_ms = _time_ns() // 1_000_000
+                else:
+                    ts_ms = self._now_ms()
+                    if type(ts_ms) is not int or ts_ms < 0:
+                        raise TypeError(
+                            f"clock.now_ms() must return a non-negative int, not {ts_ms!r}"
+                        )
+                sequence = self._sequences.get(session_id, 0) + 1
+                if sequence > MAX_SEQUENCE:
+                    sequence = 1  # u64 wraps to 1, never 0
+                # The fields are checked: stamp them without attrs' frozen
+                # __init__, which would check them again, slowly (see _entry.Twin).
+                entry: Any = Twin()
+                entry.sequence = sequence
+                entry.session_id = session_id
+                entry.kind = kind
+                entry.content = content
+                entry.source = source
+                entry.ts_ms = ts_ms
+                entry.__class__ = InboxEntry
+                self._sequences[session_id] = sequence
+                if pending is None:
+                    self._pending[session_id] = [entry]
+                elif dropped is None:
+                    pending.append(entry)
+                else:
+                    # Replace, never shift in place: see "Lists in _pending only grow in place".
+                    self._pending[session_id] = [*pending[1:], entry]
+                    self._dropped[session_id] = self._dropped.get(session_id, 0) + 1
+                waiters = self._waiters.pop(session_id, None)
+        except InboxFull:
+            if self._logger is not None:
+                self._logger.warning(
+                    "inbox.push",
+                    session_id=session_id,
+                    kind=kind,
+                    source=source,
+                    outcome="rejected",
+                    max_pending=self._max_pending,
+                )
+            raise
+        if waiters is not None:
+            for waiter in waiters:
+                waiter.wake()
+        if self._logger is not None:
+            if dropped is None:
+                self._logger.debug(
+                    "inbox.push", session_id=session_id, kind=kind, source=source, sequence=sequence
+                )
+            else:
+                self._logger.warning(
+                    "inbox.push",
+                    session_id=session_id,
+                    kind=kind,
+                    source=source,
+                    sequence=sequence,
+                    outcome="dropped_oldest",
+                    dropped_sequence=dropped.sequence,
+                )
+        return entry  # type: ignore[no-any-return]
+
+    def requeue_front(self, entry: InboxEntry) -> None:
+        """Put a drained entry back at the head of its session, unchanged; wake its waiters.
+
+        For a consumer that took an entry and could not handle it yet. The
+        entry keeps its sequence number; the session's counter is not touched.
+        Allowed after `close` and beyond ``max_pending``: the entry was
+        accepted once and is not lost now.
+
+        Raises:
+            TypeError: *entry* is not an `InboxEntry`.
+            ValueError: An entry with the same sequence is already pending in
+                that session (requeueing it would deliver it twice).
+        """
+        if type(entry) is not InboxEntry:
+            type_error("entry", "an InboxEntry", entry)
+        session_id = entry.session_id
+        with self._lock:
+            pending = self._pending.get(session_id)
+            if pending is None:
+                self._pending[session_id] = [entry]
+            elif any(queued.sequence == entry.sequence for queued in pending):
+                raise ValueError(
+                    f"entry is already pending: session {session_id!r} "
+                    f"holds sequence {entry.sequence}"
+                )
+            else:
+                self._pending[session_id] = [entry, *pending]  # replaced, not changed in place
+            waiters = self._waiters.pop(session_id, None)
+        _wake_all(waiters)
+        if self._logger is not None:
+            self._logger.debug(
+                "inbox.requeue_front",
+                session_id=session_id,
+                kind=entry.kind,
+                source=entry.source,
+                sequence=entry.sequence,
+            )
+
+    # -- Consuming -----------------------------------------------------------------------------
+
+    def drain(self, session_id: str) -> list[InboxEntry]:
+        """Take everything pending in *session_id*, oldest first, leaving it empty.
+
+        Any thread, never blocks. An unknown session gives ``[]``. The
+        sequence counter carries on: the next push gets the next number.
+
+        Raises:
+            TypeError: *session_id* is not a ``str``.
+        """
+        check_text("session_id", session_id)
+        with self._lock:
+            # Handing out our own list is safe: once out of _pending we never touch it again.
+            entries = self._pending.pop(session_id, None) or []
+        if self._logger is not None:
+            self._logger.debug("inbox.drain", session_id=session_id, count=len(entries))
+        return entries
+
+    def drain_where(self, session_id: str, predicate: Predicate) -> list[InboxEntry]:
+        """Take the entries of *session_id* for which *predicate* is true, in order.
+
+        The others stay queued, in their order. Any thread, never blocks. The
+        predicate runs in the calling thread without the inbox's lock held, at
+        most once per entry, and should not have side effects: it may call the
+        inbox. The result is as if the whole call happened at one instant.
+
+        Raises:
+            TypeError: *session_id* is not a ``str`` or *predicate* not callable.
+            Exception: Whatever *predicate* raises propagates, and the inbox is
+                exactly as if the call had not happened.
+        """
+        check_text("session_id", session_id)
+        check_callable("predicate", predicate)
+        taken = self._take_matching(session_id, predicate, None)
+        assert not isinstance(taken, Parked)  # without a waiter it never parks
+        if self._logger is not None:
+            self._logger.debug("inbox.drain_where", session_id=session_id, taken=len(taken))
+        return taken
+
+    def clear_session(self, session_id: str) -> int:
+        """Forget *session_id*: drop its entries and restart its sequence at 1.
+
+        Waiters parked on it wake and report that nothing is pending, and its
+        `batches` channels end. Any thread, never blocks.
+
+        Returns:
+            How many pending entries were dropped.
+
+        Raises:
+            TypeError: *session_id* is not a ``str``.
+        """
+        check_text("session_id", session_id)
+        with self._lock:
+            dropped = len(self._pending.pop(session_id, ()))
+            self._sequences.pop(session_id, None)
+            self._dropped.pop(session_id, None)
+            for stream in self._streams.pop(session_id, ()):
+                stream._cleared = True
+            waiters = self._waiters.pop(session_id, None)
+            for waiter in waiters or ():
+                waiter.interrupted = Interrupt.CLEARED
+        _wake_all(waiters)
+        if self._logger is not None:
+            self._logger.info("inbox.clear_session", session_id=session_id, dropped=dropped)
+        return dropped
+
+    # -- Looking -------------------------------------------------------------------------------
+
+    def pending_count(self, session_id: str) -> int:
+        """How many entries *session_id* has pending. Any thread, never blocks."""
+        check_text("session_id", session_id)
+        with self._lock:
+            return len(self._pending.get(session_id, ()))
+
+    def snapshot(self, session_id: str) -> list[InboxEntry]:
+        """A copy of what *session_id* has pending, oldest first; changes nothing."""
+        check_text("session_id", session_id)
+        with self._lock:
+            return list(self._pending.get(session_id, ()))
+
+    def sessions(self) -> list[str]:
+        """The sessions that have at least one pending entry, in no promised order."""
+        with self._lock:
+            return list(self._pending)
+
+    def waiter_count(self, session_id: str) -> int:
+        """How many waits (sync and async) are parked on *session_id* right now."""
+        check_text("session_id", session_id)
+        with self._lock:
+            return len(self._waiters.get(session_id, ()))
+
+    def dropped(self, session_id: str) -> int:
+        """How many entries ``overflow="drop_oldest"`` discarded from *session_id*.
+
+        Counted since the session was last cleared.
+        """
+        check_text("session_id", session_id)
+        with self._lock:
+            return self._dropped.get(session_id, 0)
+
+    @property
+    def closed(self) -> bool:
+        """Whether `close` has been called."""
+        return self._closed
+
+    # -- Waiting -------------------------------------------------------------------------------
+
+    def wait_sync(self, session_id: str, timeout: float | None = None) -> bool:
+        """Block the calling thread until *session_id* has something pending.
+
+        For worker threads (a thread of ``trio.to_thread.run_sync``, a plain
+        ``threading.Thread``). Only a push to this session wakes it.
+
+        Args:
+            timeout: Seconds to wait at most (on the inbox's clock); ``None``
+                waits without limit; ``0`` just looks.
+
+        Returns:
+            ``True`` at once if something is pending, or as soon as something
+            is pushed; ``False`` if the timeout passed, the session was
+            cleared, or the inbox is closed with nothing pending.
+
+        Raises:
+            TypeError, ValueError: *session_id* or *timeout* is invalid.
+            RuntimeError: Called with a timeout other than 0 from a thread that
+                is running a trio or asyncio loop (it would block the very loop
+                that must deliver the push): ``await inbox.wait(...)`` instead.
+        """
+        check_text("session_id", session_id)
+        timeout = check_timeout(timeout)
+        if timeout != 0 and _loop_running_here():
+            raise RuntimeError(
+                "wait_sync() would block the event loop running in this thread; "
+                "use 'await inbox.wait(...)' there instead"
+            )
+        waiter = ThreadWaiter(session_id, self)
+        step = partial(self._step_pending, session_id)
+        if self._logger is None:
+            return waiter.run(step, timeout)
+        started = self._clock.now_ms()
+        result = waiter.run(step, timeout)
+        self._log_wait("inbox.wait", waiter, result, started, timeout)
+        return result
+
+    async def wait(self, session_id: str, timeout: float | None = None) -> bool:
+        """Wait until *session_id* has something pending. Works under trio and asyncio.
+
+        Only a push to this session wakes it, from whatever thread it comes.
+        Takes nothing: pair it with `drain` (or use `wait_for` / `batches`).
+
+        Args:
+            timeout: Seconds to wait at most (on the inbox's clock); ``None``
+                waits without limit; ``0`` just looks.
+
+        Returns:
+            ``True`` at once if something is pending, or as soon as something
+            is pushed; ``False`` if the timeout passed, the session was
+            cleared, or the inbox is closed with nothing pending.
+
+        Raises:
+            TypeError, ValueError: *session_id* or *timeout* is invalid.
+            trio.Cancelled, asyncio.CancelledError: The wait was cancelled; it
+                leaves no waiter registered.
+        """
+        check_text("session_id", session_id)
+        timeout = check_timeout(timeout)
+        waiter = self._async_waiter(session_id)
+        return await self._logged_wait_async(
+            waiter, partial(self._step_pending, session_id), timeout
+        )
+
+    async def wait_for(
+        self, session_id: str, predicate: Predicate, timeout: float | None = None
+    ) -> list[InboxEntry]:
+        """Wait until entries of *session_id* match *predicate*, then take them.
+
+        Selective receive: takes the matching entries as `drain_where` does and
+        leaves the rest queued, in order. Replaces the racy "drain, look for my
+        handle, requeue the rest". The predicate runs in the waiting task,
+        without the inbox's lock, at most once per entry per look.
+
+        Returns:
+            The matching entries, in order, once there is at least one; ``[]``
+            if the timeout passed, the session was cleared, or the inbox is
+            closed with nothing matching.
+
+        Raises:
+            TypeError, ValueError: An argument is invalid.
+            trio.Cancelled, asyncio.CancelledError: The wait was cancelled. A
+                cancelled or timed-out wait_for has taken nothing.
+            Exception: Whatever *predicate* raises; nothing is taken.
+        """
+        check_text("session_id", session_id)
+        check_callable("predicate", predicate)
+        timeout = check_timeout(timeout)
+        waiter = self._async_waiter(session_id)
+        return await self._logged_wait_async(
+            waiter, partial(self._take_matching, session_id, predicate), timeout, "inbox.wait_for"
+        )
+
+    def batches(self, session_id: str) -> Batches:
+        """An async channel of *session_id*'s entries, drained a batch at a time.
+
+        Each step waits for pending entries and returns them all (a non-empty
+        list), under trio or asyncio. It is a ``trio.abc.ReceiveChannel``:
+        ``async for batch in inbox.batches(sid)``, ``await ch.receive()``,
+        ``async with``. Iteration ends (``receive`` raises
+        ``trio.EndOfChannel``) when the session is cleared, or when the inbox
+        is closed and the session drained. A cancelled step has taken nothing.
+
+        Raises:
+            TypeError: *session_id* is not a ``str``.
+        """
+        from ._batches import Batches
+
+        check_text("session_id", session_id)
+        stream = Batches(self, session_id)
+        with self._lock:
+            self._streams.setdefault(session_id, weakref.WeakSet()).add(stream)
+        return stream
+
+    # -- Shutting down -------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop accepting pushes; wake every parked waiter. Idempotent; any thread.
+
+        Afterwards pushes raise `InboxClosed`, waits return at once (``True``
+        only if something is still pending), `batches` channels yield what is
+        left and end. Draining stays possible: nothing accepted is lost.
+        """
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            parked, self._waiters = self._waiters, {}
+        for waiters in parked.values():
+            _wake_all(waiters)
+        if self._logger is not None:
+            self._logger.info("inbox.close", woken=sum(map(len, parked.values())))
+
+    def __enter__(self) -> Inbox:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Inbox:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- The steps (see _waiters.py): decide under the lock, or register the waiter -------------
+
+    def _step_pending(self, session_id: str, waiter: Waiter | None) -> bool | Parked:
+        with self._lock:
+            if waiter is not None and waiter.interrupted is not None:
+                return False
+            if session_id in self._pending:
+                return True
+            if waiter is None or self._closed:
+                return False
+            self._park(waiter)
+        return PARKED
+
+    def _take_matching(
+        self, session_id: str, predicate: Predicate, waiter: Waiter | None
+    ) -> list[InboxEntry] | Parked:
+        # Judge entries outside the lock, commit under it (see "Lists in
+        # _pending only grow in place"): `source` is the list we last saw and
+        # `seen`/`verdicts` cover its first len(seen) entries. While `source`
+        # is still in place only its new tail needs judging; once every
+        # pending entry is judged, commit or park in that same critical
+        # section, so nothing pushed in between escapes either.
+        source: list[InboxEntry] | None = None
+        seen: list[InboxEntry] = []
+        verdicts: list[object] = []
+        while True:
+            with self._lock:
+                if waiter is not None and waiter.interrupted is not None:
+                    return []
+                current = self._pending.get(session_id)
+                if current is not source:
+                    # Replaced by another consumer (or cleared): judge afresh.
+                    source, seen, verdicts = current, [], []
+                if current is not None and len(current) > len(seen):
+                    unjudged = current[len(seen) :]
+                elif any(verdicts):
+                    taken = list(itertools.compress(seen, verdicts))
+                    kept = list(itertools.compress(seen, map(operator.not_, verdicts)))
+                    if kept:
+                        self._pending[session_id] = kept
+                    else:
+                        del self._pending[session_id]
+                    return taken
+                elif waiter is None or self._closed:
+                    return []
+                else:
+                    self._park(waiter)
+                    return PARKED
+            fresh = list(map(predicate, unjudged))  # may raise: nothing is committed
+            seen += unjudged
+            verdicts += fresh
+
+    def _step_batch(self, stream: Batches, waiter: Waiter | None) -> list[InboxEntry] | Parked:
+        with self._lock:
+            if (
+                stream._cleared
+                or stream._closed
+                or (waiter is not None and waiter.interrupted is not None)
+            ):
+                return []
+            entries = self._pending.pop(stream.session_id, None)
+            if entries is not None:
+                return entries
+            if waiter is None or self._closed:
+                return []
+            self._park(waiter)
+        return PARKED
+
+    # -- Parking (the Lot protocol of _waiters.py) ----------------------------------------------
+
+    def _park(self, waiter: Waiter) -> None:
+        # With the lock held.
+        waiters = self._waiters.get(waiter.session_id)
+        if waiters is None:
+            self._waiters[waiter.session_id] = {waiter: None}
+        else:
+            waiters[waiter] = None
+
+    def _unpark_locked(self, waiter: Waiter) -> bool:
+        waiters = self._waiters.get(waiter.session_id)
+        if waiters is None or waiter not in waiters:
+            return False
+        del waiters[waiter]
+        if not waiters:
+            del self._waiters[waiter.session_id]
+        return True
+
+    def _unpark(self, waiter: Waiter) -> None:
+        with self._lock:
+            self._unpark_locked(waiter)
+
+    def _interrupt(self, waiter: Waiter, reason: Interrupt) -> None:
+        with self._lock:
+            if waiter.interrupted is None:
+                waiter.interrupted = reason
+            parked = self._unpark_locked(waiter)
+        if parked:
+            waiter.wake()
+
+    def _wake_session(self, session_id: str) -> None:
+        """Make every waiter of *session_id* look again (a batches channel was closed)."""
+        with self._lock:
+            waiters = self._waiters.pop(session_id, None)
+        _wake_all(waiters)
+
+    def _forget_stream(self, stream: Batches) -> None:
+        with self._lock:
+            streams = self._streams.get(stream.session_id)
+            if streams is not None:
+                streams.discard(stream)
+                if not streams:
+                    del self._streams[stream.session_id]
+
+    def _async_waiter(self, session_id: str) -> TrioWaiter | AsyncioWaiter:
+        library = sniffio.current_async_library()
+        if library == "trio":
+            return TrioWaiter(session_id, self)
+        if library == "asyncio":
+            return AsyncioWaiter(session_id, self)
+        raise RuntimeError(f"harn_inbox waits under trio or asyncio, not {library}")
+
+    # -- Telemetry around waits -----------------------------------------------------------------
+
+    async def _logged_wait_async(
+        self,
+        waiter: TrioWaiter | AsyncioWaiter,
+        step: Callable[[Waiter | None], T | Parked],
+        timeout: float | None,
+        event: str = "inbox.wait",
+    ) -> T:
+        if self._logger is None:
+            return await waiter.run(step, timeout)
+        started = self._clock.now_ms()
+        result = await waiter.run(step, timeout)
+        self._log_wait(event, waiter, result, started, timeout)
+        return result
+
+    def _log_wait(
+        self, event: str, waiter: Waiter, result: object, started: int, timeout: float | None
+    ) -> None:
+        assert self._logger is not None
+        if result:
+            outcome = "pending"
+        elif waiter.interrupted is not None:
+            outcome = waiter.interrupted.value
+        elif self._closed:
+            outcome = "closed"
+        else:
+            outcome = "empty"
+        fields: dict[str, Any] = {
+            "session_id": waiter.session_id,
+            "outcome": outcome,
+            "timeout": timeout,
+            "waited_ms": self._clock.now_ms() - started,
+        }
+        if isinstance(result, list):
+            fields["taken"] = len(result)
+        self._logger.debug(event, **fields)
+
+
+def _wake_all(waiters: dict[Waiter, None] | None) -> None:
+    if waiters is not None:
+        for waiter in waiters:
+            waiter.wake()
+
+
+def _loop_running_here() -> bool:
+    if trio.lowlevel.in_trio_run():
+        return True
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True

@@ -1,0 +1,273 @@
+"""The waiters: how a blocked thread, a trio task or an asyncio task parks and is woken.
+
+Theory of operation
+-------------------
+Every wait in harn_inbox (``wait_sync``, ``wait``, ``wait_for``, a ``batches``
+step) is the same loop, run by the waiter of the caller's framework::
+
+    while (result := step(waiter)) is PARKED:
+        park until woken
+
+*step* is a function of the inbox. Under the inbox's lock it decides: either
+there is a result (entries, ``True``, the end of the stream, a timeout) or
+there is none yet, in which case it registers *waiter* on its session and
+returns `PARKED` -- the check and the registration are one critical section.
+A push takes the same lock, so it lands either before the check (and the step
+sees the entry) or after the registration (and the push finds the waiter and
+wakes it). There is no third place for it to land: no wake-up is lost.
+
+Whoever removes a waiter from the registry, under the lock, owes it exactly one
+`Waiter.wake` (made after the lock is released). Pushes, ``clear_session``,
+``close``, a timer and a ``batches`` ``aclose`` remove waiters; cancellation
+and the waiter's own timeout remove it too, and then nobody wakes it. So a
+waiter is woken at most once per registration, and a woken waiter simply runs
+*step* again: waking says "look again", never "here is your entry". Anything
+that must end a wait rather than just wake it (timeout, session cleared) sets
+`Waiter.interrupted` under the lock before waking, and *step* checks it first.
+Taking entries happens only inside *step*, in the consumer's own thread and
+under the lock, after the wake: a wait that is cancelled or times out between
+the wake and the step has taken nothing.
+
+A wake never touches a loop from a foreign thread: a trio task is rescheduled
+directly only from inside its own run, else through ``TrioToken.run_sync_soon``;
+an asyncio future is resolved directly only from its own running loop, else
+through ``loop.call_soon_threadsafe``. Neither blocks, and a loop that has
+already finished is ignored: the entry stays queued for whoever drains next.
+
+The timeout of a wait is kept by the inbox's clock when the clock accepts it
+(`Clock.call_later`; a virtual clock does), else by the framework's own timer:
+a thread's timed lock, trio's cancel scopes (so trio's ``MockClock`` applies),
+asyncio's ``loop.call_later``. Either way it arrives as an interrupt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import math
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol, TypeVar
+
+import trio
+
+if TYPE_CHECKING:
+    from ._clock import Clock
+
+T = TypeVar("T")
+
+
+class Parked(enum.Enum):
+    """What a step returns when it found nothing and registered its waiter."""
+
+    PARKED = enum.auto()
+
+
+PARKED = Parked.PARKED
+
+
+class Interrupt(enum.Enum):
+    """Why a wait must end without a result (`Waiter.interrupted`)."""
+
+    TIMEOUT = "timeout"
+    CLEARED = "cleared"
+
+
+Step = Callable[["Waiter | None"], "T | Parked"]
+
+
+class Lot(Protocol):
+    """What a waiter needs of the inbox it parks on (private members of `Inbox`)."""
+
+    @property
+    def _clock(self) -> Clock: ...
+
+    def _interrupt(self, waiter: Waiter, reason: Interrupt) -> None:
+        """Mark *waiter* interrupted and, if it is registered, unregister and wake it."""
+
+    def _unpark(self, waiter: Waiter) -> None:
+        """Unregister *waiter* if it still is (cancellation): nobody will wake it."""
+
+
+class Waiter:
+    """One wait call: registered on a session while parked, woken at most once per registration."""
+
+    __slots__ = ("interrupted", "session_id")
+
+    def __init__(self, session_id: str) -> None:
+        self.session_id = session_id
+        self.interrupted: Interrupt | None = None
+
+    def wake(self) -> None:
+        """Make the parked party run its step again. Any thread; never blocks or raises."""
+        raise NotImplementedError
+
+
+def _start_timer(lot: Lot, waiter: Waiter, timeout: float | None) -> Callable[[], object] | None:
+    """Hand the timeout to a clock that keeps time itself; ``None`` if it declined."""
+    if timeout is None:
+        return None
+    return lot._clock.call_later(timeout, lambda: lot._interrupt(waiter, Interrupt.TIMEOUT))
+
+
+class ThreadWaiter(Waiter):
+    """A thread blocked in ``wait_sync``: parks on a lock of its own that `wake` releases."""
+
+    __slots__ = ("_lock", "_lot")
+
+    def __init__(self, session_id: str, lot: Lot) -> None:
+        super().__init__(session_id)
+        self._lot = lot
+        self._lock = threading.Lock()
+        self._lock.acquire()
+
+    def wake(self) -> None:
+        self._lock.release()
+
+    def run(self, step: Step[T], timeout: float | None) -> T:
+        if timeout == 0:
+            return step(None)  # type: ignore[return-value]  # no waiter, no park
+        lot = self._lot
+        cancel_timer = _start_timer(lot, self, timeout)
+        deadline = (
+            None if timeout is None or cancel_timer is not None else time.monotonic() + timeout
+        )
+        try:
+            while (result := step(self)) is PARKED:
+                if deadline is None:
+                    self._lock.acquire()
+                elif not self._lock.acquire(
+                    timeout=min(max(deadline - time.monotonic(), 0.0), threading.TIMEOUT_MAX)
+                ):
+                    # Timed out. A wake may have raced us here; the interrupt
+                    # wins either way and the next step reports the timeout.
+                    lot._interrupt(self, Interrupt.TIMEOUT)
+            return result
+        except BaseException:  # KeyboardInterrupt in acquire(): leave no waiter behind.
+            lot._unpark(self)
+            raise
+        finally:
+            if cancel_timer is not None:
+                cancel_timer()
+
+
+class TrioWaiter(Waiter):
+    """A trio task: parks in ``wait_task_rescheduled``, woken inside its own run only."""
+
+    __slots__ = ("_lot", "_task", "_token")
+
+    def __init__(self, session_id: str, lot: Lot) -> None:
+        super().__init__(session_id)
+        self._lot = lot
+        self._token = trio.lowlevel.current_trio_token()
+        # The parked task, set only while parked; touched only in the trio thread.
+        self._task: trio.lowlevel.Task | None = None
+
+    def wake(self) -> None:
+        if trio.lowlevel.in_trio_run() and trio.lowlevel.current_trio_token() is self._token:
+            self._resume()
+            return
+        try:
+            self._token.run_sync_soon(self._resume)
+        except trio.RunFinishedError:
+            pass  # The run is over: its task is gone and the entry stays queued.
+
+    def _resume(self) -> None:
+        # In the trio thread. A wake from a foreign thread arrives here only
+        # after the task parked: registering and parking happen in one
+        # synchronous stretch of the task, and this callback needs the
+        # scheduler, which the task holds until it parks.
+        task, self._task = self._task, None
+        if task is not None:
+            trio.lowlevel.reschedule(task)
+
+    def _abort(self, raise_cancel: object) -> trio.lowlevel.Abort:
+        self._task = None
+        self._lot._unpark(self)
+        return trio.lowlevel.Abort.SUCCEEDED
+
+    async def run(self, step: Step[T], timeout: float | None) -> T:
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if timeout == 0:
+            result = step(None)
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return result  # type: ignore[return-value]
+        cancel_timer = _start_timer(self._lot, self, timeout)
+        native = timeout is not None and cancel_timer is None
+        parked = False
+        try:
+            with trio.move_on_after(timeout if native else math.inf) as scope:  # type: ignore[arg-type]
+                while (result := step(self)) is PARKED:
+                    parked = True
+                    self._task = trio.lowlevel.current_task()
+                    await trio.lowlevel.wait_task_rescheduled(self._abort)
+            if scope.cancelled_caught:
+                self._lot._interrupt(self, Interrupt.TIMEOUT)
+                result = step(self)  # interrupted: returns the timeout result at once
+        finally:
+            if cancel_timer is not None:
+                cancel_timer()
+        if not parked:
+            # trio's rule: every async call is a checkpoint. This one must not
+            # raise Cancelled, since the step may already have taken entries.
+            await trio.lowlevel.cancel_shielded_checkpoint()
+        return result  # type: ignore[return-value]
+
+
+class AsyncioWaiter(Waiter):
+    """An asyncio task: parks on a future, resolved from its own loop only."""
+
+    __slots__ = ("_future", "_loop", "_lot")
+
+    def __init__(self, session_id: str, lot: Lot) -> None:
+        super().__init__(session_id)
+        self._lot = lot
+        self._loop = asyncio.get_running_loop()
+        # Created before each step, so a wake that follows the registration
+        # always finds the future the task is about to await.
+        self._future: asyncio.Future[None] = self._loop.create_future()
+
+    def wake(self) -> None:
+        future = self._future
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self._loop:
+            _resolve(future)
+            return
+        try:
+            self._loop.call_soon_threadsafe(_resolve, future)
+        except RuntimeError:
+            pass  # The loop is closed: its task is gone and the entry stays queued.
+
+    async def run(self, step: Step[T], timeout: float | None) -> T:
+        if timeout == 0:
+            return step(None)  # type: ignore[return-value]
+        cancel_timer = _start_timer(self._lot, self, timeout)
+        handle = (
+            self._loop.call_later(timeout, self._lot._interrupt, self, Interrupt.TIMEOUT)
+            if timeout is not None and cancel_timer is None
+            else None
+        )
+        try:
+            while (result := step(self)) is PARKED:
+                try:
+                    await self._future
+                except BaseException:  # CancelledError: leave no waiter behind.
+                    self._lot._unpark(self)
+                    raise
+                self._future = self._loop.create_future()
+            return result
+        finally:
+            if cancel_timer is not None:
+                cancel_timer()
+            if handle is not None:
+                handle.cancel()
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    # A cancelled task's future is already done: nothing to do.
+    if not future.done():
+        future.set_result(None)

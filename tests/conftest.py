@@ -1,0 +1,255 @@
+"""Fixtures shared by the suite, and the backend shim that runs one async test body on trio and asyncio.
+
+An async test takes the ``backend`` fixture (parametrized over trio and
+asyncio) and calls ``backend.run(main)``. Under trio, ``run`` uses a
+``MockClock`` with autojump, so ``await backend.sleep(...)`` is virtual time.
+Under asyncio there is no virtual loop clock: tests there must decide their
+verdict with events, `ManualClock` and ``backend.wait_parked`` (which counts
+loop iterations, never seconds), so that each body is deterministic on both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any, TypeVar
+
+import attrs
+import hypothesis
+import pytest
+import trio
+import trio.testing
+
+from harn_inbox import Inbox, ManualClock
+
+T = TypeVar("T")
+
+# "ci" is what the README's test command runs; pick another with --hypothesis-profile.
+hypothesis.settings.register_profile(
+    "ci", deadline=None, max_examples=1000, suppress_health_check=[hypothesis.HealthCheck.too_slow]
+)
+hypothesis.settings.register_profile("dev", deadline=None, max_examples=100)
+hypothesis.settings.register_profile(
+    "thorough",
+    deadline=None,
+    max_examples=20_000,
+    stateful_step_count=100,
+    suppress_health_check=[hypothesis.HealthCheck.too_slow],
+)
+hypothesis.settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+#: How many scheduler turns ``wait_parked`` allows before calling a test hung.
+PARK_TURNS = 10_000
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(start_ms=1_000_000)
+
+
+@pytest.fixture
+def inbox(clock: ManualClock) -> Iterator[Inbox]:
+    with Inbox(clock=clock) as inbox:
+        yield inbox
+
+
+@attrs.define
+class TaskHandle:
+    """A task started by ``TaskGroup.start_soon``: its result, what it raised, and a way to cancel it."""
+
+    result: Any = None
+    raised: BaseException | None = None
+    finished: bool = False
+    _cancel: Callable[[], object] | None = None
+
+    def cancel(self) -> None:
+        assert self._cancel is not None
+        self._cancel()
+
+
+class TaskGroup:
+    def start_soon(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> TaskHandle:
+        raise NotImplementedError
+
+
+@attrs.frozen
+class Backend:
+    """One async framework, behind the few operations the suite needs."""
+
+    name: str
+
+    @property
+    def cancelled(self) -> type[BaseException]:
+        return trio.Cancelled if self.name == "trio" else asyncio.CancelledError
+
+    def run(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        if self.name == "trio":
+            return trio.run(fn, *args, clock=trio.testing.MockClock(autojump_threshold=0))
+        return asyncio.run(_as_coroutine(fn, *args))
+
+    async def checkpoint(self) -> None:
+        if self.name == "trio":
+            await trio.lowlevel.checkpoint()
+        else:
+            await asyncio.sleep(0)
+
+    async def sleep(self, seconds: float) -> None:
+        """Virtual under trio (autojump). Under asyncio it is real: never use it for a verdict."""
+        if self.name == "trio":
+            await trio.sleep(seconds)
+        else:
+            await asyncio.sleep(seconds)
+
+    def event(self) -> trio.Event | asyncio.Event:
+        return trio.Event() if self.name == "trio" else asyncio.Event()
+
+    async def to_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        if self.name == "trio":
+            return await trio.to_thread.run_sync(fn, *args)
+        return await asyncio.to_thread(fn, *args)
+
+    async def wait_parked(self, inbox: Inbox, session_id: str, count: int = 1) -> None:
+        """Let other tasks run until *count* waiters are parked on *session_id*."""
+        for _ in range(PARK_TURNS):
+            if inbox.waiter_count(session_id) >= count:
+                return
+            await self.checkpoint()
+        raise AssertionError(f"{count} waiter(s) never parked on {session_id!r}")
+
+    async def wait_thread_parked(self, inbox: Inbox, session_id: str, count: int = 1) -> None:
+        """Like `wait_parked`, for waiters in other threads: yields the GIL between looks."""
+        for _ in range(PARK_TURNS * 10):
+            if inbox.waiter_count(session_id) >= count:
+                return
+            await self.to_thread(lambda: None)
+        raise AssertionError(f"{count} thread waiter(s) never parked on {session_id!r}")
+
+    @asynccontextmanager
+    async def task_group(self) -> AsyncIterator[TaskGroup]:
+        if self.name == "trio":
+            async with trio.open_nursery() as nursery:
+                yield _TrioTaskGroup(nursery)
+        else:
+            group = _AsyncioTaskGroup()
+            try:
+                yield group
+            except BaseException:
+                group.cancel_all()
+                await group.join()
+                raise
+            await group.join()
+
+    @contextmanager
+    def fail_after(self, seconds: float) -> Iterator[None]:
+        """Under trio a virtual deadline; under asyncio nothing (asyncio tests must not hang by design)."""
+        if self.name == "trio":
+            with trio.fail_after(seconds):
+                yield
+        else:
+            yield
+
+
+class _TrioTaskGroup(TaskGroup):
+    def __init__(self, nursery: trio.Nursery) -> None:
+        self._nursery = nursery
+
+    def start_soon(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> TaskHandle:
+        scope = trio.CancelScope()
+        handle = TaskHandle(cancel=scope.cancel)
+
+        async def runner() -> None:
+            with scope:
+                try:
+                    handle.result = await fn(*args)
+                except BaseException as error:
+                    handle.raised = error
+                    raise
+                finally:
+                    handle.finished = True
+
+        self._nursery.start_soon(runner)
+        return handle
+
+
+class _AsyncioTaskGroup(TaskGroup):
+    # asyncio.TaskGroup is 3.11+; this is the part of it the suite needs.
+    def __init__(self) -> None:
+        self._tasks: list[asyncio.Task[None]] = []
+        self._cancelled: set[asyncio.Task[None]] = set()
+
+    def start_soon(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> TaskHandle:
+        handle = TaskHandle()
+
+        async def runner() -> None:
+            try:
+                handle.result = await fn(*args)
+            except BaseException as error:
+                handle.raised = error
+                raise
+            finally:
+                handle.finished = True
+
+        task = asyncio.get_running_loop().create_task(runner())
+
+        def cancel() -> None:
+            self._cancelled.add(task)
+            task.cancel()
+
+        handle._cancel = cancel
+        self._tasks.append(task)
+        return handle
+
+    def cancel_all(self) -> None:
+        for task in self._tasks:
+            self._cancelled.add(task)
+            task.cancel()
+
+    async def join(self) -> None:
+        while not all(task.done() for task in self._tasks):
+            await asyncio.wait([task for task in self._tasks if not task.done()])
+        for task in self._tasks:
+            if task.cancelled():
+                assert task in self._cancelled, "a task was cancelled that the test did not cancel"
+                continue
+            error = task.exception()
+            if error is not None:
+                raise error
+
+
+async def _as_coroutine(fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+    return await fn(*args)
+
+
+@pytest.fixture(params=["trio", "asyncio"])
+def backend(request: pytest.FixtureRequest) -> Backend:
+    return Backend(request.param)
+
+
+@pytest.fixture
+def run_in_thread() -> Iterator[Callable[..., threading.Thread]]:
+    """Start a daemon thread running fn(*args); every thread is joined (and must finish) at teardown."""
+    threads: list[threading.Thread] = []
+    errors: list[BaseException] = []
+
+    def start(fn: Callable[..., object], *args: Any) -> threading.Thread:
+        def target() -> None:
+            try:
+                fn(*args)
+            except BaseException as error:
+                errors.append(error)
+                raise
+
+        thread = threading.Thread(target=target, daemon=True)
+        thread.start()
+        threads.append(thread)
+        return thread
+
+    yield start
+    for thread in threads:
+        thread.join(timeout=60)
+        assert not thread.is_alive(), "a test thread hung"
+    if errors:
+        raise errors[0]
