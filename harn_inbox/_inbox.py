@@ -11,9 +11,10 @@ except the clock's ``now_ms()``. State is plain data:
 - ``_sequences``: session -> the last sequence number it issued, kept after a
   drain (sequences never restart) and dropped by ``clear_session``.
 - ``_dropped``: session -> how many entries ``drop_oldest`` discarded.
-- ``_waiters``: session -> its parked waiters (a dict used as an ordered
-  set). Only sessions with parked waiters are keys. See ``_waiters.py`` for
-  the parking protocol and the argument that no wake-up is lost.
+- ``_waiters``: session -> the wait calls in progress on it that have
+  parked at least once (a dict used as an ordered set); each knows whether it
+  is parked right now. Only sessions with such waits are keys. See
+  ``_waiters.py`` for the parking protocol and why no wake-up is lost.
 - ``_streams``: session -> its live ``batches`` channels, to end them when the
   session is cleared, whether or not they are parked at that moment.
 
@@ -26,9 +27,9 @@ that has left ``_pending`` is never put back. So whoever saw list ``L`` holding
 ``_take_matching`` relies on this to run a user's predicate *outside* the
 lock: a slow or re-entrant predicate stalls nobody and deadlocks nothing.
 
-Wake-ups are per session: a push pops only its own session's waiters, so idle
-waiters on other sessions cost it nothing. Waiters are woken after the lock is
-released; each one popped under the lock is owed exactly one wake.
+Wake-ups are per session: a push looks only at its own session's waiters, so
+idle waiters on other sessions cost it nothing. Waiters are woken after the
+lock is released; each one unparked under the lock is owed exactly one wake.
 """
 
 from __future__ import annotations
@@ -223,7 +224,8 @@ class Inbox:
                     # Replace, never shift in place: see "Lists in _pending only grow in place".
                     self._pending[session_id] = [*pending[1:], entry]
                     self._dropped[session_id] = self._dropped.get(session_id, 0) + 1
-                waiters = self._waiters.pop(session_id, None)
+                registered = self._waiters.get(session_id)
+                woken = None if registered is None else _unpark_all(registered)
         except InboxFull:
             if self._logger is not None:
                 self._logger.warning(
@@ -235,8 +237,8 @@ class Inbox:
                     max_pending=self._max_pending,
                 )
             raise
-        if waiters is not None:
-            for waiter in waiters:
+        if woken:
+            for waiter in woken:
                 waiter.wake()
         if self._logger is not None:
             if dropped is None:
@@ -282,8 +284,8 @@ class Inbox:
                 )
             else:
                 self._pending[session_id] = [entry, *pending]  # replaced, not changed in place
-            waiters = self._waiters.pop(session_id, None)
-        _wake_all(waiters)
+            woken = _unpark_all(self._waiters.get(session_id))
+        _wake_all(woken)
         if self._logger is not None:
             self._logger.debug(
                 "inbox.requeue_front",
@@ -316,9 +318,13 @@ class Inbox:
         """Take the entries of *session_id* for which *predicate* is true, in order.
 
         The others stay queued, in their order. Any thread, never blocks. The
-        predicate runs in the calling thread without the inbox's lock held, at
-        most once per entry, and should not have side effects: it may call the
-        inbox. The result is as if the whole call happened at one instant.
+        result is as if the whole call happened at one instant.
+
+        The predicate runs in the calling thread without the inbox's lock held,
+        so it may be slow or call the inbox without stalling anyone. It should
+        be a pure function of the entry: it is called once per entry, and once
+        more for the entries that another consumer's concurrent change (a
+        drain, a requeue) moved while it ran.
 
         Raises:
             TypeError: *session_id* is not a ``str`` or *predicate* not callable.
@@ -352,10 +358,13 @@ class Inbox:
             self._dropped.pop(session_id, None)
             for stream in self._streams.pop(session_id, ()):
                 stream._cleared = True
-            waiters = self._waiters.pop(session_id, None)
-            for waiter in waiters or ():
+            # Every wait in progress on it ends, parked or not (a woken one
+            # that has yet to look again would otherwise wait on).
+            registered = self._waiters.get(session_id)
+            for waiter in registered or ():
                 waiter.interrupted = Interrupt.CLEARED
-        _wake_all(waiters)
+            woken = _unpark_all(registered)
+        _wake_all(woken)
         if self._logger is not None:
             self._logger.info("inbox.clear_session", session_id=session_id, dropped=dropped)
         return dropped
@@ -473,7 +482,8 @@ class Inbox:
         Selective receive: takes the matching entries as `drain_where` does and
         leaves the rest queued, in order. Replaces the racy "drain, look for my
         handle, requeue the rest". The predicate runs in the waiting task,
-        without the inbox's lock, at most once per entry per look.
+        without the inbox's lock, as in `drain_where`; entries already judged
+        are not judged again when new ones arrive.
 
         Returns:
             The matching entries, in order, once there is at least one; ``[]``
@@ -528,11 +538,12 @@ class Inbox:
             if self._closed:
                 return
             self._closed = True
-            parked, self._waiters = self._waiters, {}
-        for waiters in parked.values():
-            _wake_all(waiters)
+            woken = [
+                waiter for waiters in self._waiters.values() for waiter in _unpark_all(waiters)
+            ]
+        _wake_all(woken)
         if self._logger is not None:
-            self._logger.info("inbox.close", woken=sum(map(len, parked.values())))
+            self._logger.info("inbox.close", woken=len(woken))
 
     def __enter__(self) -> Inbox:
         return self
@@ -560,14 +571,13 @@ class Inbox:
 
     def _step_pending(self, session_id: str, waiter: Waiter | None) -> bool | Parked:
         with self._lock:
-            if waiter is not None and waiter.interrupted is not None:
-                return False
-            if session_id in self._pending:
-                return True
-            if waiter is None or self._closed:
-                return False
-            self._park(waiter)
-        return PARKED
+            if waiter is None:
+                return session_id in self._pending
+            if waiter.interrupted is None and session_id not in self._pending and not self._closed:
+                self._park(waiter)
+                return PARKED
+            self._leave_locked(waiter)
+            return waiter.interrupted is None and session_id in self._pending
 
     def _take_matching(
         self, session_id: str, predicate: Predicate, waiter: Waiter | None
@@ -580,10 +590,11 @@ class Inbox:
         # section, so nothing pushed in between escapes either.
         source: list[InboxEntry] | None = None
         seen: list[InboxEntry] = []
-        verdicts: list[object] = []
+        verdicts: list[bool] = []
         while True:
             with self._lock:
                 if waiter is not None and waiter.interrupted is not None:
+                    self._leave_locked(waiter)
                     return []
                 current = self._pending.get(session_id)
                 if current is not source:
@@ -598,68 +609,73 @@ class Inbox:
                         self._pending[session_id] = kept
                     else:
                         del self._pending[session_id]
+                    if waiter is not None:
+                        self._leave_locked(waiter)
                     return taken
-                elif waiter is None or self._closed:
+                elif waiter is None:
+                    return []
+                elif self._closed:
+                    self._leave_locked(waiter)
                     return []
                 else:
                     self._park(waiter)
                     return PARKED
-            fresh = list(map(predicate, unjudged))  # may raise: nothing is committed
+            # Outside the lock. May raise: nothing is committed. Truth is
+            # taken here too, so no user __bool__ runs under the lock.
+            fresh = list(map(bool, map(predicate, unjudged)))
             seen += unjudged
             verdicts += fresh
 
     def _step_batch(self, stream: Batches, waiter: Waiter | None) -> list[InboxEntry] | Parked:
         with self._lock:
-            if (
-                stream._cleared
-                or stream._closed
-                or (waiter is not None and waiter.interrupted is not None)
-            ):
-                return []
-            entries = self._pending.pop(stream.session_id, None)
-            if entries is not None:
-                return entries
-            if waiter is None or self._closed:
-                return []
-            self._park(waiter)
-        return PARKED
+            if stream._cleared or stream._closed or (waiter and waiter.interrupted):
+                entries = None
+            else:
+                entries = self._pending.pop(stream.session_id, None)
+                if entries is None and waiter is not None and not self._closed:
+                    self._park(waiter)
+                    return PARKED
+            if waiter is not None:
+                self._leave_locked(waiter)
+            return entries or []
 
     # -- Parking (the Lot protocol of _waiters.py) ----------------------------------------------
 
     def _park(self, waiter: Waiter) -> None:
-        # With the lock held.
+        # With the lock held: register (if not yet) and mark parked.
+        waiter.parked = True
         waiters = self._waiters.get(waiter.session_id)
         if waiters is None:
             self._waiters[waiter.session_id] = {waiter: None}
         else:
             waiters[waiter] = None
 
-    def _unpark_locked(self, waiter: Waiter) -> bool:
+    def _leave_locked(self, waiter: Waiter) -> None:
+        # With the lock held: the wait call is ending; nobody owes it a wake.
+        waiter.parked = False
         waiters = self._waiters.get(waiter.session_id)
-        if waiters is None or waiter not in waiters:
-            return False
-        del waiters[waiter]
-        if not waiters:
-            del self._waiters[waiter.session_id]
-        return True
+        if waiters is not None and waiter in waiters:
+            del waiters[waiter]
+            if not waiters:
+                del self._waiters[waiter.session_id]
 
-    def _unpark(self, waiter: Waiter) -> None:
+    def _leave(self, waiter: Waiter) -> None:
         with self._lock:
-            self._unpark_locked(waiter)
+            self._leave_locked(waiter)
 
     def _interrupt(self, waiter: Waiter, reason: Interrupt) -> None:
         with self._lock:
             if waiter.interrupted is None:
                 waiter.interrupted = reason
-            parked = self._unpark_locked(waiter)
+            parked, waiter.parked = waiter.parked, False
         if parked:
             waiter.wake()
 
     def _wake_session(self, session_id: str) -> None:
-        """Make every waiter of *session_id* look again (a batches channel was closed)."""
+        """Make every parked waiter of *session_id* look again (a batches channel was closed)."""
         with self._lock:
-            waiters = self._waiters.pop(session_id, None)
-        _wake_all(waiters)
+            woken = _unpark_all(self._waiters.get(session_id))
+        _wake_all(woken)
 
     def _forget_stream(self, stream: Batches) -> None:
         with self._lock:
@@ -716,10 +732,17 @@ class Inbox:
         self._logger.debug(event, **fields)
 
 
-def _wake_all(waiters: dict[Waiter, None] | None) -> None:
-    if waiters is not None:
-        for waiter in waiters:
-            waiter.wake()
+def _unpark_all(waiters: dict[Waiter, None] | None) -> list[Waiter]:
+    """With the lock held: unpark every parked waiter of *waiters*; each is owed one wake."""
+    woken = [waiter for waiter in waiters or () if waiter.parked]
+    for waiter in woken:
+        waiter.parked = False
+    return woken
+
+
+def _wake_all(waiters: list[Waiter]) -> None:
+    for waiter in waiters:
+        waiter.wake()
 
 
 def _loop_running_here() -> bool:

@@ -10,23 +10,27 @@ step) is the same loop, run by the waiter of the caller's framework::
 
 *step* is a function of the inbox. Under the inbox's lock it decides: either
 there is a result (entries, ``True``, the end of the stream, a timeout) or
-there is none yet, in which case it registers *waiter* on its session and
-returns `PARKED` -- the check and the registration are one critical section.
-A push takes the same lock, so it lands either before the check (and the step
-sees the entry) or after the registration (and the push finds the waiter and
-wakes it). There is no third place for it to land: no wake-up is lost.
+there is none yet, in which case it registers *waiter* on its session, marks
+it `Waiter.parked` and returns `PARKED` -- the check and the parking are one
+critical section. A push takes the same lock, so it lands either before the
+check (and the step sees the entry) or after the parking (and the push finds
+the waiter parked and wakes it). There is no third place for it to land: no
+wake-up is lost.
 
-Whoever removes a waiter from the registry, under the lock, owes it exactly one
-`Waiter.wake` (made after the lock is released). Pushes, ``clear_session``,
-``close``, a timer and a ``batches`` ``aclose`` remove waiters; cancellation
-and the waiter's own timeout remove it too, and then nobody wakes it. So a
-waiter is woken at most once per registration, and a woken waiter simply runs
-*step* again: waking says "look again", never "here is your entry". Anything
-that must end a wait rather than just wake it (timeout, session cleared) sets
-`Waiter.interrupted` under the lock before waking, and *step* checks it first.
-Taking entries happens only inside *step*, in the consumer's own thread and
-under the lock, after the wake: a wait that is cancelled or times out between
-the wake and the step has taken nothing.
+A waiter stays registered on its session from its first park until its wait
+call ends (the step that returns a result unregisters it in the same critical
+section; cancellation and errors unregister it on the way out), so
+``clear_session`` reaches every wait in progress, parked or not, and
+``waiter_count`` counts waits in progress. Whoever flips ``parked`` from true
+to false, under the lock, owes the waiter exactly one `Waiter.wake`, made after
+the lock is released: a push, ``clear_session``, ``close``, a timer, a
+``batches`` ``aclose``. A woken waiter simply runs *step* again: waking says
+"look again", never "here is your entry". Anything that must end a wait
+rather than just wake it (timeout, session cleared) sets `Waiter.interrupted`
+under the lock, and *step* checks it first. Taking entries happens only inside
+*step*, in the consumer's own thread and under the lock, after the wake: a
+wait that is cancelled or times out between the wake and the step has taken
+nothing.
 
 A wake never touches a loop from a foreign thread: a trio task is rescheduled
 directly only from inside its own run, else through ``TrioToken.run_sync_soon``;
@@ -84,20 +88,22 @@ class Lot(Protocol):
     def _clock(self) -> Clock: ...
 
     def _interrupt(self, waiter: Waiter, reason: Interrupt) -> None:
-        """Mark *waiter* interrupted and, if it is registered, unregister and wake it."""
+        """Mark *waiter* interrupted and wake it if it is parked."""
 
-    def _unpark(self, waiter: Waiter) -> None:
-        """Unregister *waiter* if it still is (cancellation): nobody will wake it."""
+    def _leave(self, waiter: Waiter) -> None:
+        """Unregister *waiter*: its wait call is ending (cancelled, or an error)."""
 
 
 class Waiter:
-    """One wait call: registered on a session while parked, woken at most once per registration."""
+    """One wait call: registered on its session from its first park to its end."""
 
-    __slots__ = ("interrupted", "session_id")
+    __slots__ = ("interrupted", "parked", "session_id")
 
     def __init__(self, session_id: str) -> None:
         self.session_id = session_id
+        # Both written under the inbox's lock only.
         self.interrupted: Interrupt | None = None
+        self.parked = False
 
     def wake(self) -> None:
         """Make the parked party run its step again. Any thread; never blocks or raises."""
@@ -145,7 +151,7 @@ class ThreadWaiter(Waiter):
                     lot._interrupt(self, Interrupt.TIMEOUT)
             return result
         except BaseException:  # KeyboardInterrupt in acquire(): leave no waiter behind.
-            lot._unpark(self)
+            lot._leave(self)
             raise
         finally:
             if cancel_timer is not None:
@@ -184,7 +190,7 @@ class TrioWaiter(Waiter):
 
     def _abort(self, raise_cancel: object) -> trio.lowlevel.Abort:
         self._task = None
-        self._lot._unpark(self)
+        self._lot._leave(self)
         return trio.lowlevel.Abort.SUCCEEDED
 
     async def run(self, step: Step[T], timeout: float | None) -> T:
@@ -205,6 +211,9 @@ class TrioWaiter(Waiter):
             if scope.cancelled_caught:
                 self._lot._interrupt(self, Interrupt.TIMEOUT)
                 result = step(self)  # interrupted: returns the timeout result at once
+        except BaseException:  # Cancelled, or the predicate raised: leave no waiter behind.
+            self._lot._leave(self)
+            raise
         finally:
             if cancel_timer is not None:
                 cancel_timer()
@@ -253,13 +262,12 @@ class AsyncioWaiter(Waiter):
         )
         try:
             while (result := step(self)) is PARKED:
-                try:
-                    await self._future
-                except BaseException:  # CancelledError: leave no waiter behind.
-                    self._lot._unpark(self)
-                    raise
+                await self._future
                 self._future = self._loop.create_future()
             return result
+        except BaseException:  # CancelledError, or the predicate raised: leave no waiter behind.
+            self._lot._leave(self)
+            raise
         finally:
             if cancel_timer is not None:
                 cancel_timer()
