@@ -29,9 +29,12 @@ def check_seconds(name: str, value: object) -> float:
     """A finite or infinite non-negative number of seconds."""
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         type_error(name, "a number of seconds", value)
-    if math.isnan(value) or value < 0:
+    if value != value or value < 0:  # NaN is the one value unequal to itself
         raise ValueError(f"{name} must be a non-negative number of seconds, not {value!r}")
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:  # an int too large for a float: as good as forever
+        return math.inf
 
 
 def check_timeout(value: object) -> float | None:

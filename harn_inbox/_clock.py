@@ -10,6 +10,7 @@ when, that clock's time passes the deadline.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from typing import TYPE_CHECKING, Protocol, final
@@ -112,9 +113,9 @@ class ManualClock:
             ValueError: *seconds* is negative, NaN or infinite.
         """
         step = check_seconds("seconds", seconds)
-        if step == float("inf"):
-            raise ValueError("seconds must be finite, not inf")
-        self._move(lambda now: now + round(step * 1e9))
+        if math.isinf(step):
+            raise ValueError(f"seconds must be finite, not {seconds!r}")
+        self._move(lambda now: now + _nanoseconds(step))
 
     def set(self, ms: int) -> None:
         """Jump to *ms* milliseconds since the epoch, forwards or backwards.
@@ -132,7 +133,7 @@ class ManualClock:
         with self._lock:
             key = self._next_timer
             self._next_timer += 1
-            self._timers[key] = (self._now_ns + round(seconds * 1e9), callback)
+            self._timers[key] = (self._now_ns + _nanoseconds(seconds), callback)
         return lambda: self._forget(key)
 
     def _forget(self, key: int) -> None:
@@ -151,8 +152,21 @@ class ManualClock:
                 del self._timers[key]
         # Callbacks run outside our lock: they take the inbox's lock, and the
         # inbox calls call_later() while holding none, so no order is inverted.
+        # One that raises does not keep the others from firing.
+        error: BaseException | None = None
         for _, _, callback in due:
-            callback()
+            try:
+                callback()
+            except BaseException as raised:  # noqa: PERF203 (each callback on its own)
+                error = error or raised
+        if error is not None:
+            raise error
+
+
+def _nanoseconds(seconds: float) -> int:
+    """Exact for any finite float, however large (``round(seconds * 1e9)`` overflows at 1.8e299)."""
+    whole = int(seconds)
+    return whole * 1_000_000_000 + round((seconds - whole) * 1e9)
 
 
 def _checked_ms(name: str, ms: object) -> int:

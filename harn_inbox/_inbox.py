@@ -198,10 +198,10 @@ class Inbox:
                     ts_ms = _time_ns() // 1_000_000
                 else:
                     ts_ms = self._now_ms()
-                    if type(ts_ms) is not int or ts_ms < 0:
-                        raise TypeError(
-                            f"clock.now_ms() must return a non-negative int, not {ts_ms!r}"
-                        )
+                    if type(ts_ms) is not int:
+                        raise TypeError(f"clock.now_ms() must return int, not {ts_ms!r}")
+                    if ts_ms < 0:
+                        raise ValueError(f"clock.now_ms() must not be negative, not {ts_ms!r}")
                 sequence = self._sequences.get(session_id, 0) + 1
                 if sequence > MAX_SEQUENCE:
                     sequence = 1  # u64 wraps to 1, never 0
@@ -573,11 +573,12 @@ class Inbox:
         with self._lock:
             if waiter is None:
                 return session_id in self._pending
-            if waiter.interrupted is None and session_id not in self._pending and not self._closed:
-                self._park(waiter)
-                return PARKED
-            self._leave_locked(waiter)
-            return waiter.interrupted is None and session_id in self._pending
+            pending = waiter.interrupted is not Interrupt.CLEARED and session_id in self._pending
+            if pending or waiter.interrupted is not None or self._closed:
+                self._leave_locked(waiter)
+                return pending
+            self._park(waiter)
+        return PARKED
 
     def _take_matching(
         self, session_id: str, predicate: Predicate, waiter: Waiter | None
@@ -593,7 +594,7 @@ class Inbox:
         verdicts: list[bool] = []
         while True:
             with self._lock:
-                if waiter is not None and waiter.interrupted is not None:
+                if waiter is not None and waiter.interrupted is Interrupt.CLEARED:
                     self._leave_locked(waiter)
                     return []
                 current = self._pending.get(session_id)
@@ -614,7 +615,7 @@ class Inbox:
                     return taken
                 elif waiter is None:
                     return []
-                elif self._closed:
+                elif self._closed or waiter.interrupted is not None:  # closed, or timed out
                     self._leave_locked(waiter)
                     return []
                 else:
@@ -629,6 +630,7 @@ class Inbox:
     def _step_batch(self, stream: Batches, waiter: Waiter | None) -> list[InboxEntry] | Parked:
         with self._lock:
             if stream._cleared or stream._closed or (waiter and waiter.interrupted):
+                # (batches have no timeout: the only interrupt is CLEARED)
                 entries = None
             else:
                 entries = self._pending.pop(stream.session_id, None)

@@ -26,8 +26,10 @@ to false, under the lock, owes the waiter exactly one `Waiter.wake`, made after
 the lock is released: a push, ``clear_session``, ``close``, a timer, a
 ``batches`` ``aclose``. A woken waiter simply runs *step* again: waking says
 "look again", never "here is your entry". Anything that must end a wait
-rather than just wake it (timeout, session cleared) sets `Waiter.interrupted`
-under the lock, and *step* checks it first. Taking entries happens only inside
+rather than just wake it sets `Waiter.interrupted` under the lock: a cleared
+session ends the wait with nothing, whatever is pending; a timeout only stops
+it from parking again, so an entry pushed before the deadline still counts
+even if the timer fired before the waiter got to look. Taking entries happens only inside
 *step*, in the consumer's own thread and under the lock, after the wake: a
 wait that is cancelled or times out between the wake and the step has taken
 nothing.
@@ -146,8 +148,7 @@ class ThreadWaiter(Waiter):
                 elif not self._lock.acquire(
                     timeout=min(max(deadline - time.monotonic(), 0.0), threading.TIMEOUT_MAX)
                 ):
-                    # Timed out. A wake may have raced us here; the interrupt
-                    # wins either way and the next step reports the timeout.
+                    # Timed out: the next step returns what is there, without parking.
                     lot._interrupt(self, Interrupt.TIMEOUT)
             return result
         except BaseException:  # KeyboardInterrupt in acquire(): leave no waiter behind.
@@ -210,7 +211,7 @@ class TrioWaiter(Waiter):
                     await trio.lowlevel.wait_task_rescheduled(self._abort)
             if scope.cancelled_caught:
                 self._lot._interrupt(self, Interrupt.TIMEOUT)
-                result = step(self)  # interrupted: returns the timeout result at once
+                result = step(self)  # timed out: returns what is there, without parking
         except BaseException:  # Cancelled, or the predicate raised: leave no waiter behind.
             self._lot._leave(self)
             raise
