@@ -358,6 +358,14 @@ class Inbox:
             self._dropped.pop(session_id, None)
             for stream in self._streams.pop(session_id, ()):
                 stream._cleared = True
+            # A dict never shrinks as keys go: once the last session is
+            # cleared, let the tables of a busier past go too.
+            if not self._pending:
+                self._pending = {}
+            if not self._sequences:
+                self._sequences = {}
+            if not self._dropped:
+                self._dropped = {}
             # Every wait in progress on it ends, parked or not (a woken one
             # that has yet to look again would otherwise wait on).
             registered = self._waiters.get(session_id)

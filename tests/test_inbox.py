@@ -600,3 +600,18 @@ def test_str_subclass_is_accepted_as_text(inbox: Inbox) -> None:
     entry = inbox.push(Name("s"), Name("k"), Name("c"), Name("src"))
     assert entry.session_id == "s"
     assert inbox.drain("s") == [entry]
+
+
+def test_clearing_the_last_counted_session_keeps_entries_requeued_into_cleared_ones(
+    inbox: Inbox,
+) -> None:
+    # An entry requeued into a cleared session is pending with no sequence
+    # counter behind it; clearing the last counted session must not drop it.
+    [entry] = [inbox.push("a", "k", "c", "s")]
+    inbox.drain("a")
+    inbox.clear_session("a")
+    inbox.requeue_front(entry)
+    inbox.push("b", "k", "c", "s")
+    inbox.clear_session("b")
+    assert inbox.snapshot("a") == [entry]
+    assert inbox.sessions() == ["a"]
