@@ -333,7 +333,7 @@ class Inbox:
         """
         check_text("session_id", session_id)
         check_callable("predicate", predicate)
-        taken = self._take_matching(session_id, predicate, None)
+        taken = self._take_matching(session_id, Judgments(predicate), None)
         assert not isinstance(taken, Parked)  # without a waiter it never parks
         if self._logger is not None:
             self._logger.debug("inbox.drain_where", session_id=session_id, taken=len(taken))
@@ -509,7 +509,10 @@ class Inbox:
         timeout = check_timeout(timeout)
         waiter = self._async_waiter(session_id)
         return await self._logged_wait_async(
-            waiter, partial(self._take_matching, session_id, predicate), timeout, "inbox.wait_for"
+            waiter,
+            partial(self._take_matching, session_id, Judgments(predicate)),
+            timeout,
+            "inbox.wait_for",
         )
 
     def batches(self, session_id: str) -> Batches:
@@ -589,29 +592,31 @@ class Inbox:
         return PARKED
 
     def _take_matching(
-        self, session_id: str, predicate: Predicate, waiter: Waiter | None
+        self, session_id: str, judged: Judgments, waiter: Waiter | None
     ) -> list[InboxEntry] | Parked:
         # Judge entries outside the lock, commit under it (see "Lists in
-        # _pending only grow in place"): `source` is the list we last saw and
-        # `seen`/`verdicts` cover its first len(seen) entries. While `source`
-        # is still in place only its new tail needs judging; once every
-        # pending entry is judged, commit or park in that same critical
-        # section, so nothing pushed in between escapes either.
-        source: list[InboxEntry] | None = None
-        seen: list[InboxEntry] = []
-        verdicts: list[bool] = []
+        # _pending only grow in place"). While the list *judged* last saw is
+        # still in place, only its new tail needs judging, in this look or a
+        # later one of the same wait_for; once every pending entry is judged,
+        # commit or park in that same critical section, so nothing pushed in
+        # between escapes either.
         while True:
             with self._lock:
-                if waiter is not None and waiter.interrupted is Interrupt.CLEARED:
-                    self._leave_locked(waiter)
-                    return []
+                if waiter is not None:
+                    if waiter.interrupted is Interrupt.CLEARED:
+                        self._leave_locked(waiter)
+                        return []
+                    # Registered from the first look, since the predicate runs
+                    # unlocked: a clear_session meanwhile must reach this wait.
+                    self._register(waiter)
                 current = self._pending.get(session_id)
-                if current is not source:
+                if current is not judged.source:
                     # Replaced by another consumer (or cleared): judge afresh.
-                    source, seen, verdicts = current, [], []
-                if current is not None and len(current) > len(seen):
-                    unjudged = current[len(seen) :]
-                elif any(verdicts):
+                    judged.source, judged.seen, judged.verdicts = current, [], []
+                if current is not None and len(current) > len(judged.seen):
+                    unjudged = current[len(judged.seen) :]
+                elif any(judged.verdicts):
+                    seen, verdicts = judged.seen, judged.verdicts
                     taken = list(itertools.compress(seen, verdicts))
                     kept = list(itertools.compress(seen, map(operator.not_, verdicts)))
                     if kept:
@@ -631,9 +636,12 @@ class Inbox:
                     return PARKED
             # Outside the lock. May raise: nothing is committed. Truth is
             # taken here too, so no user __bool__ runs under the lock.
-            fresh = list(map(bool, map(predicate, unjudged)))
-            seen += unjudged
-            verdicts += fresh
+            fresh = list(map(bool, map(judged.predicate, unjudged)))
+            if judged.seen:
+                judged.seen += unjudged
+                judged.verdicts += fresh
+            else:
+                judged.seen, judged.verdicts = unjudged, fresh
 
     def _step_batch(self, stream: Batches, waiter: Waiter | None) -> list[InboxEntry] | Parked:
         with self._lock:
@@ -651,14 +659,18 @@ class Inbox:
 
     # -- Parking (the Lot protocol of _waiters.py) ----------------------------------------------
 
-    def _park(self, waiter: Waiter) -> None:
-        # With the lock held: register (if not yet) and mark parked.
-        waiter.parked = True
+    def _register(self, waiter: Waiter) -> None:
+        # With the lock held: from now until it leaves, clear_session reaches it.
         waiters = self._waiters.get(waiter.session_id)
         if waiters is None:
             self._waiters[waiter.session_id] = {waiter: None}
         else:
             waiters[waiter] = None
+
+    def _park(self, waiter: Waiter) -> None:
+        # With the lock held: register (if not yet) and mark parked.
+        waiter.parked = True
+        self._register(waiter)
 
     def _leave_locked(self, waiter: Waiter) -> None:
         # With the lock held: the wait call is ending; nobody owes it a wake.
@@ -740,6 +752,19 @@ class Inbox:
         if isinstance(result, list):
             fields["taken"] = len(result)
         self._logger.debug(event, **fields)
+
+
+@final
+class Judgments:
+    """What one ``drain_where`` or ``wait_for`` call has judged: source[:len(seen)]."""
+
+    __slots__ = ("predicate", "seen", "source", "verdicts")
+
+    def __init__(self, predicate: Predicate) -> None:
+        self.predicate = predicate
+        self.source: list[InboxEntry] | None = None
+        self.seen: list[InboxEntry] = []
+        self.verdicts: list[bool] = []
 
 
 def _unpark_all(waiters: dict[Waiter, None] | None) -> list[Waiter]:

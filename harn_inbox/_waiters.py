@@ -17,7 +17,8 @@ check (and the step sees the entry) or after the parking (and the push finds
 the waiter parked and wakes it). There is no third place for it to land: no
 wake-up is lost.
 
-A waiter stays registered on its session from its first park until its wait
+A waiter stays registered on its session from its first park (from its first
+look, for a ``wait_for``, whose predicate runs outside the lock) until its wait
 call ends (the step that returns a result unregisters it in the same critical
 section; cancellation and errors unregister it on the way out), so
 ``clear_session`` reaches every wait in progress, parked or not, and
@@ -50,7 +51,6 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import math
 import threading
 import time
 from collections.abc import Callable
@@ -201,17 +201,17 @@ class TrioWaiter(Waiter):
             await trio.lowlevel.cancel_shielded_checkpoint()
             return result  # type: ignore[return-value]
         cancel_timer = _start_timer(self._lot, self, timeout)
-        native = timeout is not None and cancel_timer is None
-        parked = False
         try:
-            with trio.move_on_after(timeout if native else math.inf) as scope:  # type: ignore[arg-type]
-                while (result := step(self)) is PARKED:
-                    parked = True
-                    self._task = trio.lowlevel.current_task()
-                    await trio.lowlevel.wait_task_rescheduled(self._abort)
-            if scope.cancelled_caught:
-                self._lot._interrupt(self, Interrupt.TIMEOUT)
-                result = step(self)  # timed out: returns what is there, without parking
+            if timeout is None or cancel_timer is not None:
+                result, parked = await self._park_until_result(step)
+            else:
+                # trio keeps this timeout, on its own clock (so MockClock
+                # applies). A cancel scope is not free: only when needed.
+                with trio.move_on_after(timeout) as scope:
+                    result, parked = await self._park_until_result(step)
+                if scope.cancelled_caught:  # delivered where the task parked
+                    self._lot._interrupt(self, Interrupt.TIMEOUT)
+                    result, parked = step(self), True  # timed out: what is there, no parking
         except BaseException:  # Cancelled, or the predicate raised: leave no waiter behind.
             self._lot._leave(self)
             raise
@@ -223,6 +223,14 @@ class TrioWaiter(Waiter):
             # raise Cancelled, since the step may already have taken entries.
             await trio.lowlevel.cancel_shielded_checkpoint()
         return result  # type: ignore[return-value]
+
+    async def _park_until_result(self, step: Step[T]) -> tuple[T | Parked, bool]:
+        parked = False
+        while (result := step(self)) is PARKED:
+            parked = True
+            self._task = trio.lowlevel.current_task()
+            await trio.lowlevel.wait_task_rescheduled(self._abort)
+        return result, parked
 
 
 class AsyncioWaiter(Waiter):
