@@ -25,8 +25,8 @@ class InboxClosed(InboxError):
 class InboxFull(InboxError):
     """A push reached a full session of an inbox built with ``overflow="reject"``.
 
-    Nothing was stored. `session_id` and `max_pending` say which session and
-    which limit.
+    Nothing was stored. `session_id`, `pending` and `max_pending` say which
+    session, how full it was, and the limit.
     """
 
     def __init__(self, session_id: str, pending: int, max_pending: int) -> None:
@@ -34,4 +34,9 @@ class InboxFull(InboxError):
             f"session {session_id!r} has {pending} pending entries (max_pending={max_pending})"
         )
         self.session_id = session_id
+        self.pending = pending
         self.max_pending = max_pending
+
+    def __reduce__(self) -> tuple[type[InboxFull], tuple[str, int, int]]:
+        # Rebuild from the three fields, not from the message (pickle, copy).
+        return (InboxFull, (self.session_id, self.pending, self.max_pending))

@@ -126,11 +126,17 @@ class Inbox:
     ) -> None:
         if clock is None:
             clock = SystemClock()
-        elif not (
+        elif isinstance(clock, type) or not (
             callable(getattr(clock, "now_ms", None))
             and callable(getattr(clock, "call_later", None))
         ):
-            type_error("clock", "a Clock (with now_ms() and call_later())", clock)
+            type_error("clock", "a Clock instance (with now_ms() and call_later())", clock)
+        if logger is not None and not all(
+            callable(getattr(logger, level, None)) for level in ("debug", "info", "warning")
+        ):
+            type_error(
+                "logger", "a structlog logger (with debug(), info(), warning()) or None", logger
+            )
         if max_pending is not None and check_int("max_pending", max_pending) < 1:
             raise ValueError(f"max_pending must be at least 1 or None, not {max_pending!r}")
         if overflow not in _OVERFLOWS:
@@ -661,6 +667,7 @@ class Inbox:
 
     def _register(self, waiter: Waiter) -> None:
         # With the lock held: from now until it leaves, clear_session reaches it.
+        waiter.registered = True
         waiters = self._waiters.get(waiter.session_id)
         if waiters is None:
             self._waiters[waiter.session_id] = {waiter: None}
@@ -674,7 +681,7 @@ class Inbox:
 
     def _leave_locked(self, waiter: Waiter) -> None:
         # With the lock held: the wait call is ending; nobody owes it a wake.
-        waiter.parked = False
+        waiter.parked = waiter.registered = False
         waiters = self._waiters.get(waiter.session_id)
         if waiters is not None and waiter in waiters:
             del waiters[waiter]
@@ -682,8 +689,14 @@ class Inbox:
                 del self._waiters[waiter.session_id]
 
     def _leave(self, waiter: Waiter) -> None:
-        with self._lock:
-            self._leave_locked(waiter)
+        # Read unlocked on purpose. Only the waiter's own thread registers it,
+        # and an unregistered waiter is the only kind the garbage collector
+        # can finalize (the registry pins the others): its coroutine's
+        # cleanup lands here, possibly inside one of our own locked sections
+        # on this very thread, so it must not take the lock.
+        if waiter.registered:
+            with self._lock:
+                self._leave_locked(waiter)
 
     def _interrupt(self, waiter: Waiter, reason: Interrupt) -> None:
         with self._lock:

@@ -99,12 +99,13 @@ class Lot(Protocol):
 class Waiter:
     """One wait call: registered on its session from its first park to its end."""
 
-    __slots__ = ("interrupted", "parked", "session_id")
+    __slots__ = ("interrupted", "parked", "registered", "session_id")
 
     def __init__(self, session_id: str) -> None:
         self.session_id = session_id
-        # Both written under the inbox's lock only.
+        # All three written under the inbox's lock only.
         self.interrupted: Interrupt | None = None
+        self.registered = False
         self.parked = False
 
     def wake(self) -> None:
@@ -178,7 +179,9 @@ class TrioWaiter(Waiter):
         try:
             self._token.run_sync_soon(self._resume)
         except trio.RunFinishedError:
-            pass  # The run is over: its task is gone and the entry stays queued.
+            # The run is over and its task with it: nobody will look again.
+            # The entry stays queued; the dead wait must not stay registered.
+            self._lot._leave(self)
 
     def _resume(self) -> None:
         # In the trio thread. A wake from a foreign thread arrives here only
@@ -258,7 +261,10 @@ class AsyncioWaiter(Waiter):
         try:
             self._loop.call_soon_threadsafe(_resolve, future)
         except RuntimeError:
-            pass  # The loop is closed: its task is gone and the entry stays queued.
+            # The loop is closed (a hand-run loop, closed with the task still
+            # parked): nobody will look again. The entry stays queued; the
+            # dead wait must not stay registered, pinning task and loop.
+            self._lot._leave(self)
 
     async def run(self, step: Step[T], timeout: float | None) -> T:
         if timeout == 0:
