@@ -1,0 +1,443 @@
+"""Bounded sessions: ``Inbox(max_pending=N, overflow="reject" | "drop_oldest")``.
+
+The promise: unbounded by default. ``"reject"`` refuses a push to a full
+session with `InboxFull` (naming the session and the limit) and stores nothing,
+not even a sequence number. ``"drop_oldest"`` makes room by discarding the
+session's oldest entry, counts it in `Inbox.dropped` (until `clear_session`),
+reports it at warning level, and keeps sequences gapless. `requeue_front` may
+go beyond the limit: an entry accepted once is never lost to the bound.
+"""
+
+from __future__ import annotations
+
+import copy
+import pickle
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+import pytest
+import structlog
+from structlog.testing import capture_logs
+
+from harn_inbox import Inbox, InboxEntry, InboxError, InboxFull, ManualClock
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, MutableMapping
+
+    from conftest import Backend
+
+HANG_GUARD_SECONDS = 60.0
+
+
+def _push_many(inbox: Inbox, session_id: str, count: int, kind: str = "k") -> list[InboxEntry]:
+    return [inbox.push(session_id, kind, f"#{n}", "test") for n in range(count)]
+
+
+def _sequences(entries: list[InboxEntry]) -> list[int]:
+    return [entry.sequence for entry in entries]
+
+
+def _push_events(logs: list[MutableMapping[str, Any]]) -> list[MutableMapping[str, Any]]:
+    return [log for log in logs if log["event"] == "inbox.push"]
+
+
+# -- Off by default --------------------------------------------------------------------------------
+
+
+def test_sessions_are_unbounded_by_default(inbox: Inbox) -> None:
+    _push_many(inbox, "s", 20_000)
+    assert inbox.pending_count("s") == 20_000
+    assert inbox.dropped("s") == 0
+    assert _sequences(inbox.drain("s")) == list(range(1, 20_001))
+
+
+# -- Arguments -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("max_pending", [0, -1, -(2**70)])
+def test_max_pending_below_one_is_a_value_error(max_pending: int) -> None:
+    with pytest.raises(ValueError, match=rf"max_pending must be at least 1.*{max_pending}"):
+        Inbox(max_pending=max_pending)
+
+
+@pytest.mark.parametrize("max_pending", [1.0, 2.5, "3", True, False, b"3", [3], float("inf")])
+def test_max_pending_that_is_not_an_int_is_a_type_error(max_pending: object) -> None:
+    with pytest.raises(TypeError, match="max_pending must be int"):
+        Inbox(max_pending=max_pending)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("overflow", ["", "Reject", "drop-oldest", "block", None, 1, ("reject",)])
+def test_unknown_overflow_is_a_value_error(overflow: object) -> None:
+    with pytest.raises(ValueError, match="overflow must be 'reject' or 'drop_oldest'"):
+        Inbox(max_pending=3, overflow=overflow)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("overflow", ["reject", "drop_oldest"])
+def test_overflow_without_max_pending_changes_nothing(overflow: Any) -> None:
+    inbox = Inbox(overflow=overflow)
+    _push_many(inbox, "s", 1_000)
+    assert inbox.pending_count("s") == 1_000
+    assert inbox.dropped("s") == 0
+
+
+# -- "reject" --------------------------------------------------------------------------------------
+
+
+def test_reject_raises_inbox_full_naming_session_and_limit_and_stores_nothing(
+    clock: ManualClock,
+) -> None:
+    inbox = Inbox(clock=clock, max_pending=3, overflow="reject")
+    queued = _push_many(inbox, "agent-7", 3)
+    with pytest.raises(InboxFull) as caught:
+        inbox.push("agent-7", "k", "one too many", "test")
+    error = caught.value
+    assert isinstance(error, InboxError)
+    assert (error.session_id, error.max_pending) == ("agent-7", 3)
+    assert "'agent-7'" in str(error)
+    assert "max_pending=3" in str(error)
+    assert inbox.snapshot("agent-7") == queued
+    assert inbox.dropped("agent-7") == 0
+
+
+@pytest.mark.parametrize(
+    "duplicate",
+    [lambda error: pickle.loads(pickle.dumps(error)), copy.copy, copy.deepcopy],
+    ids=["pickle", "copy", "deepcopy"],
+)
+def test_inbox_full_survives_pickling_and_copying(
+    clock: ManualClock, duplicate: Callable[[InboxFull], InboxFull]
+) -> None:
+    """An InboxFull may cross a process boundary or be copied by a logging or retry layer.
+
+    Exception.__reduce__ rebuilds an exception from ``self.args``; InboxFull
+    passes only the message to Exception.__init__, so rebuilding calls
+    InboxFull(message) and fails with a TypeError about missing arguments.
+    """
+    inbox = Inbox(clock=clock, max_pending=1)
+    inbox.push("s", "k", "c", "src")
+    with pytest.raises(InboxFull) as caught:
+        inbox.push("s", "k", "c", "src")
+    copied = duplicate(caught.value)
+    assert type(copied) is InboxFull
+    assert (copied.session_id, copied.max_pending) == ("s", 1)
+    assert str(copied) == str(caught.value)
+
+
+def test_reject_is_the_default_overflow(clock: ManualClock) -> None:
+    inbox = Inbox(clock=clock, max_pending=1)
+    inbox.push("s", "k", "c", "src")
+    with pytest.raises(InboxFull):
+        inbox.push("s", "k", "c", "src")
+
+
+def test_rejected_push_does_not_consume_a_sequence_number(clock: ManualClock) -> None:
+    inbox = Inbox(clock=clock, max_pending=2, overflow="reject")
+    _push_many(inbox, "s", 2)
+    for _ in range(5):
+        with pytest.raises(InboxFull):
+            inbox.push("s", "k", "refused", "test")
+    inbox.drain("s")
+    assert inbox.push("s", "k", "next", "test").sequence == 3
+
+
+def test_reject_is_per_session(clock: ManualClock) -> None:
+    inbox = Inbox(clock=clock, max_pending=2, overflow="reject")
+    _push_many(inbox, "full", 2)
+    with pytest.raises(InboxFull, match="'full'"):
+        inbox.push("full", "k", "c", "src")
+    assert _sequences(_push_many(inbox, "other", 2)) == [1, 2]
+    assert inbox.pending_count("full") == 2
+
+
+def test_taking_entries_makes_room_again(clock: ManualClock) -> None:
+    inbox = Inbox(clock=clock, max_pending=3, overflow="reject")
+    first, second, third = _push_many(inbox, "s", 3)
+    assert inbox.drain_where("s", lambda entry: entry is second) == [second]
+    fourth = inbox.push("s", "k", "fits again", "test")
+    assert inbox.snapshot("s") == [first, third, fourth]
+    with pytest.raises(InboxFull):
+        inbox.push("s", "k", "full again", "test")
+    inbox.clear_session("s")
+    assert _sequences(_push_many(inbox, "s", 3)) == [1, 2, 3]
+
+
+def test_reject_is_reported_at_warning_level(clock: ManualClock) -> None:
+    with capture_logs() as logs:
+        inbox = Inbox(clock=clock, logger=structlog.get_logger(), max_pending=1)
+        inbox.push("s", "k", "c", "src")
+        with pytest.raises(InboxFull):
+            inbox.push("s", "k", "c", "src")
+    [accepted, rejected] = _push_events(logs)
+    assert accepted["log_level"] == "debug"
+    assert rejected["log_level"] == "warning"
+    assert rejected["outcome"] == "rejected"
+    assert rejected["session_id"] == "s"
+    assert rejected["max_pending"] == 1
+
+
+def test_requeue_front_may_go_beyond_max_pending_under_reject(clock: ManualClock) -> None:
+    inbox = Inbox(clock=clock, max_pending=2, overflow="reject")
+    first, second = _push_many(inbox, "s", 2)
+    inbox.drain_where("s", lambda entry: entry is first)
+    third = inbox.push("s", "k", "refills", "test")
+    inbox.requeue_front(first)  # accepted once: never lost to the bound
+    assert inbox.snapshot("s") == [first, second, third]
+    with pytest.raises(InboxFull) as caught:
+        inbox.push("s", "k", "still refused", "test")
+    assert "3 pending" in str(caught.value)
+    assert inbox.snapshot("s") == [first, second, third]
+
+
+def test_rejecting_producers_and_a_draining_consumer_account_for_every_push() -> None:
+    inbox = Inbox(max_pending=16, overflow="reject")
+    producers, attempts = 4, 5_000
+    accepted: list[list[InboxEntry]] = [[] for _ in range(producers)]
+    rejected = [0] * producers
+    delivered: list[InboxEntry] = []
+    done = threading.Event()
+
+    refusals: list[InboxFull] = []
+
+    def push_or_refusal(index: int, n: int) -> InboxEntry | InboxFull:
+        try:
+            return inbox.push("s", "k", f"{index}:{n}", f"p{index}")
+        except InboxFull as error:
+            return error
+
+    def produce(index: int) -> None:
+        for n in range(attempts):
+            outcome = push_or_refusal(index, n)
+            if isinstance(outcome, InboxFull):
+                refusals.append(outcome)
+                rejected[index] += 1
+            else:
+                accepted[index].append(outcome)
+
+    def consume() -> None:
+        while not done.is_set() or inbox.pending_count("s"):
+            batch = inbox.drain("s")
+            assert len(batch) <= 16
+            delivered.extend(batch)
+            if not batch:
+                inbox.wait_sync("s", 0.001)
+
+    consumer = threading.Thread(target=consume, daemon=True)
+    threads = [threading.Thread(target=produce, args=(i,), daemon=True) for i in range(producers)]
+    consumer.start()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(HANG_GUARD_SECONDS)
+    done.set()
+    consumer.join(HANG_GUARD_SECONDS)
+    assert not consumer.is_alive()
+    assert not any(thread.is_alive() for thread in threads)
+
+    assert [len(a) + r for a, r in zip(accepted, rejected, strict=True)] == [attempts] * producers
+    assert {(error.session_id, error.max_pending) for error in refusals} == {("s", 16)}
+    assert sorted(delivered, key=lambda e: e.sequence) == delivered, "delivered in order"
+    assert _sequences(delivered) == list(range(1, len(delivered) + 1)), "no number wasted"
+    assert {entry for entries in accepted for entry in entries} == set(delivered)
+    assert sum(rejected) > 0, "the bound was never reached: the test proved nothing"
+
+
+# -- "drop_oldest" ---------------------------------------------------------------------------------
+
+
+def test_drop_oldest_keeps_the_newest_and_counts_the_drops(clock: ManualClock) -> None:
+    inbox = Inbox(clock=clock, max_pending=3, overflow="drop_oldest")
+    pushed = _push_many(inbox, "s", 10)
+    assert _sequences(pushed) == list(range(1, 11)), "every push gets the next number"
+    assert inbox.snapshot("s") == pushed[-3:]
+    assert inbox.dropped("s") == 7
+    assert inbox.dropped("other") == 0
+    assert inbox.drain("s") == pushed[-3:]
+    assert inbox.dropped("s") == 7, "draining does not reset the count"
+    assert inbox.push("s", "k", "after", "test").sequence == 11
+
+
+def test_drop_oldest_with_room_for_one_keeps_only_the_latest(clock: ManualClock) -> None:
+    inbox = Inbox(clock=clock, max_pending=1, overflow="drop_oldest")
+    pushed = _push_many(inbox, "s", 5)
+    assert inbox.snapshot("s") == [pushed[-1]]
+    assert inbox.dropped("s") == 4
+
+
+def test_drop_oldest_counts_per_session_and_clear_session_resets_the_count(
+    clock: ManualClock,
+) -> None:
+    inbox = Inbox(clock=clock, max_pending=2, overflow="drop_oldest")
+    _push_many(inbox, "a", 5)
+    _push_many(inbox, "b", 3)
+    assert (inbox.dropped("a"), inbox.dropped("b")) == (3, 1)
+    assert inbox.clear_session("a") == 2
+    assert (inbox.dropped("a"), inbox.dropped("b")) == (0, 1)
+    assert _sequences(_push_many(inbox, "a", 3)) == [1, 2, 3]
+    assert inbox.dropped("a") == 1
+
+
+def test_drop_oldest_is_reported_at_warning_level_with_the_dropped_sequence(
+    clock: ManualClock,
+) -> None:
+    with capture_logs() as logs:
+        inbox = Inbox(
+            clock=clock, logger=structlog.get_logger(), max_pending=2, overflow="drop_oldest"
+        )
+        _push_many(inbox, "s", 5)
+    events = _push_events(logs)
+    assert [event["sequence"] for event in events] == [1, 2, 3, 4, 5]
+    assert [event["log_level"] for event in events] == ["debug"] * 2 + ["warning"] * 3
+    drops = [event for event in events if event.get("outcome") == "dropped_oldest"]
+    assert [(event["sequence"], event["dropped_sequence"]) for event in drops] == [
+        (3, 1),
+        (4, 2),
+        (5, 3),
+    ]
+    assert all(event["session_id"] == "s" for event in drops)
+    assert len(drops) == inbox.dropped("s")
+
+
+def test_drop_oldest_drops_a_requeued_entry_first_and_never_grows_the_session(
+    clock: ManualClock,
+) -> None:
+    inbox = Inbox(clock=clock, max_pending=2, overflow="drop_oldest")
+    first, second = _push_many(inbox, "s", 2)
+    inbox.drain_where("s", lambda entry: entry is first)
+    third = inbox.push("s", "k", "#2", "test")
+    inbox.requeue_front(first)  # beyond the bound, on purpose
+    assert inbox.snapshot("s") == [first, second, third]
+    fourth = inbox.push("s", "k", "#3", "test")
+    assert inbox.snapshot("s") == [second, third, fourth], "the oldest (requeued) entry went"
+    assert inbox.dropped("s") == 1
+    for _ in range(5):
+        inbox.push("s", "k", "more", "test")
+        assert inbox.pending_count("s") <= 3
+
+
+def test_drop_oldest_under_concurrent_pushes_and_drains_accounts_for_every_push() -> None:
+    inbox = Inbox(max_pending=8, overflow="drop_oldest")
+    producers, pushes = 4, 5_000
+    pushed: list[list[InboxEntry]] = [[] for _ in range(producers)]
+    delivered: list[InboxEntry] = []
+    done = threading.Event()
+
+    def produce(index: int) -> None:
+        for n in range(pushes):
+            pushed[index].append(inbox.push("s", "k", f"{index}:{n}", f"p{index}"))
+
+    def consume() -> None:
+        while not done.is_set() or inbox.pending_count("s"):
+            batch = inbox.drain("s")
+            assert len(batch) <= 8
+            delivered.extend(batch)
+            if not batch:
+                inbox.wait_sync("s", 0.001)
+
+    consumer = threading.Thread(target=consume, daemon=True)
+    threads = [threading.Thread(target=produce, args=(i,), daemon=True) for i in range(producers)]
+    consumer.start()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(HANG_GUARD_SECONDS)
+    done.set()
+    consumer.join(HANG_GUARD_SECONDS)
+    assert not consumer.is_alive()
+
+    total = producers * pushes
+    every_push = sorted((e for entries in pushed for e in entries), key=lambda e: e.sequence)
+    assert _sequences(every_push) == list(range(1, total + 1)), "sequences stay gapless"
+    assert _sequences(delivered) == sorted(set(_sequences(delivered))), "in order, no duplicate"
+    assert set(delivered) <= set(every_push)
+    assert len(delivered) + inbox.dropped("s") == total, "each push delivered or counted dropped"
+
+
+def test_drop_oldest_wakes_a_selective_waiter_on_a_full_session(
+    backend: Backend, clock: ManualClock
+) -> None:
+    inbox = Inbox(clock=clock, max_pending=3, overflow="drop_oldest")
+    noise = _push_many(inbox, "s", 3, kind="noise")
+
+    def wanted(entry: InboxEntry) -> bool:
+        return entry.kind == "wanted"
+
+    async def main() -> list[InboxEntry]:
+        async with backend.task_group() as group:
+            handle = group.start_soon(inbox.wait_for, "s", wanted, 30)
+            await backend.wait_parked(inbox, "s")
+            inbox.push("s", "wanted", "the one", "test")
+        result: list[InboxEntry] = handle.result
+        return result
+
+    [taken] = backend.run(main)
+    assert (taken.kind, taken.sequence) == ("wanted", 4)
+    assert inbox.snapshot("s") == noise[1:]
+    assert inbox.dropped("s") == 1
+    assert inbox.waiter_count("s") == 0
+    assert "timers=0" in repr(clock)
+
+
+def test_reject_from_async_producers_while_a_batches_consumer_drains(
+    backend: Backend, clock: ManualClock
+) -> None:
+    inbox = Inbox(clock=clock, max_pending=4, overflow="reject")
+    accepted: list[InboxEntry] = []
+    rejected: list[InboxFull] = []
+
+    async def produce(index: int) -> None:
+        for n in range(200):
+            try:
+                accepted.append(inbox.push("s", "k", f"{index}:{n}", f"task{index}"))
+            except InboxFull as error:
+                rejected.append(error)
+            if n % 3 == 0:
+                await backend.checkpoint()
+
+    async def consume() -> list[InboxEntry]:
+        received: list[InboxEntry] = []
+        async for batch in inbox.batches("s"):
+            assert 0 < len(batch) <= 4
+            received.extend(batch)
+        return received
+
+    async def main() -> list[InboxEntry]:
+        async with backend.task_group() as consumers:
+            consumer = consumers.start_soon(consume)
+            async with backend.task_group() as producers:
+                for index in range(4):
+                    producers.start_soon(produce, index)
+            inbox.close()  # ends the channel once it is drained
+        result: list[InboxEntry] = consumer.result
+        return result
+
+    received = backend.run(main)
+    assert received == sorted(accepted, key=lambda entry: entry.sequence)
+    assert _sequences(received) == list(range(1, len(received) + 1))
+    assert len(accepted) + len(rejected) == 800
+    assert rejected, "the bound was never reached: the test proved nothing"
+
+
+def _spin_until(condition: Callable[[], bool], what: str) -> None:
+    give_up = time.monotonic() + HANG_GUARD_SECONDS
+    while not condition():
+        if time.monotonic() > give_up:
+            raise AssertionError(f"never happened: {what}")
+        time.sleep(0.0001)
+
+
+def test_a_full_reject_session_does_not_disturb_a_parked_thread_on_another_session(
+    clock: ManualClock,
+) -> None:
+    inbox = Inbox(clock=clock, max_pending=1, overflow="reject")
+    inbox.push("full", "k", "c", "src")
+    result: list[bool] = []
+    thread = threading.Thread(target=lambda: result.append(inbox.wait_sync("quiet", 10)))
+    thread.start()
+    _spin_until(lambda: inbox.waiter_count("quiet") == 1, "thread parked")
+    with pytest.raises(InboxFull):
+        inbox.push("full", "k", "c", "src")
+    assert inbox.waiter_count("quiet") == 1, "a refused push wakes nobody"
+    inbox.push("quiet", "k", "c", "src")
+    thread.join(HANG_GUARD_SECONDS)
+    assert result == [True]
