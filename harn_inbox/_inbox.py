@@ -6,23 +6,19 @@ One ``threading.Lock`` (``_lock``) guards all state. Every method takes it for
 a short, non-blocking stretch and never calls user code while holding it,
 except the clock's ``now_ms()``. State is plain data:
 
-- ``_pending``: session -> list of its entries, oldest first. Only sessions
-  with something pending are keys: there are no empty lists.
-- ``_sequences``: session -> the last sequence number it issued, kept after a
-  drain (sequences never restart) and dropped by ``clear_session``.
-- ``_dropped``: session -> how many entries ``drop_oldest`` discarded.
-- ``_waiters``: session -> the wait calls in progress on it that have
-  parked at least once (a dict used as an ordered set); each knows whether it
-  is parked right now. Only sessions with such waits are keys. See
-  ``_waiters.py`` for the parking protocol and why no wake-up is lost.
-- ``_streams``: session -> its live ``batches`` channels, to end them when the
-  session is cleared, whether or not they are parked at that moment.
+- ``_sessions``: session id -> its `Session` record: pending entries (oldest
+  first), the last sequence issued (kept after a drain, so sequences never
+  restart; reset by ``clear_session``), the wait calls in progress on it, and
+  the ``drop_oldest`` count. A record exists only while it holds something.
+  See ``_waiters.py`` for the parking protocol and why no wake-up is lost.
+- ``_streams``: session id -> its live ``batches`` channels, to end them when
+  the session is cleared, whether or not they are parked at that moment.
 
-**Lists in _pending only grow in place.** Appending is the only in-place
-change; everything else (drain, drain_where, requeue_front, drop_oldest,
-clear) replaces the session's list with a new one or removes it, and a list
-that has left ``_pending`` is never put back. So whoever saw list ``L`` holding
-``n`` entries and later, under the lock, finds ``L`` still in place knows that
+**Pending lists only grow in place.** Appending is the only in-place change;
+everything else (drain, drain_where, requeue_front, drop_oldest, clear)
+replaces the session's list with a new one or removes it, and a list that has
+left its session is never put back. So whoever saw list ``L`` holding ``n``
+entries and later, under the lock, finds ``L`` still in place knows that
 ``L[:n]`` is what it saw and ``L[n:]`` is what was pushed since.
 ``_take_matching`` relies on this to run a user's predicate *outside* the
 lock: a slow or re-entrant predicate stalls nobody and deadlocks nothing.
@@ -52,6 +48,7 @@ from ._arguments import check_callable, check_int, check_text, check_timeout, ty
 from ._clock import Clock, SystemClock
 from ._entry import MAX_SEQUENCE, InboxEntry, Twin
 from ._errors import InboxClosed, InboxFull
+from ._session import Session
 from ._waiters import (
     PARKED,
     AsyncioWaiter,
@@ -109,10 +106,7 @@ class Inbox:
     _max_pending: int | None
     _drop_oldest: bool
     _lock: threading.Lock
-    _pending: dict[str, list[InboxEntry]]
-    _sequences: dict[str, int]
-    _dropped: dict[str, int]
-    _waiters: dict[str, dict[Waiter, None]]
+    _sessions: dict[str, Session]
     _streams: dict[str, weakref.WeakSet[Batches]]
     _closed: bool
 
@@ -147,19 +141,17 @@ class Inbox:
         self._max_pending = max_pending
         self._drop_oldest = overflow == "drop_oldest"
         self._lock = threading.Lock()
-        self._pending = {}
-        self._sequences = {}
-        self._dropped = {}
-        self._waiters = {}
+        self._sessions = {}
         self._streams = {}
         self._closed = False
 
     def __repr__(self) -> str:
         with self._lock:
-            pending = sum(map(len, self._pending.values()))
-            waiters = sum(map(len, self._waiters.values()))
+            records = self._sessions.values()
+            sessions = sum(record.pending is not None for record in records)
+            pending = sum(len(record.pending or ()) for record in records)
+            waiters = sum(len(record.waiters or ()) for record in records)
             state = "closed" if self._closed else "open"
-        sessions = len(self._pending)
         return f"<Inbox {state} sessions={sessions} pending={pending} waiters={waiters}>"
 
     # -- Producing ----------------------------------------------------------------------------
@@ -190,7 +182,8 @@ class Inbox:
             with self._lock:
                 if self._closed:
                     raise InboxClosed(f"push to session {session_id!r} after the inbox was closed")
-                pending = self._pending.get(session_id)
+                session = self._sessions.get(session_id)
+                pending = None if session is None else session.pending
                 dropped = None
                 if (
                     pending is not None
@@ -208,7 +201,10 @@ class Inbox:
                         raise TypeError(f"clock.now_ms() must return int, not {ts_ms!r}")
                     if ts_ms < 0:
                         raise ValueError(f"clock.now_ms() must not be negative, not {ts_ms!r}")
-                sequence = self._sequences.get(session_id, 0) + 1
+                # Nothing raises from here on: only now may a new record appear.
+                if session is None:
+                    session = self._sessions[session_id] = Session()
+                sequence = session.last_sequence + 1
                 if sequence > MAX_SEQUENCE:
                     sequence = 1  # u64 wraps to 1, never 0
                 # The fields are checked: stamp them without attrs' frozen
@@ -221,17 +217,17 @@ class Inbox:
                 entry.source = source
                 entry.ts_ms = ts_ms
                 entry.__class__ = InboxEntry
-                self._sequences[session_id] = sequence
+                session.last_sequence = sequence
                 if pending is None:
-                    self._pending[session_id] = [entry]
+                    session.pending = [entry]
                 elif dropped is None:
                     pending.append(entry)
                 else:
-                    # Replace, never shift in place: see "Lists in _pending only grow in place".
-                    self._pending[session_id] = [*pending[1:], entry]
-                    self._dropped[session_id] = self._dropped.get(session_id, 0) + 1
-                registered = self._waiters.get(session_id)
-                woken = None if registered is None else _unpark_all(registered)
+                    # Replace, never shift in place: see "Pending lists only grow in place".
+                    session.pending = [*pending[1:], entry]
+                    session.dropped += 1
+                waiters = session.waiters
+                woken = None if waiters is None else _unpark_all(waiters)
         except InboxFull:
             if self._logger is not None:
                 self._logger.warning(
@@ -280,17 +276,20 @@ class Inbox:
             type_error("entry", "an InboxEntry", entry)
         session_id = entry.session_id
         with self._lock:
-            pending = self._pending.get(session_id)
+            session = self._sessions.get(session_id)
+            if session is None:
+                session = self._sessions[session_id] = Session()
+            pending = session.pending
             if pending is None:
-                self._pending[session_id] = [entry]
+                session.pending = [entry]
             elif any(queued.sequence == entry.sequence for queued in pending):
                 raise ValueError(
                     f"entry is already pending: session {session_id!r} "
                     f"holds sequence {entry.sequence}"
                 )
             else:
-                self._pending[session_id] = [entry, *pending]  # replaced, not changed in place
-            woken = _unpark_all(self._waiters.get(session_id))
+                session.pending = [entry, *pending]  # replaced, not changed in place
+            woken = _unpark_all(session.waiters)
         _wake_all(woken)
         if self._logger is not None:
             self._logger.debug(
@@ -314,8 +313,7 @@ class Inbox:
         """
         check_text("session_id", session_id)
         with self._lock:
-            # Handing out our own list is safe: once out of _pending we never touch it again.
-            entries = self._pending.pop(session_id, None) or []
+            entries = self._take_all(session_id) or []
         if self._logger is not None:
             self._logger.debug("inbox.drain", session_id=session_id, count=len(entries))
         return entries
@@ -359,25 +357,22 @@ class Inbox:
         """
         check_text("session_id", session_id)
         with self._lock:
-            dropped = len(self._pending.pop(session_id, ()))
-            self._sequences.pop(session_id, None)
-            self._dropped.pop(session_id, None)
             for stream in self._streams.pop(session_id, ()):
                 stream._cleared = True
-            # A dict never shrinks as keys go: once the last session is
-            # cleared, let the tables of a busier past go too.
-            if not self._pending:
-                self._pending = {}
-            if not self._sequences:
-                self._sequences = {}
-            if not self._dropped:
-                self._dropped = {}
-            # Every wait in progress on it ends, parked or not (a woken one
-            # that has yet to look again would otherwise wait on).
-            registered = self._waiters.get(session_id)
-            for waiter in registered or ():
-                waiter.interrupted = Interrupt.CLEARED
-            woken = _unpark_all(registered)
+            session = self._sessions.get(session_id)
+            dropped = 0
+            woken = []
+            if session is not None:
+                dropped = len(session.pending or ())
+                session.pending = None
+                session.last_sequence = session.dropped = 0
+                # Every wait in progress on it ends, parked or not (a woken
+                # one that has yet to look again would otherwise wait on).
+                # The record stays until they have left.
+                for waiter in session.waiters or ():
+                    waiter.interrupted = Interrupt.CLEARED
+                woken = _unpark_all(session.waiters)
+                self._discard_if_empty(session_id, session)
         _wake_all(woken)
         if self._logger is not None:
             self._logger.info("inbox.clear_session", session_id=session_id, dropped=dropped)
@@ -389,24 +384,27 @@ class Inbox:
         """How many entries *session_id* has pending. Any thread, never blocks."""
         check_text("session_id", session_id)
         with self._lock:
-            return len(self._pending.get(session_id, ()))
+            session = self._sessions.get(session_id)
+            return 0 if session is None else len(session.pending or ())
 
     def snapshot(self, session_id: str) -> list[InboxEntry]:
         """A copy of what *session_id* has pending, oldest first; changes nothing."""
         check_text("session_id", session_id)
         with self._lock:
-            return list(self._pending.get(session_id, ()))
+            session = self._sessions.get(session_id)
+            return [] if session is None else list(session.pending or ())
 
     def sessions(self) -> list[str]:
         """The sessions that have at least one pending entry, in no promised order."""
         with self._lock:
-            return list(self._pending)
+            return [sid for sid, session in self._sessions.items() if session.pending is not None]
 
     def waiter_count(self, session_id: str) -> int:
         """How many waits (sync and async) are parked on *session_id* right now."""
         check_text("session_id", session_id)
         with self._lock:
-            return len(self._waiters.get(session_id, ()))
+            session = self._sessions.get(session_id)
+            return 0 if session is None else len(session.waiters or ())
 
     def dropped(self, session_id: str) -> int:
         """How many entries ``overflow="drop_oldest"`` discarded from *session_id*.
@@ -415,7 +413,8 @@ class Inbox:
         """
         check_text("session_id", session_id)
         with self._lock:
-            return self._dropped.get(session_id, 0)
+            session = self._sessions.get(session_id)
+            return 0 if session is None else session.dropped
 
     @property
     def closed(self) -> bool:
@@ -556,7 +555,9 @@ class Inbox:
                 return
             self._closed = True
             woken = [
-                waiter for waiters in self._waiters.values() for waiter in _unpark_all(waiters)
+                waiter
+                for session in self._sessions.values()
+                for waiter in _unpark_all(session.waiters)
             ]
         _wake_all(woken)
         if self._logger is not None:
@@ -588,9 +589,11 @@ class Inbox:
 
     def _step_pending(self, session_id: str, waiter: Waiter | None) -> bool | Parked:
         with self._lock:
+            session = self._sessions.get(session_id)
+            pending = session is not None and session.pending is not None
             if waiter is None:
-                return session_id in self._pending
-            pending = waiter.interrupted is not Interrupt.CLEARED and session_id in self._pending
+                return pending
+            pending = pending and waiter.interrupted is not Interrupt.CLEARED
             if pending or waiter.interrupted is not None or self._closed:
                 self._leave_locked(waiter)
                 return pending
@@ -600,8 +603,8 @@ class Inbox:
     def _take_matching(
         self, session_id: str, judged: Judgments, waiter: Waiter | None
     ) -> list[InboxEntry] | Parked:
-        # Judge entries outside the lock, commit under it (see "Lists in
-        # _pending only grow in place"). While the list *judged* last saw is
+        # Judge entries outside the lock, commit under it (see "Pending
+        # lists only grow in place"). While the list *judged* last saw is
         # still in place, only its new tail needs judging, in this look or a
         # later one of the same wait_for; once every pending entry is judged,
         # commit or park in that same critical section, so nothing pushed in
@@ -615,7 +618,8 @@ class Inbox:
                     # Registered from the first look, since the predicate runs
                     # unlocked: a clear_session meanwhile must reach this wait.
                     self._register(waiter)
-                current = self._pending.get(session_id)
+                session = self._sessions.get(session_id)
+                current = None if session is None else session.pending
                 if current is not judged.source:
                     # Replaced by another consumer (or cleared): judge afresh.
                     judged.source, judged.seen, judged.verdicts = current, [], []
@@ -625,12 +629,11 @@ class Inbox:
                     seen, verdicts = judged.seen, judged.verdicts
                     taken = list(itertools.compress(seen, verdicts))
                     kept = list(itertools.compress(seen, map(operator.not_, verdicts)))
-                    if kept:
-                        self._pending[session_id] = kept
-                    else:
-                        del self._pending[session_id]
+                    assert session is not None  # it holds `current`
+                    session.pending = kept or None
                     if waiter is not None:
                         self._leave_locked(waiter)
+                    self._discard_if_empty(session_id, session)
                     return taken
                 elif waiter is None:
                     return []
@@ -655,7 +658,7 @@ class Inbox:
                 # (batches have no timeout: the only interrupt is CLEARED)
                 entries = None
             else:
-                entries = self._pending.pop(stream.session_id, None)
+                entries = self._take_all(stream.session_id)
                 if entries is None and waiter is not None and not self._closed:
                     self._park(waiter)
                     return PARKED
@@ -668,11 +671,13 @@ class Inbox:
     def _register(self, waiter: Waiter) -> None:
         # With the lock held: from now until it leaves, clear_session reaches it.
         waiter.registered = True
-        waiters = self._waiters.get(waiter.session_id)
-        if waiters is None:
-            self._waiters[waiter.session_id] = {waiter: None}
+        session = self._sessions.get(waiter.session_id)
+        if session is None:
+            session = self._sessions[waiter.session_id] = Session()
+        if session.waiters is None:
+            session.waiters = {waiter: None}
         else:
-            waiters[waiter] = None
+            session.waiters[waiter] = None
 
     def _park(self, waiter: Waiter) -> None:
         # With the lock held: register (if not yet) and mark parked.
@@ -681,12 +686,34 @@ class Inbox:
 
     def _leave_locked(self, waiter: Waiter) -> None:
         # With the lock held: the wait call is ending; nobody owes it a wake.
-        waiter.parked = waiter.registered = False
-        waiters = self._waiters.get(waiter.session_id)
-        if waiters is not None and waiter in waiters:
-            del waiters[waiter]
-            if not waiters:
-                del self._waiters[waiter.session_id]
+        # A registered waiter's record is still in place: records with
+        # waiters are never discarded.
+        if waiter.registered:
+            waiter.parked = waiter.registered = False
+            session = self._sessions[waiter.session_id]
+            assert session.waiters is not None
+            del session.waiters[waiter]
+            if not session.waiters:
+                session.waiters = None
+                self._discard_if_empty(waiter.session_id, session)
+
+    def _take_all(self, session_id: str) -> list[InboxEntry] | None:
+        # With the lock held. Handing out the session's own list is safe: a
+        # list that has left its session is never touched again.
+        session = self._sessions.get(session_id)
+        if session is None or session.pending is None:
+            return None
+        entries, session.pending = session.pending, None
+        self._discard_if_empty(session_id, session)
+        return entries
+
+    def _discard_if_empty(self, session_id: str, session: Session) -> None:
+        # With the lock held. A dict never shrinks as keys go: once the last
+        # record goes, let the table of a busier past go too.
+        if session.is_empty() and self._sessions.get(session_id) is session:
+            del self._sessions[session_id]
+            if not self._sessions:
+                self._sessions = {}
 
     def _leave(self, waiter: Waiter) -> None:
         # Read unlocked on purpose. Only the waiter's own thread registers it,
@@ -709,7 +736,8 @@ class Inbox:
     def _wake_session(self, session_id: str) -> None:
         """Make every parked waiter of *session_id* look again (a batches channel was closed)."""
         with self._lock:
-            woken = _unpark_all(self._waiters.get(session_id))
+            session = self._sessions.get(session_id)
+            woken = _unpark_all(None if session is None else session.waiters)
         _wake_all(woken)
 
     def _forget_stream(self, stream: Batches) -> None:

@@ -118,8 +118,15 @@ def test_empty_string_is_a_session_like_any_other(inbox: Inbox) -> None:
     assert inbox.drain("") == [first, second]
 
 
+def set_last_sequence(inbox: Inbox, session_id: str, sequence: int) -> None:
+    # No public way to reach 2**64-1 pushes: set the session's counter directly.
+    inbox.push(session_id, "k", "c", "src")
+    inbox.drain(session_id)
+    inbox._sessions[session_id].last_sequence = sequence
+
+
 def test_sequence_reaches_u64_max_then_wraps_to_one_never_zero(inbox: Inbox) -> None:
-    inbox._sequences["s"] = MAX_SEQUENCE - 1
+    set_last_sequence(inbox, "s", MAX_SEQUENCE - 1)
     top = inbox.push("s", "k", "c", "src")
     wrapped = inbox.push("s", "k", "c", "src")
     after = inbox.push("s", "k", "c", "src")
@@ -129,7 +136,7 @@ def test_sequence_reaches_u64_max_then_wraps_to_one_never_zero(inbox: Inbox) -> 
 
 def test_wrap_in_one_session_leaves_others_alone(inbox: Inbox) -> None:
     inbox.push("other", "k", "c", "src")
-    inbox._sequences["s"] = MAX_SEQUENCE
+    set_last_sequence(inbox, "s", MAX_SEQUENCE)
     assert inbox.push("s", "k", "c", "src").sequence == 1
     assert inbox.push("other", "k", "c", "src").sequence == 2
 
