@@ -1,4 +1,4 @@
-"""Fixtures shared by the suite, and the backend shim that runs one async test body on trio and asyncio.
+"""Shared fixtures, and the backend shim that runs one async test body on trio and on asyncio.
 
 An async test takes the ``backend`` fixture (parametrized over trio and
 asyncio) and calls ``backend.run(main)``. Under trio, ``run`` uses a
@@ -13,9 +13,8 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 import hypothesis
@@ -24,6 +23,9 @@ import trio
 import trio.testing
 
 from harn_inbox import Inbox, ManualClock
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 T = TypeVar("T")
 
@@ -58,7 +60,7 @@ def inbox(clock: ManualClock) -> Iterator[Inbox]:
 
 @attrs.define
 class TaskHandle:
-    """A task started by ``TaskGroup.start_soon``: its result, what it raised, and a way to cancel it."""
+    """A task from ``TaskGroup.start_soon``: its result, what it raised, a way to cancel it."""
 
     result: Any = None
     raised: BaseException | None = None
@@ -144,7 +146,7 @@ class Backend:
 
     @contextmanager
     def fail_after(self, seconds: float) -> Iterator[None]:
-        """Under trio a virtual deadline; under asyncio nothing (asyncio tests must not hang by design)."""
+        """Under trio a virtual deadline; under asyncio nothing (tests there must not hang)."""
         if self.name == "trio":
             with trio.fail_after(seconds):
                 yield
@@ -230,7 +232,7 @@ def backend(request: pytest.FixtureRequest) -> Backend:
 
 @pytest.fixture
 def run_in_thread() -> Iterator[Callable[..., threading.Thread]]:
-    """Start a daemon thread running fn(*args); every thread is joined (and must finish) at teardown."""
+    """Start a daemon thread running fn(*args); each must finish by teardown, where it is joined."""
     threads: list[threading.Thread] = []
     errors: list[BaseException] = []
 

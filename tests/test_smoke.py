@@ -1,6 +1,9 @@
 from __future__ import annotations
 
-from harn_inbox import Inbox, ManualClock
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from harn_inbox import Inbox, ManualClock
 
 
 def test_push_from_thread_wakes_waiter(backend, inbox: Inbox, clock: ManualClock) -> None:

@@ -5,8 +5,9 @@ A signature change that would break these calls fails the typecheck session.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import structlog
-import trio
 
 from harn_inbox import (
     Batches,
@@ -19,6 +20,9 @@ from harn_inbox import (
     ManualClock,
     SystemClock,
 )
+
+if TYPE_CHECKING:
+    import trio
 
 
 class RecordingClock:
@@ -39,7 +43,8 @@ class RecordingClock:
 
 def sync_use() -> None:
     clock: Clock = ManualClock(start_ms=0)
-    inbox = Inbox(clock=clock, logger=structlog.get_logger(), max_pending=100, overflow="drop_oldest")
+    logger = structlog.get_logger()
+    inbox = Inbox(clock=clock, logger=logger, max_pending=100, overflow="drop_oldest")
     entry: InboxEntry = inbox.push("s", "tool_result", "done", "worker")
     seq: int = entry.sequence
     assert seq >= 1

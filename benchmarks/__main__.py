@@ -1,0 +1,89 @@
+"""``python -m benchmarks [--quick] [--out DIR] [--only SCENARIO ...]``: run, print, write."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from . import drain_cost, memory, push_cost, report, throughput, wakeup_latency
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from .report import ScenarioResult
+
+#: The scenarios in the contract's order, by the name ``--only`` takes.
+SCENARIOS: dict[str, Callable[[bool], ScenarioResult]] = {
+    "push": push_cost.run,
+    "drain": drain_cost.run,
+    "wakeup": wakeup_latency.run_latency,
+    "fanout": wakeup_latency.run_fan_out,
+    "memory": memory.run,
+    "throughput": throughput.run,
+}
+
+DEFAULT_OUT = Path(__file__).resolve().parent / "results"
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description="Benchmarks of harn_inbox against a floor of the same parts and its peers.",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="few repeats and small sizes: a smoke run of well under a minute "
+        "(writes quick.json and quick.md, leaving the full results alone)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=DEFAULT_OUT,
+        metavar="DIR",
+        help="where to write the JSON and Markdown results (default: benchmarks/results)",
+    )
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=list(SCENARIOS),
+        metavar="SCENARIO",
+        help=f"run only this scenario; repeat for more ({', '.join(SCENARIOS)})",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    arguments = parse(sys.argv[1:] if argv is None else argv)
+    chosen = [name for name in SCENARIOS if not arguments.only or name in arguments.only]
+    mode = "quick" if arguments.quick else "full"
+    env = report.environment()
+    print(
+        f"harn_inbox benchmarks, {mode} run: Python {env['python']}, {env['cpu_count']} CPUs, "
+        f"scenarios {', '.join(chosen)}",
+        flush=True,
+    )
+    results: list[ScenarioResult] = []
+    started = time.perf_counter()
+    for name in chosen:
+        scenario_started = time.perf_counter()
+        result = SCENARIOS[name](arguments.quick)
+        result.seconds = time.perf_counter() - scenario_started
+        results.append(result)
+        print(f"\n{result.number}. {result.title} ({result.seconds:.1f} s)", flush=True)
+        for verdict in result.verdicts:
+            status = "PASS" if verdict.passed else "MISS"
+            print(f"   {status}  {verdict.target}: {verdict.measured}", flush=True)
+    env["seconds"] = round(time.perf_counter() - started, 1)
+    env["load_average_at_end"] = report.load_average()
+    stem = "quick" if arguments.quick else "results"
+    json_path, markdown_path = report.write(arguments.out, stem, env, results, mode)
+    print(f"\n{env['seconds']} s in all; wrote {json_path} and {markdown_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
