@@ -1,0 +1,668 @@
+"""Wake-ups across threads and loops: the paths they take, loops that are busy or gone,
+trio and asyncio side by side, wake-up storms, and the compaction race.
+
+A wake reaches a trio task through ``TrioToken.run_sync_soon`` from other threads
+and directly inside its own run; an asyncio task through ``call_soon_threadsafe``
+from other threads and directly from its own loop. A push never blocks on a loop,
+and a push whose waiter's loop has finished still stores its entry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+import pytest
+import trio
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Iterator
+    from types import FrameType
+
+    from conftest import Backend
+
+    from harn_inbox import Inbox, InboxEntry
+
+ROUNDS = 2000
+
+
+def guarded(
+    backend: Backend, inbox: Inbox, body: Callable[[], Awaitable[None]], seconds: float = 30
+) -> Callable[[], Awaitable[None]]:
+    """*body* with a safety net that is never a verdict.
+
+    Past *seconds* of real time the body is cancelled, through its loop's
+    thread-safe entry (which a lost wake-up in the inbox cannot block), and the
+    test fails saying it hung. If the body fails in any way the inbox is
+    closed, so that waits in other threads end instead of hanging the teardown.
+    (``backend.fail_after`` cannot serve here: under trio's autojump clock it
+    would fire whenever the loop idles while a thread works.)
+    """
+
+    async def guarded_body() -> None:
+        fired = threading.Event()
+        try:
+            if backend.name == "trio":
+                token = trio.lowlevel.current_trio_token()
+                with trio.CancelScope() as scope:
+
+                    def fire() -> None:
+                        fired.set()
+                        with contextlib.suppress(trio.RunFinishedError):
+                            token.run_sync_soon(scope.cancel)
+
+                    with _timer(seconds, fire):
+                        await body()
+            else:
+                loop, task = asyncio.get_running_loop(), asyncio.current_task()
+                assert task is not None
+
+                def fire() -> None:
+                    fired.set()
+                    with contextlib.suppress(RuntimeError):
+                        loop.call_soon_threadsafe(task.cancel)
+
+                try:
+                    with _timer(seconds, fire):
+                        await body()
+                except asyncio.CancelledError:
+                    if not fired.is_set():
+                        raise
+            if fired.is_set():
+                raise AssertionError(f"hung for {seconds} s of real time: a lost wake-up?")
+        except BaseException:
+            inbox.close()
+            raise
+
+    return guarded_body
+
+
+@contextmanager
+def _timer(seconds: float, fire: Callable[[], None]) -> Iterator[None]:
+    timer = threading.Timer(seconds, fire)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+
+
+def run_on_real_clocks(backend: Backend, fn: Callable[[], Awaitable[None]]) -> None:
+    """``backend.run``, except that trio keeps its real clock.
+
+    Under the shim's ``MockClock(autojump_threshold=0)`` a trio loop that waits
+    on another thread has no deadline to jump to, so it polls in a busy loop
+    and takes the GIL from the very thread it waits for: thread-heavy tests ran
+    10-30x slower there, and erratically. No test here needs virtual time:
+    every timeout is on the inbox's ManualClock, every verdict on events.
+    """
+    if backend.name == "trio":
+        trio.run(fn)
+    else:
+        backend.run(fn)
+
+
+async def until(backend: Backend, condition: Callable[[], bool]) -> None:
+    """Let other tasks run until *condition* holds (counted in loop turns, not seconds)."""
+    for _ in range(10_000):
+        if condition():
+            return
+        await backend.checkpoint()
+    raise AssertionError("the condition never held")
+
+
+def nudge(inbox: Inbox, session_id: str, content: str = "c", source: str = "test") -> InboxEntry:
+    return inbox.push(session_id, "tool_result", content, source)
+
+
+def contents(entries: list[InboxEntry]) -> list[str]:
+    return [entry.content for entry in entries]
+
+
+# -- The lost wake-up window ----------------------------------------------------------------------
+
+STEPS = {"wait": "_step_pending", "wait_for": "_take_matching", "batches": "_step_batch"}
+
+
+@pytest.mark.parametrize("operation", sorted(STEPS))
+@pytest.mark.parametrize("moment", ["before its look", "after it registered, before it parked"])
+def test_push_from_a_thread_in_the_lost_wake_up_window_still_wakes_the_waiter(
+    backend: Backend,
+    inbox: Inbox,
+    run_in_thread: Callable[..., threading.Thread],
+    operation: str,
+    moment: str,
+) -> None:
+    # White-box and deterministic: a profile hook holds the waiting task (and
+    # so its loop's thread) at the chosen moment of its step while another
+    # thread pushes, then lets it go on. The push must land in the look, or
+    # find the waiter registered and wake it through the loop's thread-safe
+    # entry, delivered once the task has really parked.
+    step_name = STEPS[operation]
+    raced: list[InboxEntry] = []
+
+    def hold_and_push(frame: FrameType, event: str, arg: object) -> None:
+        code = frame.f_code
+        if code.co_name != step_name or "harn_inbox" not in code.co_filename:
+            return
+        if moment == "before its look":
+            due = event == "call"
+        else:
+            due = event == "return" and type(arg).__name__ == "Parked"
+        if due:
+            sys.setprofile(None)
+            pusher = run_in_thread(lambda: raced.append(nudge(inbox, "s", "raced", "thread")))
+            pusher.join(timeout=30)  # a push never waits for the loop we are holding
+
+    async def take() -> object:
+        if operation == "wait":
+            return await inbox.wait("s", 60)
+        if operation == "wait_for":
+            return await inbox.wait_for("s", lambda entry: True, 60)
+        return await inbox.batches("s").receive()
+
+    async def main() -> None:
+        sys.setprofile(hold_and_push)
+        try:
+            result = await take()
+        finally:
+            sys.setprofile(None)
+        assert raced, f"the hook never found {step_name}: the test no longer reaches the window"
+        assert result == (True if operation == "wait" else raced)
+        assert inbox.waiter_count("s") == 0
+
+    run_on_real_clocks(backend, guarded(backend, inbox, main))
+
+
+# -- Which door a wake comes through --------------------------------------------------------------
+
+
+@contextmanager
+def spy_on_thread_safe_entry(backend: Backend) -> Iterator[list[tuple[threading.Thread, Any]]]:
+    """Record (calling thread, callback) for each call of the running loop's thread-safe entry.
+
+    trio: ``TrioToken.run_sync_soon``. asyncio: ``loop.call_soon_threadsafe``, with
+    the loop in debug mode, which raises if anything touches it from a foreign
+    thread in a way that is not thread-safe.
+    """
+    calls: list[tuple[threading.Thread, Any]] = []
+    if backend.name == "trio":
+        original = trio.lowlevel.TrioToken.run_sync_soon
+
+        def run_sync_soon(self: trio.lowlevel.TrioToken, fn: Any, *args: Any, **kw: Any) -> None:
+            calls.append((threading.current_thread(), fn))
+            original(self, fn, *args, **kw)
+
+        trio.lowlevel.TrioToken.run_sync_soon = run_sync_soon  # type: ignore[method-assign]
+        try:
+            yield calls
+        finally:
+            trio.lowlevel.TrioToken.run_sync_soon = original  # type: ignore[method-assign]
+    else:
+        loop = asyncio.get_running_loop()
+        loop.set_debug(True)
+        call_soon_threadsafe = loop.call_soon_threadsafe
+
+        def spy(fn: Any, *args: Any, **kw: Any) -> asyncio.Handle:
+            calls.append((threading.current_thread(), fn))
+            return call_soon_threadsafe(fn, *args, **kw)
+
+        loop.call_soon_threadsafe = spy  # type: ignore[method-assign]
+        try:
+            yield calls
+        finally:
+            del loop.call_soon_threadsafe  # type: ignore[method-assign]
+            loop.set_debug(False)
+
+
+def test_push_from_a_foreign_thread_wakes_through_the_loops_thread_safe_entry(
+    backend: Backend, inbox: Inbox, run_in_thread: Callable[..., threading.Thread]
+) -> None:
+    # Exactly one call from the pushing thread: the wake of the one waiter of
+    # its session, none for the waiter parked on another session.
+    async def main() -> None:
+        with spy_on_thread_safe_entry(backend) as calls:
+            async with backend.task_group() as group:
+                handle = group.start_soon(inbox.wait, "s")
+                other = group.start_soon(inbox.wait, "other")
+                await backend.wait_parked(inbox, "s")
+                await backend.wait_parked(inbox, "other")
+                pusher = run_in_thread(nudge, inbox, "s")
+                await backend.to_thread(pusher.join, 30)
+                await until(backend, lambda: handle.finished)
+                assert not other.finished
+                nudge(inbox, "other")
+            assert handle.result is True
+            assert [thread for thread, _ in calls if thread is pusher] == [pusher]
+
+    run_on_real_clocks(backend, guarded(backend, inbox, main))
+
+
+def test_push_from_the_waiters_own_loop_wakes_it_directly(backend: Backend, inbox: Inbox) -> None:
+    async def main() -> None:
+        with spy_on_thread_safe_entry(backend) as calls:
+            async with backend.task_group() as group:
+                handle = group.start_soon(inbox.wait, "s")
+                await backend.wait_parked(inbox, "s")
+                nudge(inbox, "s")
+            assert handle.result is True
+            assert calls == []
+
+    run_on_real_clocks(backend, guarded(backend, inbox, main))
+
+
+def test_push_never_waits_for_a_busy_loop(
+    backend: Backend, inbox: Inbox, run_in_thread: Callable[..., threading.Thread]
+) -> None:
+    # The waiter's loop runs in a worker thread and is stuck in a blocking call
+    # when the push comes: the push returns at once, the wake is delivered later.
+    loop_stuck, release = threading.Event(), threading.Event()
+    results: list[object] = []
+
+    async def main() -> None:
+        async with backend.task_group() as group:
+            handle = group.start_soon(inbox.wait, "s")
+            await backend.wait_parked(inbox, "s")
+            loop_stuck.set()
+            assert release.wait(timeout=30)  # blocks the loop: nothing of it can run now
+        results.append(handle.result)
+
+    loop_thread = run_in_thread(backend.run, main)
+    assert loop_stuck.wait(timeout=30)
+    entry = nudge(inbox, "s")
+    assert inbox.snapshot("s") == [entry]
+    release.set()
+    loop_thread.join(timeout=30)
+    assert results == [True]
+
+
+# -- Loops that are gone --------------------------------------------------------------------------
+
+
+def test_push_to_a_waiter_whose_asyncio_loop_was_closed_stores_the_entry(
+    inbox: Inbox, run_in_thread: Callable[..., threading.Thread]
+) -> None:
+    # The waiter's loop ran in a worker thread and was stopped and closed with
+    # the waiting task still pending (an abrupt shutdown).
+    tasks: list[asyncio.Task[bool]] = []
+
+    def run_loop_then_abandon_it() -> None:
+        loop = asyncio.new_event_loop()
+        tasks.append(loop.create_task(inbox.wait("s")))
+
+        async def until_parked() -> None:
+            while inbox.waiter_count("s") == 0:  # noqa: ASYNC110  # counted in loop turns
+                await asyncio.sleep(0)
+
+        loop.run_until_complete(until_parked())
+        loop.close()
+
+    run_in_thread(run_loop_then_abandon_it).join(timeout=30)
+    [task] = tasks
+    assert not task.done()
+    assert inbox.waiter_count("s") == 1
+    entry = nudge(inbox, "s")  # must not raise
+    assert inbox.snapshot("s") == [entry]
+    assert inbox.waiter_count("s") == 0  # the dead wait is not left registered
+    # Tidy up the abandoned task (its coroutine is closed without a loop).
+    task._log_destroy_pending = False  # type: ignore[attr-defined]
+    task.get_coro().close()
+
+
+def test_wake_arriving_after_the_waiters_loop_finished_is_dropped_quietly(
+    backend: Backend, inbox: Inbox, run_in_thread: Callable[..., threading.Thread]
+) -> None:
+    # A push from a thread unparks the waiter under the lock, then (lock
+    # released) is held back just before it wakes it. Meanwhile the wait is
+    # cancelled and its loop finishes: trio's token now raises
+    # RunFinishedError, asyncio's closed loop RuntimeError. The push must
+    # swallow that and return its entry.
+    in_wake, loop_finished = threading.Event(), threading.Event()
+    outcome: dict[str, object] = {}
+
+    def hold_back_in_wake(frame: FrameType, event: str, arg: object) -> None:
+        code = frame.f_code
+        if event == "call" and code.co_name == "wake" and "harn_inbox" in code.co_filename:
+            sys.setprofile(None)
+            in_wake.set()
+            loop_finished.wait(timeout=30)
+
+    def push() -> None:
+        sys.setprofile(hold_back_in_wake)
+        try:
+            outcome["entry"] = nudge(inbox, "s")
+        except BaseException as error:  # reported below, not raised in the thread
+            outcome["error"] = error
+        finally:
+            sys.setprofile(None)
+
+    pushers: list[threading.Thread] = []
+
+    async def main() -> None:
+        async with backend.task_group() as group:
+            handle = group.start_soon(inbox.wait, "s")
+            await backend.wait_parked(inbox, "s")
+            pushers.append(run_in_thread(push))
+            assert await backend.to_thread(in_wake.wait, 30)
+            handle.cancel()
+        assert type(handle.raised) is backend.cancelled
+
+    run_on_real_clocks(backend, guarded(backend, inbox, main))
+    loop_finished.set()
+    pushers[0].join(timeout=30)
+    assert "error" not in outcome, outcome.get("error")
+    assert inbox.snapshot("s") == [outcome["entry"]]
+    assert inbox.waiter_count("s") == 0
+
+
+# -- trio and asyncio in one process --------------------------------------------------------------
+
+
+def run_in_this_thread(framework: str, fn: Callable[[], Awaitable[None]]) -> None:
+    """Run *fn* in a new loop of *framework* in the calling thread."""
+    if framework == "asyncio":
+        asyncio.run(fn())  # type: ignore[arg-type]
+    else:
+        trio.run(fn)
+
+
+def other_framework(backend: Backend) -> str:
+    return "asyncio" if backend.name == "trio" else "trio"
+
+
+@pytest.mark.parametrize("second_loop", ["other framework", "same framework"])
+def test_loops_in_two_threads_wake_each_others_waiters(
+    backend: Backend,
+    inbox: Inbox,
+    run_in_thread: Callable[..., threading.Thread],
+    second_loop: str,
+) -> None:
+    # The backend's loop runs in the main thread, a second loop (trio beside
+    # asyncio, or a second loop of the same framework) in a worker thread. Each
+    # wakes the other's waiters, and a push from a third thread wakes both
+    # loops' waiters on a shared session.
+    framework = other_framework(backend) if second_loop == "other framework" else backend.name
+    other: dict[str, object] = {}
+
+    async def other_side() -> None:
+        nudge(inbox, "to-main", "from the other loop")
+        other["to-other"] = await inbox.wait("to-other", 60)
+        other["taken"] = contents(await inbox.wait_for("to-other", lambda entry: True, 60))
+        other["shared"] = await inbox.wait("shared", 60)
+
+    async def main() -> None:
+        async with backend.task_group() as group:
+            to_main = group.start_soon(inbox.wait, "to-main", 60)
+            shared = group.start_soon(inbox.wait, "shared", 60)
+            await backend.wait_parked(inbox, "to-main")
+            await backend.wait_parked(inbox, "shared")
+            second = run_in_thread(run_in_this_thread, framework, other_side)
+            await backend.wait_thread_parked(inbox, "to-other")
+            # Pushed by the other loop's thread before it parked: the wake is on its way.
+            await until(backend, lambda: to_main.finished)
+            nudge(inbox, "to-other", "from the main loop")
+            await backend.wait_thread_parked(inbox, "shared", 2)
+            assert not shared.finished  # pushes to the other sessions left it parked
+            await backend.to_thread(nudge, inbox, "shared", "from a third thread")
+            await backend.to_thread(second.join, 30)
+        assert (to_main.result, shared.result) == (True, True)
+        assert other == {"to-other": True, "taken": ["from the main loop"], "shared": True}
+        assert contents(inbox.drain("to-main")) == ["from the other loop"]
+
+    run_on_real_clocks(backend, guarded(backend, inbox, main))
+
+
+def test_trio_and_asyncio_loops_consume_one_session_each_entry_once(
+    backend: Backend, inbox: Inbox, run_in_thread: Callable[..., threading.Thread]
+) -> None:
+    # Both loops run a batches consumer on the same session; a thread pushes.
+    total = 500
+    other_batches: list[list[InboxEntry]] = []
+
+    async def other_side() -> None:
+        async for batch in inbox.batches("s"):
+            other_batches.append(batch)  # noqa: PERF401  # each batch as it comes
+
+    def produce() -> None:
+        for n in range(total):
+            nudge(inbox, "s", str(n), "thread")
+            if n % 5 == 0:
+                time.sleep(0)  # let the loops run: more interleavings, not a verdict
+
+    async def main() -> None:
+        main_batches: list[list[InboxEntry]] = []
+
+        async def consume() -> None:
+            async for batch in inbox.batches("s"):
+                main_batches.append(batch)  # noqa: PERF401
+
+        async with backend.task_group() as group:
+            group.start_soon(consume)
+            second = run_in_thread(run_in_this_thread, other_framework(backend), other_side)
+            await backend.wait_parked(inbox, "s")
+            await backend.wait_thread_parked(inbox, "s", 2)
+            await backend.to_thread(run_in_thread(produce).join, 30)
+            while sum(map(len, main_batches + other_batches)) < total:
+                await backend.to_thread(lambda: None)  # the other loop may still be taking
+            inbox.clear_session("s")  # ends both consumers
+            await backend.to_thread(second.join, 30)
+        taken = [entry for batch in main_batches + other_batches for entry in batch]
+        assert sorted(entry.sequence for entry in taken) == list(range(1, total + 1))
+        assert all(main_batches)
+        assert all(other_batches)
+
+    run_on_real_clocks(backend, guarded(backend, inbox, main))
+
+
+def test_trio_guest_run_and_its_asyncio_host_in_one_thread_wake_each_other(inbox: Inbox) -> None:
+    # trio as a guest on an asyncio loop: both share one thread. A push from a
+    # host task wakes the guest's trio waiter and vice versa.
+    async def guest() -> bool:
+        nudge(inbox, "to-host", "from the guest")
+        return await inbox.wait("to-guest", 60)
+
+    async def host() -> None:
+        loop = asyncio.get_running_loop()
+        finished: asyncio.Future[Any] = loop.create_future()
+        host_wait = loop.create_task(inbox.wait("to-host", 60))
+        while inbox.waiter_count("to-host") == 0:  # noqa: ASYNC110  # counted in loop turns
+            await asyncio.sleep(0)
+        trio.lowlevel.start_guest_run(
+            guest,
+            run_sync_soon_threadsafe=loop.call_soon_threadsafe,
+            done_callback=finished.set_result,
+            host_uses_signal_set_wakeup_fd=False,
+        )
+        assert await host_wait is True
+        while inbox.waiter_count("to-guest") == 0:  # noqa: ASYNC110
+            await asyncio.sleep(0)
+        nudge(inbox, "to-guest", "from the host")
+        assert (await finished).unwrap() is True
+        assert inbox.waiter_count("to-guest") == 0
+
+    asyncio.run(host())
+
+
+# -- Wake-up storms -------------------------------------------------------------------------------
+
+
+def storm_taker(inbox: Inbox, consumer: str) -> Callable[[], Awaitable[list[InboxEntry]]]:
+    if consumer == "wait then drain":
+
+        async def wait_then_drain() -> list[InboxEntry]:
+            assert await inbox.wait("s", 60), "a wait that should have been woken returned False"
+            return inbox.drain("s")
+
+        return wait_then_drain
+    if consumer == "wait_for":
+        return lambda: inbox.wait_for("s", lambda entry: True, 60)
+    return inbox.batches("s").receive
+
+
+@pytest.mark.parametrize("consumer", ["wait then drain", "wait_for", "batches"])
+def test_wake_up_storm_thread_pushes_task_takes(
+    backend: Backend,
+    inbox: Inbox,
+    run_in_thread: Callable[..., threading.Thread],
+    consumer: str,
+) -> None:
+    # Round n: the thread pushes entry n and waits for the task to take it. The
+    # task's next wait races the next push: before its look, or after its park.
+    taken_one = threading.Semaphore(0)
+    failures: list[str] = []
+
+    def produce() -> None:
+        for n in range(ROUNDS):
+            nudge(inbox, "s", str(n), "thread")
+            if not taken_one.acquire(timeout=30):
+                failures.append(f"round {n}: the entry was never taken (lost wake-up)")
+                inbox.close()  # ends the task's wait, so the test fails instead of hanging
+                return
+
+    async def main() -> None:
+        take = storm_taker(inbox, consumer)
+        received: list[InboxEntry] = []
+        run_in_thread(produce)
+        for n in range(ROUNDS):
+            batch = await take()
+            assert contents(batch) == [str(n)], failures
+            received.extend(batch)
+            taken_one.release()
+        assert [entry.sequence for entry in received] == list(range(1, ROUNDS + 1))
+        assert inbox.waiter_count("s") == 0
+
+    run_on_real_clocks(backend, guarded(backend, inbox, main))
+    assert not failures
+
+
+def test_wake_up_storm_of_thread_pushes_without_pause(
+    backend: Backend, inbox: Inbox, run_in_thread: Callable[..., threading.Thread]
+) -> None:
+    total = 3 * ROUNDS
+
+    def produce() -> None:
+        for n in range(total):
+            nudge(inbox, "s", str(n), "thread")
+            if n % 3 == 0:
+                time.sleep(0)  # let the loop run: more interleavings, not a verdict
+
+    async def main() -> None:
+        received: list[InboxEntry] = []
+        run_in_thread(produce)
+        while len(received) < total:
+            assert await inbox.wait("s"), f"wait returned False at {len(received)}"
+            batch = inbox.drain("s")
+            assert batch  # the only consumer: what woke it is still there
+            received.extend(batch)
+        assert [entry.sequence for entry in received] == list(range(1, total + 1))
+
+    run_on_real_clocks(backend, guarded(backend, inbox, main))
+
+
+def test_wake_up_storm_task_pushes_thread_waits_sync(
+    backend: Backend, inbox: Inbox, run_in_thread: Callable[..., threading.Thread]
+) -> None:
+    # Ping-pong: the task pushes "ping" n and waits for "pong" n; the thread
+    # wait_syncs for the ping, drains it and pushes the pong. Both directions
+    # race each round: task to blocked thread, thread to parked task.
+    thread_saw: list[str] = []
+
+    def thread_side() -> None:
+        for n in range(ROUNDS):
+            if not inbox.wait_sync("ping", 60):
+                return  # closed as the task side failed: its assertion says what hung
+            thread_saw.extend(contents(inbox.drain("ping")))
+            nudge(inbox, "pong", str(n), "thread")
+
+    async def main() -> None:
+        run_in_thread(thread_side)
+        for n in range(ROUNDS):
+            nudge(inbox, "ping", str(n), "task")
+            assert await inbox.wait("pong", 60), f"round {n}: the pong never woke the task"
+            assert contents(inbox.drain("pong")) == [str(n)]
+        assert thread_saw == [str(n) for n in range(ROUNDS)]
+
+    run_on_real_clocks(backend, guarded(backend, inbox, main))
+
+
+# -- The compaction race --------------------------------------------------------------------------
+
+
+def test_nudges_pushed_during_compaction_are_drained_after_it_in_push_order(
+    backend: Backend, inbox: Inbox
+) -> None:
+    # The agent loop drains, then spends a long time compacting (an await on
+    # something else entirely: nobody is parked on the inbox). A tool finishing
+    # in a task and one finishing in a worker thread push meanwhile. After the
+    # compaction the loop's next wait returns at once and the drain has both,
+    # in push order.
+    async def main() -> None:
+        compaction_done = backend.event()
+        drained: list[list[InboxEntry]] = []
+
+        async def agent_loop() -> None:
+            for _ in range(2):
+                assert await inbox.wait("s", 60)
+                drained.append(inbox.drain("s"))
+                await compaction_done.wait()
+
+        first = nudge(inbox, "s", "user message", "user")
+        async with backend.task_group() as group:
+            group.start_soon(agent_loop)
+            while not drained:
+                await backend.checkpoint()
+            assert inbox.waiter_count("s") == 0  # compacting, not waiting on the inbox
+            from_task = nudge(inbox, "s", "tool A finished", "task")
+            from_thread = await backend.to_thread(nudge, inbox, "s", "tool B finished", "thread")
+            compaction_done.set()
+        assert drained == [[first], [from_task, from_thread]]
+        assert [entry.sequence for entry in drained[1]] == [2, 3]
+
+    run_on_real_clocks(backend, guarded(backend, inbox, main))
+
+
+def test_nudges_racing_in_during_compaction_all_arrive_in_sequence_order(
+    backend: Backend, inbox: Inbox, run_in_thread: Callable[..., threading.Thread]
+) -> None:
+    # As above, but the task and the threads push at the same time; whatever
+    # order they land in, the next batch has all of them, in sequence order.
+    async def main() -> None:
+        compaction_done = backend.event()
+        batches: list[list[InboxEntry]] = []
+
+        async def agent_loop() -> None:
+            async for batch in inbox.batches("s"):
+                batches.append(batch)
+                if len(batches) == 2:
+                    return
+                await compaction_done.wait()
+
+        def push_fifty(name: str) -> None:
+            for i in range(50):
+                nudge(inbox, "s", f"{name}.{i}", "thread")
+
+        nudge(inbox, "s", "user message", "user")
+        async with backend.task_group() as group:
+            group.start_soon(agent_loop)
+            while not batches:
+                await backend.checkpoint()
+            threads = [run_in_thread(push_fifty, str(n)) for n in range(3)]
+            for i in range(50):
+                nudge(inbox, "s", f"task.{i}", "task")
+                await backend.checkpoint()
+            for thread in threads:
+                await backend.to_thread(thread.join, 30)
+            compaction_done.set()
+        assert len(batches[1]) == 200
+        assert [entry.sequence for entry in batches[1]] == list(range(2, 202))
+        for source in ("0", "1", "2", "task"):
+            mine = [entry.content for entry in batches[1] if entry.content.startswith(source)]
+            assert mine == [f"{source}.{i}" for i in range(50)]
+
+    run_on_real_clocks(backend, guarded(backend, inbox, main))
