@@ -400,7 +400,12 @@ class Inbox:
             return [sid for sid, session in self._sessions.items() if session.pending is not None]
 
     def waiter_count(self, session_id: str) -> int:
-        """How many waits (sync and async) are parked on *session_id* right now."""
+        """How many wait calls (sync and async) are in progress on *session_id*.
+
+        A wait counts from the moment it first parks (a ``wait_for``: from its
+        first look) until it returns, is cancelled, or times out, including
+        while it is woken and about to look again. Zero after every wait ended.
+        """
         check_text("session_id", session_id)
         with self._lock:
             session = self._sessions.get(session_id)

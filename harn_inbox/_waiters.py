@@ -30,10 +30,10 @@ the lock is released: a push, ``clear_session``, ``close``, a timer, a
 rather than just wake it sets `Waiter.interrupted` under the lock: a cleared
 session ends the wait with nothing, whatever is pending; a timeout only stops
 it from parking again, so an entry pushed before the deadline still counts
-even if the timer fired before the waiter got to look. Taking entries happens only inside
-*step*, in the consumer's own thread and under the lock, after the wake: a
-wait that is cancelled or times out between the wake and the step has taken
-nothing.
+even if the timer fired before the waiter got to look. Taking entries
+happens only inside *step*, in the consumer's own thread and under the lock,
+after the wake: a wait cancelled between the wake and the step has taken
+nothing, and one that returns nothing has taken nothing.
 
 A wake never touches a loop from a foreign thread: a trio task is rescheduled
 directly only from inside its own run, else through ``TrioToken.run_sync_soon``;

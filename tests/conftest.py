@@ -114,7 +114,12 @@ class Backend:
         return await asyncio.to_thread(fn, *args)
 
     async def wait_parked(self, inbox: Inbox, session_id: str, count: int = 1) -> None:
-        """Let other tasks run until *count* waiters are parked on *session_id*."""
+        """Let other tasks run until *count* waits are in progress on *session_id*.
+
+        A wait counts from its first park until it returns (``waiter_count``),
+        so right after a wake this returns at once: it tells "has parked", not
+        "is parked again".
+        """
         for _ in range(PARK_TURNS):
             if inbox.waiter_count(session_id) >= count:
                 return
@@ -195,6 +200,14 @@ class _AsyncioTaskGroup(TaskGroup):
                 handle.finished = True
 
         task = asyncio.get_running_loop().create_task(runner())
+
+        def settle(task: asyncio.Task[None]) -> None:
+            # A task cancelled before it started never ran `runner`: say so, as trio does.
+            if task.cancelled() and not handle.finished:
+                handle.raised = asyncio.CancelledError()
+                handle.finished = True
+
+        task.add_done_callback(settle)
 
         def cancel() -> None:
             self._cancelled.add(task)
