@@ -1,0 +1,121 @@
+"""The inbox calls the machine runs in the hosts.
+
+`launch_wait` starts a wait away from the test's thread; `wait_then_push_trio`
+and `wait_then_push_asyncio` park a wait and push from inside its own loop;
+`look_after_close` waits on each session once the inbox is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from functools import partial
+from typing import TYPE_CHECKING
+
+import trio
+
+from ._hosts import in_thread
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from .._entry import InboxEntry
+    from ._hosts import Hosted, Outcome
+    from ._model import InboxLike
+    from ._vocabulary import Where
+
+#: Scheduler turns a waiter inside a loop may take to park.
+_LOOP_TURNS = 10_000
+
+
+def launch_wait(
+    hosts: Hosted,
+    inbox: InboxLike,
+    framework: str,
+    session: str,
+    timeout_ms: int | None,
+    predicate: Where | None = None,
+) -> Outcome:
+    """Start ``wait_sync`` in a thread, or ``wait`` / ``wait_for`` as a task of a host loop."""
+    timeout = None if timeout_ms is None else timeout_ms / 1000
+    if predicate is not None:
+        return hosts.run(
+            framework,
+            f"await inbox.wait_for({session!r}, {predicate!r}, timeout={timeout!r})",
+            partial(inbox.wait_for, session, predicate, timeout),
+        )
+    if framework == "thread":
+        return in_thread(
+            f"inbox.wait_sync({session!r}, timeout={timeout!r}) in a thread",
+            partial(inbox.wait_sync, session, timeout),
+        )
+    return hosts.run(
+        framework,
+        f"await inbox.wait({session!r}, timeout={timeout!r})",
+        partial(inbox.wait, session, timeout),
+    )
+
+
+def _returned_at_once(session: str, result: object) -> str:
+    return (
+        f"await inbox.wait({session!r}) returned {result!r} at once, though {session!r} had "
+        f"nothing pending"
+    )
+
+
+async def wait_then_push_trio(
+    inbox: InboxLike, session: str, parked: int, push: Callable[[], InboxEntry]
+) -> tuple[object, InboxEntry]:
+    """In one trio run: park ``wait`` on *session*, then push from that run's own thread."""
+    results: list[object] = []
+
+    async def waiter() -> None:
+        results.append(await inbox.wait(session))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(waiter)
+        for _ in range(_LOOP_TURNS):
+            if results:
+                raise AssertionError(_returned_at_once(session, results[0]))
+            if inbox.waiter_count(session) == parked:
+                break
+            await trio.lowlevel.checkpoint()
+        else:
+            raise AssertionError(f"await inbox.wait({session!r}) never parked under trio")
+        entry = push()
+    return results[0], entry
+
+
+async def wait_then_push_asyncio(
+    inbox: InboxLike, session: str, parked: int, push: Callable[[], InboxEntry]
+) -> tuple[object, InboxEntry]:
+    """In one asyncio run: park ``wait`` on *session*, then push from that loop's own thread."""
+
+    async def waiter() -> bool:
+        return await inbox.wait(session)
+
+    task = asyncio.get_running_loop().create_task(waiter())
+    for _ in range(_LOOP_TURNS):
+        if task.done():
+            raise AssertionError(_returned_at_once(session, await task))
+        if inbox.waiter_count(session) == parked:
+            break
+        await asyncio.sleep(0)
+    else:
+        task.cancel()
+        raise AssertionError(f"await inbox.wait({session!r}) never parked under asyncio")
+    entry = push()
+    return await task, entry
+
+
+async def look_after_close(inbox: InboxLike, sessions: Sequence[str]) -> list[object]:
+    """``wait`` (and, under trio, ``wait_sync`` in a worker thread) on each session, untimed."""
+    looks: list[object] = []
+    for session in sessions:
+        if trio.lowlevel.in_trio_run():
+            looks.append(
+                await trio.to_thread.run_sync(
+                    inbox.wait_sync, session, None, abandon_on_cancel=True
+                )
+            )
+        looks.append(await inbox.wait(session))
+    return looks
