@@ -137,19 +137,20 @@ class ManualClock:
         return lambda: self._forget(key)
 
     def _forget(self, key: int) -> None:
-        with self._lock:
-            self._timers.pop(key, None)
+        # Lock-free (one atomic dict.pop): a wait's cleanup may run as a GC
+        # finalizer, possibly inside one of this clock's own locked sections.
+        self._timers.pop(key, None)
 
     def _move(self, to: Callable[[int], int]) -> None:
         with self._lock:
             self._now_ns = now = to(self._now_ns)
             due = sorted(
                 (deadline, key, callback)
-                for key, (deadline, callback) in self._timers.items()
+                for key, (deadline, callback) in self._timers.copy().items()
                 if deadline <= now
             )
             for _, key, _ in due:
-                del self._timers[key]
+                self._timers.pop(key, None)
         # Callbacks run outside our lock: they take the inbox's lock, and the
         # inbox calls call_later() while holding none, so no order is inverted.
         # One that raises does not keep the others from firing.

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import operator
 import threading
 import weakref
@@ -67,6 +68,7 @@ if TYPE_CHECKING:
     from ._batches import Batches
 
 T = TypeVar("T")
+_fallback_logger = logging.getLogger("harn_inbox")
 Predicate = Callable[[InboxEntry], object]
 
 _OVERFLOWS = ("reject", "drop_oldest")
@@ -108,6 +110,7 @@ class Inbox:
     _lock: threading.Lock
     _sessions: dict[str, Session]
     _streams: dict[str, weakref.WeakSet[Batches]]
+    _streams_sweep_at: int
     _closed: bool
 
     def __init__(
@@ -143,6 +146,7 @@ class Inbox:
         self._lock = threading.Lock()
         self._sessions = {}
         self._streams = {}
+        self._streams_sweep_at = 64
         self._closed = False
 
     def __repr__(self) -> str:
@@ -226,11 +230,11 @@ class Inbox:
                     # Replace, never shift in place: see "Pending lists only grow in place".
                     session.pending = [*pending[1:], entry]
                     session.dropped += 1
-                waiters = session.waiters
-                woken = None if waiters is None else _unpark_all(waiters)
+                woken = None if session.waiters is None else self._unpark_session(session)
         except InboxFull:
             if self._logger is not None:
-                self._logger.warning(
+                self._emit(
+                    "warning",
                     "inbox.push",
                     session_id=session_id,
                     kind=kind,
@@ -244,11 +248,17 @@ class Inbox:
                 waiter.wake()
         if self._logger is not None:
             if dropped is None:
-                self._logger.debug(
-                    "inbox.push", session_id=session_id, kind=kind, source=source, sequence=sequence
+                self._emit(
+                    "debug",
+                    "inbox.push",
+                    session_id=session_id,
+                    kind=kind,
+                    source=source,
+                    sequence=sequence,
                 )
             else:
-                self._logger.warning(
+                self._emit(
+                    "warning",
                     "inbox.push",
                     session_id=session_id,
                     kind=kind,
@@ -289,10 +299,11 @@ class Inbox:
                 )
             else:
                 session.pending = [entry, *pending]  # replaced, not changed in place
-            woken = _unpark_all(session.waiters)
+            woken = self._unpark_session(session)
         _wake_all(woken)
         if self._logger is not None:
-            self._logger.debug(
+            self._emit(
+                "debug",
                 "inbox.requeue_front",
                 session_id=session_id,
                 kind=entry.kind,
@@ -315,7 +326,7 @@ class Inbox:
         with self._lock:
             entries = self._take_all(session_id) or []
         if self._logger is not None:
-            self._logger.debug("inbox.drain", session_id=session_id, count=len(entries))
+            self._emit("debug", "inbox.drain", session_id=session_id, count=len(entries))
         return entries
 
     def drain_where(self, session_id: str, predicate: Predicate) -> list[InboxEntry]:
@@ -340,7 +351,7 @@ class Inbox:
         taken = self._take_matching(session_id, Judgments(predicate), None)
         assert not isinstance(taken, Parked)  # without a waiter it never parks
         if self._logger is not None:
-            self._logger.debug("inbox.drain_where", session_id=session_id, taken=len(taken))
+            self._emit("debug", "inbox.drain_where", session_id=session_id, taken=len(taken))
         return taken
 
     def clear_session(self, session_id: str) -> int:
@@ -375,7 +386,7 @@ class Inbox:
                 self._discard_if_empty(session_id, session)
         _wake_all(woken)
         if self._logger is not None:
-            self._logger.info("inbox.clear_session", session_id=session_id, dropped=dropped)
+            self._emit("info", "inbox.clear_session", session_id=session_id, dropped=dropped)
         return dropped
 
     # -- Looking -------------------------------------------------------------------------------
@@ -543,7 +554,15 @@ class Inbox:
         check_text("session_id", session_id)
         stream = Batches(self, session_id)
         with self._lock:
-            self._streams.setdefault(session_id, weakref.WeakSet()).add(stream)
+            streams = self._streams.get(session_id)
+            if streams is None:
+                if len(self._streams) >= self._streams_sweep_at:
+                    # Channels dropped without aclose() leave empty sets behind:
+                    # sweep them, amortized O(1) per new entry.
+                    self._streams = {sid: live for sid, live in self._streams.items() if live}
+                    self._streams_sweep_at = max(64, 2 * len(self._streams))
+                streams = self._streams[session_id] = weakref.WeakSet()
+            streams.add(stream)
         return stream
 
     # -- Shutting down -------------------------------------------------------------------------
@@ -566,7 +585,7 @@ class Inbox:
             ]
         _wake_all(woken)
         if self._logger is not None:
-            self._logger.info("inbox.close", woken=len(woken))
+            self._emit("info", "inbox.close", woken=len(woken))
 
     def __enter__(self) -> Inbox:
         return self
@@ -625,8 +644,12 @@ class Inbox:
                     self._register(waiter)
                 session = self._sessions.get(session_id)
                 current = None if session is None else session.pending
+                earlier = None
                 if current is not judged.source:
-                    # Replaced by another consumer (or cleared): judge afresh.
+                    # Replaced (drop_oldest, requeue_front, another consumer's
+                    # take) or cleared. Entries are immutable: what was judged
+                    # keeps its verdict, carried over outside the lock.
+                    earlier = judged.seen, judged.verdicts
                     judged.source, judged.seen, judged.verdicts = current, [], []
                 if current is not None and len(current) > len(judged.seen):
                     unjudged = current[len(judged.seen) :]
@@ -650,7 +673,11 @@ class Inbox:
                     return PARKED
             # Outside the lock. May raise: nothing is committed. Truth is
             # taken here too, so no user __bool__ runs under the lock.
-            fresh = list(map(bool, map(judged.predicate, unjudged)))
+            carried = _carry_over(*earlier, unjudged) if earlier is not None and earlier[0] else []
+            rest = unjudged[len(carried) :] if carried else unjudged
+            # A comprehension, not map(): a StopIteration from the predicate
+            # must propagate, not end the iteration and shorten the verdicts.
+            fresh = carried + [bool(judged.predicate(entry)) for entry in rest]
             if judged.seen:
                 judged.seen += unjudged
                 judged.verdicts += fresh
@@ -701,6 +728,24 @@ class Inbox:
             if not session.waiters:
                 session.waiters = None
                 self._discard_if_empty(waiter.session_id, session)
+
+    def _unpark_session(self, session: Session) -> list[Waiter]:
+        # With the lock held, on a session that holds entries (its record
+        # stays): unpark its parked waiters, each owed one wake, and forget
+        # unparked ones whose loop was closed since a wake was sent to them:
+        # that wake will never run, and nothing else would reach them.
+        waiters = session.waiters
+        woken: list[Waiter] = []
+        abandoned: list[Waiter] = []
+        for waiter in waiters or ():
+            if waiter.parked:
+                waiter.parked = False
+                woken.append(waiter)
+            elif waiter.abandoned():
+                abandoned.append(waiter)
+        for waiter in abandoned:
+            self._leave_locked(waiter)
+        return woken
 
     def _take_all(self, session_id: str) -> list[InboxEntry] | None:
         # With the lock held. Handing out the session's own list is safe: a
@@ -777,7 +822,23 @@ class Inbox:
         self._log_wait(event, waiter, result, started, timeout)
         return result
 
+    def _emit(self, level: str, event: str, **fields: Any) -> None:
+        # Telemetry comes after the fact (an entry accepted, entries taken):
+        # a logger that raises must not turn that into an error and lose them.
+        try:
+            getattr(self._logger, level)(event, **fields)
+        except Exception:
+            _fallback_logger.exception("harn_inbox: logging %s failed", event)
+
     def _log_wait(
+        self, event: str, waiter: Waiter, result: object, started: int, timeout: float | None
+    ) -> None:
+        try:
+            self._log_wait_unguarded(event, waiter, result, started, timeout)
+        except Exception:  # clock.now_ms() too: the wait's result is already taken
+            _fallback_logger.exception("harn_inbox: logging %s failed", event)
+
+    def _log_wait_unguarded(
         self, event: str, waiter: Waiter, result: object, started: int, timeout: float | None
     ) -> None:
         assert self._logger is not None
@@ -811,6 +872,27 @@ class Judgments:
         self.source: list[InboxEntry] | None = None
         self.seen: list[InboxEntry] = []
         self.verdicts: list[bool] = []
+
+
+def _carry_over(
+    seen: list[InboxEntry], verdicts: list[bool], entries: list[InboxEntry]
+) -> list[bool]:
+    """The verdicts of *seen* that still apply to the leading entries of *entries*.
+
+    Every change but requeue_front keeps the surviving entries in order, so
+    one forward walk matches them by identity; it stops at the first entry
+    never judged (a requeued one, or new ones at the end).
+    """
+    carried: list[bool] = []
+    position, count = 0, len(seen)
+    for entry in entries:
+        while position < count and seen[position] is not entry:
+            position += 1
+        if position == count:
+            break
+        carried.append(verdicts[position])
+        position += 1
+    return carried
 
 
 def _unpark_all(waiters: dict[Waiter, None] | None) -> list[Waiter]:

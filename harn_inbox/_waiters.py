@@ -112,6 +112,10 @@ class Waiter:
         """Make the parked party run its step again. Any thread; never blocks or raises."""
         raise NotImplementedError
 
+    def abandoned(self) -> bool:
+        """Whether nobody can ever run this wait's step again (its loop is closed)."""
+        return False
+
 
 def _start_timer(lot: Lot, waiter: Waiter, timeout: float | None) -> Callable[[], object] | None:
     """Hand the timeout to a clock that keeps time itself; ``None`` if it declined."""
@@ -191,6 +195,15 @@ class TrioWaiter(Waiter):
         task, self._task = self._task, None
         if task is not None:
             trio.lowlevel.reschedule(task)
+        elif self.registered:
+            # Still in its wait, yet not parked in trio: woken from this very
+            # thread between the step that parked it and the await (a GC
+            # finalizer or a signal handler that pushed). Retry from the
+            # scheduler, which runs only once the task has parked.
+            try:
+                self._token.run_sync_soon(self._resume)
+            except trio.RunFinishedError:
+                pass
 
     def _abort(self, raise_cancel: object) -> trio.lowlevel.Abort:
         self._task = None
@@ -239,12 +252,17 @@ class TrioWaiter(Waiter):
 class AsyncioWaiter(Waiter):
     """An asyncio task: parks on a future, resolved from its own loop only."""
 
-    __slots__ = ("_future", "_loop", "_lot")
+    __slots__ = ("_future", "_loop", "_lot", "_task")
 
     def __init__(self, session_id: str, lot: Lot) -> None:
         super().__init__(session_id)
         self._lot = lot
         self._loop = asyncio.get_running_loop()
+        # Pinned by the waiter, so by the registry while registered: once its
+        # future is resolved nothing else holds the task but the loop's ready
+        # queue, which a loop.close() drops; its coroutine must not be
+        # finalized (and call Inbox._leave) while still registered.
+        self._task = asyncio.current_task()
         # Created before each step, so a wake that follows the registration
         # always finds the future the task is about to await.
         self._future: asyncio.Future[None] = self._loop.create_future()
@@ -265,6 +283,9 @@ class AsyncioWaiter(Waiter):
             # parked): nobody will look again. The entry stays queued; the
             # dead wait must not stay registered, pinning task and loop.
             self._lot._leave(self)
+
+    def abandoned(self) -> bool:
+        return self._loop.is_closed()
 
     async def run(self, step: Step[T], timeout: float | None) -> T:
         if timeout == 0:
