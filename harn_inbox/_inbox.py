@@ -23,6 +23,11 @@ entries and later, under the lock, finds ``L`` still in place knows that
 ``_take_matching`` relies on this to run a user's predicate *outside* the
 lock: a slow or re-entrant predicate stalls nobody and deadlocks nothing.
 
+Pushes take the lock politely (``_acquire_contended``): under the GIL, many
+producer threads blocking on one lock turn every push into an OS handoff (a
+lock convoy); yielding the GIL to the holder, which never blocks under the
+lock, avoids it.
+
 Wake-ups are per session: a push looks only at its own session's waiters, so
 idle waiters on other sessions cost it nothing. Waiters are woken after the
 lock is released; each one unparked under the lock is owed exactly one wake.
@@ -38,6 +43,7 @@ import threading
 import weakref
 from collections.abc import Callable
 from functools import partial
+from time import sleep as _yield_thread
 from time import time_ns as _time_ns
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, final
 
@@ -72,6 +78,8 @@ _fallback_logger = logging.getLogger("harn_inbox")
 Predicate = Callable[[InboxEntry], object]
 
 _OVERFLOWS = ("reject", "drop_oldest")
+#: How often a push yields the GIL to a lock holder before blocking on the lock.
+_POLITE_LOOKS = 20
 
 
 @final
@@ -183,7 +191,9 @@ class Inbox:
             ):
                 check_text(name, value)
         try:
-            with self._lock:
+            if not self._lock.acquire(False):
+                _acquire_contended(self._lock)
+            try:
                 if self._closed:
                     raise InboxClosed(f"push to session {session_id!r} after the inbox was closed")
                 session = self._sessions.get(session_id)
@@ -231,6 +241,8 @@ class Inbox:
                     session.pending = [*pending[1:], entry]
                     session.dropped += 1
                 woken = None if session.waiters is None else self._unpark_session(session)
+            finally:
+                self._lock.release()
         except InboxFull:
             if self._logger is not None:
                 self._emit(
@@ -901,6 +913,24 @@ def _unpark_all(waiters: dict[Waiter, None] | None) -> list[Waiter]:
     for waiter in woken:
         waiter.parked = False
     return woken
+
+
+def _acquire_contended(lock: threading.Lock) -> None:
+    """Take *lock* from another thread that holds it: yield a few times before blocking.
+
+    Under the GIL a thread that blocks on a held lock sleeps in the OS, and
+    must be woken and win the GIL back before it can run; with many producer
+    threads every push turns into that handoff, a lock convoy (8 threads
+    pushed about 6x slower in all than 1). Nothing under the inbox's lock
+    blocks, so its holder is always about to release it: yielding the GIL
+    lets it finish, and the lock is usually free at the next look. Past a
+    few looks (the holder is descheduled, or runs a slow user clock) we block.
+    """
+    for _ in range(_POLITE_LOOKS):
+        _yield_thread(0)
+        if lock.acquire(False):
+            return
+    lock.acquire()
 
 
 def _wake_all(waiters: list[Waiter]) -> None:
