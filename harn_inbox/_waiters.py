@@ -53,6 +53,10 @@ import asyncio
 import enum
 import threading
 import time
+
+# asyncio's own test for "is a loop running here", without get_running_loop()'s
+# RuntimeError, whose cost a producer thread paid on every wake.
+from asyncio.events import _get_running_loop as _running_loop
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
@@ -269,11 +273,7 @@ class AsyncioWaiter(Waiter):
 
     def wake(self) -> None:
         future = self._future
-        try:
-            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is self._loop:
+        if _running_loop() is self._loop:
             _resolve(future)
             return
         try:
