@@ -269,21 +269,57 @@ def markdown(env: dict[str, Any], results: list[ScenarioResult], mode: str) -> s
         "",
         "Targets are ratios measured side by side in this run; see `benchmarks/README.md`.",
         "",
-        "| # | Scenario | Target | Measured | Result |",
-        "| --- | --- | --- | --- | --- |",
-    ]
-    titles = {result.number: result.title for result in results}
-    lines += [
-        f"| {verdict.scenario} | {titles[verdict.scenario]} | {verdict.target} | "
-        f"{verdict.measured} | {'PASS' if verdict.passed else '**MISS**'} |"
-        for result in results
-        for verdict in result.verdicts
+        *targets_table(results),
     ]
     for result in results:
         lines += ["", f"## {result.number}. {result.title}", "", result.method, ""]
         lines += _measurement_table(result.measurements)
         lines.append(f"\n_{result.seconds:.1f} s._")
     return "\n".join(lines) + "\n"
+
+
+def targets_table(results: list[ScenarioResult]) -> list[str]:
+    """One row per target: what was aimed at, what was measured, PASS or MISS."""
+    titles = {result.number: result.title for result in results}
+    return [
+        "| # | Scenario | Target | Measured | Result |",
+        "| --- | --- | --- | --- | --- |",
+        *(
+            f"| {verdict.scenario} | {titles[verdict.scenario]} | {verdict.target} | "
+            f"{verdict.measured} | {'PASS' if verdict.passed else '**MISS**'} |"
+            for result in results
+            for verdict in result.verdicts
+        ),
+    ]
+
+
+README_START = "<!-- bench-targets:start -->"
+README_END = "<!-- bench-targets:end -->"
+
+
+def update_readme(readme: Path, env: dict[str, Any], results: list[ScenarioResult]) -> None:
+    """Put this run's targets table between the README's two ``bench-targets`` markers.
+
+    Raises:
+        ValueError: The README lacks the markers (nothing is written).
+    """
+    text = readme.read_text(encoding="utf-8")
+    start, end = text.find(README_START), text.find(README_END)
+    if start < 0 or end < start:
+        raise ValueError(f"{readme} has no {README_START} ... {README_END} block")
+    revision = f", git {env['git']}" if env.get("git") else ""
+    block = [
+        README_START,
+        "",
+        (
+            f"_{env['implementation']} {env['python']}, {env['cpu_count']} CPUs{revision}, "
+            f"{env['date'][:10]}._"
+        ),
+        "",
+        *targets_table(results),
+        "",
+    ]
+    _replace(readme, text[:start] + "\n".join(block) + "\n" + text[end:])
 
 
 def _measurement_table(measurements: list[Measurement]) -> list[str]:
