@@ -113,6 +113,19 @@ class Backend:
             return await trio.to_thread.run_sync(fn, *args)
         return await asyncio.to_thread(fn, *args)
 
+    async def until(self, condition: Callable[[], bool]) -> None:
+        """Let other tasks run until *condition* holds (counted in loop turns, not seconds)."""
+        for _ in range(PARK_TURNS):
+            if condition():
+                return
+            await self.checkpoint()
+        raise AssertionError("the condition never held")
+
+    async def turns(self, count: int = 20) -> None:
+        """Give every runnable task a few chances to run (a woken waiter would finish here)."""
+        for _ in range(count):
+            await self.checkpoint()
+
     async def wait_parked(self, inbox: Inbox, session_id: str, count: int = 1) -> None:
         """Let other tasks run until *count* waits are in progress on *session_id*.
 

@@ -14,8 +14,6 @@ import pytest
 import trio
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from conftest import Backend
 
     from harn_inbox import Batches, Inbox, InboxEntry
@@ -23,20 +21,6 @@ if TYPE_CHECKING:
 
 def nudge(inbox: Inbox, session_id: str, content: str = "c", source: str = "test") -> InboxEntry:
     return inbox.push(session_id, "tool_result", content, source)
-
-
-async def until(backend: Backend, condition: Callable[[], bool]) -> None:
-    """Let other tasks run until *condition* holds (counted in loop turns, not seconds)."""
-    for _ in range(10_000):
-        if condition():
-            return
-        await backend.checkpoint()
-    raise AssertionError("the condition never held")
-
-
-async def turns(backend: Backend, count: int = 20) -> None:
-    for _ in range(count):
-        await backend.checkpoint()
 
 
 async def collect(channel: Batches, into: list[list[InboxEntry]]) -> None:
@@ -88,7 +72,7 @@ def test_receive_parks_until_a_push_and_returns_a_non_empty_batch(
         async with backend.task_group() as group:
             handle = group.start_soon(channel.receive)
             await backend.wait_parked(inbox, "s")
-            await turns(backend)
+            await backend.turns()
             assert not handle.finished
             entries = [nudge(inbox, "s", str(n)) for n in range(2)]
         assert handle.result == entries
@@ -116,7 +100,7 @@ def test_receive_ignores_pushes_to_other_sessions(backend: Backend, inbox: Inbox
             handle = group.start_soon(channel.receive)
             await backend.wait_parked(inbox, "mine")
             nudge(inbox, "other")
-            await turns(backend)
+            await backend.turns()
             assert not handle.finished
             assert inbox.waiter_count("mine") == 1
             entry = nudge(inbox, "mine")
@@ -136,7 +120,7 @@ def test_receive_woken_after_someone_else_drained_parks_again(
             await backend.wait_parked(inbox, "s")
             first = nudge(inbox, "s")
             assert inbox.drain("s") == [first]  # before the woken receive looks
-            await turns(backend)
+            await backend.turns()
             assert not handle.finished
             second = nudge(inbox, "s")
         assert handle.result == [second]
@@ -150,10 +134,10 @@ def test_async_for_yields_each_batch_and_sees_later_pushes(backend: Backend, inb
         first = [nudge(inbox, "s", "a"), nudge(inbox, "s", "b")]
         async with backend.task_group() as group:
             group.start_soon(collect, inbox.batches("s"), batches)
-            await until(backend, lambda: len(batches) == 1)
+            await backend.until(lambda: len(batches) == 1)
             await backend.wait_parked(inbox, "s")
             second = [await backend.to_thread(nudge, inbox, "s", "c")]
-            await until(backend, lambda: len(batches) == 2)
+            await backend.until(lambda: len(batches) == 2)
             await backend.wait_parked(inbox, "s")
             inbox.clear_session("s")
         assert batches == [first, second]
@@ -195,7 +179,7 @@ def test_iteration_ends_when_the_session_is_cleared_while_the_consumer_is_busy(
         first = nudge(inbox, "s", "first")
         async with backend.task_group() as group:
             handle = group.start_soon(consume)
-            await until(backend, lambda: len(seen) == 1)
+            await backend.until(lambda: len(seen) == 1)
             nudge(inbox, "s", "dropped")
             assert inbox.clear_session("s") == 1
             busy_done.set()
@@ -229,7 +213,7 @@ def test_clearing_another_session_does_not_end_the_channel(backend: Backend, inb
             handle = group.start_soon(channel.receive)
             await backend.wait_parked(inbox, "mine")
             inbox.clear_session("other")
-            await turns(backend)
+            await backend.turns()
             assert not handle.finished
             entry = nudge(inbox, "mine")
         assert handle.result == [entry]
@@ -306,13 +290,13 @@ def test_aclose_leaves_other_consumers_of_the_session_parked(
             plain_wait = group.start_soon(inbox.wait, "s")
             await backend.wait_parked(inbox, "s", 3)
             await closing.aclose()
-            await until(backend, lambda: closed_receive.finished)
-            await turns(backend)
+            await backend.until(lambda: closed_receive.finished)
+            await backend.turns()
             assert inbox.waiter_count("s") == 2
             assert not other_receive.finished
             assert not plain_wait.finished
             entry = nudge(inbox, "s")
-            await until(backend, lambda: other_receive.finished)
+            await backend.until(lambda: other_receive.finished)
             if not plain_wait.finished:
                 # The receive drained the entry before the plain wait looked:
                 # that wait rightly parked again, and the next push ends it.
@@ -352,7 +336,7 @@ def test_each_batch_goes_to_exactly_one_receiver(backend: Backend, inbox: Inbox)
                 if round_ % 3 == 0:
                     pushed.append(await backend.to_thread(nudge, inbox, "s", f"{round_}t"))
                 await backend.checkpoint()
-            await until(backend, lambda: sum(map(len, batches)) == len(pushed))
+            await backend.until(lambda: sum(map(len, batches)) == len(pushed))
             inbox.clear_session("s")
         assert all(batches)
         taken = [entry for batch in batches for entry in batch]

@@ -36,11 +36,6 @@ def even(entry: InboxEntry) -> bool:
     return int(entry.content) % 2 == 0
 
 
-async def turns(backend: Backend, count: int) -> None:
-    for _ in range(count):
-        await backend.checkpoint()
-
-
 def taker(inbox: Inbox, kind: str) -> Take:
     """A step that takes entries: a selective ``wait_for`` or one ``batches`` receive."""
     if kind == "wait_for":
@@ -123,13 +118,13 @@ def test_cancelling_one_wait_leaves_the_others_parked_and_wakeable(
             others = [group.start_soon(start, inbox, operation) for _ in range(2)]
             await backend.wait_parked(inbox, "s", 3)
             cancelled.cancel()
-            await turns(backend, 20)
+            await backend.turns(20)
             assert cancelled.finished
             assert inbox.waiter_count("s") == 2
             assert not any(other.finished for other in others)
             for round_ in range(2):
                 nudge(inbox, "s", str(2 * round_))
-                await turns(backend, 20)
+                await backend.turns(20)
         assert type(cancelled.raised) is backend.cancelled
         assert all(other.finished and other.raised is None for other in others)
         assert inbox.waiter_count("s") == 0
@@ -211,7 +206,7 @@ def test_cancelling_at_every_point_never_loses_an_entry(
                 group.start_soon(push_from_task, session_id, pushed)
                 if k % 2:
                     group.start_soon(backend.to_thread, push_from_thread, session_id, pushed)
-                await turns(backend, k)
+                await backend.turns(k)
                 consumer.cancel()
             assert was_cancelled(backend, consumer)
             assert inbox.waiter_count(session_id) == 0

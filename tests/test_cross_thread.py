@@ -108,15 +108,6 @@ def run_on_real_clocks(backend: Backend, fn: Callable[[], Awaitable[None]]) -> N
         backend.run(fn)
 
 
-async def until(backend: Backend, condition: Callable[[], bool]) -> None:
-    """Let other tasks run until *condition* holds (counted in loop turns, not seconds)."""
-    for _ in range(10_000):
-        if condition():
-            return
-        await backend.checkpoint()
-    raise AssertionError("the condition never held")
-
-
 def nudge(inbox: Inbox, session_id: str, content: str = "c", source: str = "test") -> InboxEntry:
     return inbox.push(session_id, "tool_result", content, source)
 
@@ -235,7 +226,7 @@ def test_push_from_a_foreign_thread_wakes_through_the_loops_thread_safe_entry(
                 await backend.wait_parked(inbox, "other")
                 pusher = run_in_thread(nudge, inbox, "s")
                 await backend.to_thread(pusher.join, 30)
-                await until(backend, lambda: handle.finished)
+                await backend.until(lambda: handle.finished)
                 assert not other.finished
                 nudge(inbox, "other")
             assert handle.result is True
@@ -405,7 +396,7 @@ def test_loops_in_two_threads_wake_each_others_waiters(
             second = run_in_thread(run_in_this_thread, framework, other_side)
             await backend.wait_thread_parked(inbox, "to-other")
             # Pushed by the other loop's thread before it parked: the wake is on its way.
-            await until(backend, lambda: to_main.finished)
+            await backend.until(lambda: to_main.finished)
             nudge(inbox, "to-other", "from the main loop")
             await backend.wait_thread_parked(inbox, "shared", 2)
             assert not shared.finished  # pushes to the other sessions left it parked

@@ -18,28 +18,11 @@ import trio
 from harn_inbox import Inbox, InboxEntry, ManualClock
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from conftest import Backend
 
 
 def nudge(inbox: Inbox, session_id: str, content: str = "c", source: str = "test") -> InboxEntry:
     return inbox.push(session_id, "tool_result", content, source)
-
-
-async def until(backend: Backend, condition: Callable[[], bool]) -> None:
-    """Let other tasks run until *condition* holds (counted in loop turns, not seconds)."""
-    for _ in range(10_000):
-        if condition():
-            return
-        await backend.checkpoint()
-    raise AssertionError("the condition never held")
-
-
-async def turns(backend: Backend, count: int = 20) -> None:
-    """Give every runnable task a few chances to run (a woken waiter would finish here)."""
-    for _ in range(count):
-        await backend.checkpoint()
 
 
 # -- Returning True -------------------------------------------------------------------------------
@@ -100,8 +83,8 @@ def test_push_wakes_only_the_waits_of_its_own_session(backend: Backend, inbox: I
             await backend.wait_parked(inbox, "other", 2)
             await backend.wait_parked(inbox, "mine")
             nudge(inbox, "mine")
-            await until(backend, lambda: mine.finished)
-            await turns(backend)
+            await backend.until(lambda: mine.finished)
+            await backend.turns()
             assert inbox.waiter_count("other") == 2
             assert not any(handle.finished for handle in others)
             nudge(inbox, "other")
@@ -120,7 +103,7 @@ def test_entries_drained_before_the_wait_looks_do_not_end_it(
         async with backend.task_group() as group:
             handle = group.start_soon(inbox.wait, "s")
             await backend.wait_parked(inbox, "s")
-            await turns(backend)
+            await backend.turns()
             assert not handle.finished
             nudge(inbox, "s")
         assert handle.result is True
@@ -136,7 +119,7 @@ def test_infinite_timeout_waits_without_limit(
             handle = group.start_soon(inbox.wait, "s", math.inf)
             await backend.wait_parked(inbox, "s")
             clock.advance(10**9)
-            await turns(backend)
+            await backend.turns()
             assert not handle.finished
             nudge(inbox, "s")
         assert handle.result is True
@@ -155,15 +138,15 @@ def test_manual_clock_timeouts_end_waits_in_deadline_order(
             handles = [group.start_soon(inbox.wait, "s", seconds) for seconds in (1, 2, 3)]
             await backend.wait_parked(inbox, "s", 3)
             clock.advance(1.5)
-            await until(backend, lambda: handles[0].finished)
-            await turns(backend)
+            await backend.until(lambda: handles[0].finished)
+            await backend.turns()
             assert [handle.finished for handle in handles] == [True, False, False]
             assert inbox.waiter_count("s") == 2
             clock.advance(0.499)
-            await turns(backend)
+            await backend.turns()
             assert not handles[1].finished
             clock.advance(0.001)
-            await until(backend, lambda: handles[1].finished)
+            await backend.until(lambda: handles[1].finished)
             assert not handles[2].finished
             nudge(inbox, "s")
         assert [handle.result for handle in handles] == [False, False, True]
@@ -180,7 +163,7 @@ def test_manual_clock_advanced_from_another_thread_ends_wait(
             handle = group.start_soon(inbox.wait, "s", 5)
             await backend.wait_parked(inbox, "s")
             await backend.to_thread(clock.advance, 4.999)
-            await turns(backend)
+            await backend.turns()
             assert not handle.finished
             await backend.to_thread(clock.advance, 0.001)
         assert handle.result is False
@@ -245,7 +228,7 @@ def test_clear_session_right_after_a_push_ends_the_woken_wait(
             nudge(inbox, "s")
             inbox.clear_session("s")
             with backend.fail_after(60):
-                await until(backend, lambda: handle.finished)
+                await backend.until(lambda: handle.finished)
         assert handle.result is False
         assert inbox.waiter_count("s") == 0
 
@@ -262,8 +245,8 @@ def test_clear_session_leaves_waits_of_other_sessions_parked(
             await backend.wait_parked(inbox, "cleared")
             await backend.wait_parked(inbox, "other")
             inbox.clear_session("cleared")
-            await until(backend, lambda: cleared.finished)
-            await turns(backend)
+            await backend.until(lambda: cleared.finished)
+            await backend.turns()
             assert inbox.waiter_count("other") == 1
             assert not other.finished
             nudge(inbox, "other")
@@ -279,7 +262,7 @@ def test_wait_after_clear_session_waits_for_the_next_push(backend: Backend, inbo
         async with backend.task_group() as group:
             handle = group.start_soon(inbox.wait, "s")
             await backend.wait_parked(inbox, "s")
-            await turns(backend)
+            await backend.turns()
             assert not handle.finished
             assert nudge(inbox, "s").sequence == 1
         assert handle.result is True

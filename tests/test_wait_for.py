@@ -28,20 +28,6 @@ def wanted(entry: InboxEntry) -> bool:
     return entry.content.startswith("want")
 
 
-async def until(backend: Backend, condition: Callable[[], bool]) -> None:
-    """Let other tasks run until *condition* holds (counted in loop turns, not seconds)."""
-    for _ in range(10_000):
-        if condition():
-            return
-        await backend.checkpoint()
-    raise AssertionError("the condition never held")
-
-
-async def turns(backend: Backend, count: int = 20) -> None:
-    for _ in range(count):
-        await backend.checkpoint()
-
-
 class Judge:
     """A predicate that records what it was asked about."""
 
@@ -89,8 +75,8 @@ def test_wait_for_parks_until_a_matching_push_and_leaves_the_others(
             handle = group.start_soon(inbox.wait_for, "s", judge)
             await backend.wait_parked(inbox, "s")
             ignored = nudge(inbox, "s", "ignored")
-            await until(backend, lambda: judge.judged == ["ignored"])
-            await turns(backend)
+            await backend.until(lambda: judge.judged == ["ignored"])
+            await backend.turns()
             assert not handle.finished  # looked, found nothing to take, parked again
             assert inbox.waiter_count("s") == 1
             match = nudge(inbox, "s", "want")
@@ -112,7 +98,7 @@ def test_wait_for_judges_each_entry_once_however_often_it_looks(
             await backend.wait_parked(inbox, "s")
             for content in ("b", "c"):
                 nudge(inbox, "s", content)
-                await until(backend, lambda content=content: content in judge.judged)
+                await backend.until(lambda content=content: content in judge.judged)
             nudge(inbox, "s", "want")
         assert [entry.content for entry in handle.result] == ["want"]
         assert judge.judged == ["a", "b", "c", "want"]
@@ -249,7 +235,7 @@ def test_wait_for_timeout_returns_empty_and_takes_nothing(
             handle = group.start_soon(inbox.wait_for, "s", wanted, 5)
             await backend.wait_parked(inbox, "s")
             clock.advance(4.999)
-            await turns(backend)
+            await backend.turns()
             assert not handle.finished
             clock.advance(0.001)
         assert handle.result == []
@@ -342,8 +328,8 @@ def test_wait_for_judging_while_the_session_is_cleared_returns_empty(
                 await backend.wait_parked(inbox, "s")
                 run_in_thread(clear)
                 nudge(inbox, "s", "slow")
-            await until(backend, cleared.is_set)
-            await turns(backend)
+            await backend.until(cleared.is_set)
+            await backend.turns()
             next_incarnation = nudge(inbox, "s", "want")
         assert handle.result == []
         assert inbox.snapshot("s") == [next_incarnation]
