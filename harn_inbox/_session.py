@@ -22,7 +22,8 @@ class Session:
 
     def __init__(self) -> None:
         #: Pending entries, oldest first; ``None`` rather than an empty list.
-        #: Only ever appended to in place; any other change replaces it.
+        #: Changed in place only by appending and (counted in `dropped`) by
+        #: deleting the head; any other change replaces it.
         self.pending: list[InboxEntry] | None = None
         #: The last sequence issued since the session began or was cleared; 0 if none.
         self.last_sequence = 0

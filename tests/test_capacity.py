@@ -441,3 +441,51 @@ def test_a_full_reject_session_does_not_disturb_a_parked_thread_on_another_sessi
     inbox.push("quiet", "k", "c", "src")
     thread.join(HANG_GUARD_SECONDS)
     assert result == [True]
+
+
+# -- drop_oldest while a predicate runs ------------------------------------------------------------
+# A predicate runs outside the inbox's lock, so a push may make room in the very
+# session it is judging. What was dropped is gone (it is counted in dropped());
+# what arrived must be judged like any other entry.
+
+
+def _pushing_predicate(inbox: Inbox, wanted: set[str]) -> Callable[[InboxEntry], bool]:
+    pushed: list[InboxEntry] = []
+
+    def predicate(entry: InboxEntry) -> bool:
+        if not pushed:  # at the first judgment, push into the full session
+            pushed.append(inbox.push(entry.session_id, "k", "new", "predicate"))
+        return entry.content in wanted
+
+    return predicate
+
+
+def test_drain_where_never_returns_an_entry_dropped_while_its_predicate_ran(
+    clock: ManualClock,
+) -> None:
+    inbox = Inbox(clock=clock, max_pending=3, overflow="drop_oldest")
+    first, second, _ = _push_many(inbox, "s", 3)
+
+    taken = inbox.drain_where("s", _pushing_predicate(inbox, {"#0", "#2", "new"}))
+
+    assert [entry.content for entry in taken] == ["#2", "new"], "#0 was dropped; new was judged"
+    assert inbox.snapshot("s") == [second]
+    assert inbox.dropped("s") == 1
+    assert first not in taken
+
+
+def test_wait_for_never_returns_an_entry_dropped_while_its_predicate_ran(
+    backend: Backend, clock: ManualClock
+) -> None:
+    inbox = Inbox(clock=clock, max_pending=3, overflow="drop_oldest")
+    _, second, _ = _push_many(inbox, "s", 3)
+
+    async def main() -> list[InboxEntry]:
+        return await inbox.wait_for("s", _pushing_predicate(inbox, {"#0", "#2", "new"}), 30)
+
+    taken = backend.run(main)
+
+    assert [entry.content for entry in taken] == ["#2", "new"]
+    assert inbox.snapshot("s") == [second]
+    assert inbox.dropped("s") == 1
+    assert inbox.waiter_count("s") == 0
