@@ -89,14 +89,17 @@ def _inbox_shape() -> tuple[list[Callable[[], Any]], list[Consumer]]:
     return [pusher(s) for s in sessions], [consumer(s) for s in sessions]
 
 
-def _culsans_shape() -> tuple[list[Callable[[], Any]], list[Consumer]]:
-    queues: list[culsans.Queue[object]] = [culsans.Queue() for _ in range(PRODUCERS)]
+def _queue_shape(
+    make_queue: Callable[[], Any], empty: type[Exception]
+) -> tuple[list[Callable[[], Any]], list[Consumer]]:
+    """The same shape on janus or culsans (culsans keeps janus' API): one queue per producer."""
+    queues = [make_queue() for _ in range(PRODUCERS)]
 
-    def pusher(queue: culsans.Queue[object]) -> Callable[[], Any]:
+    def pusher(queue: Any) -> Callable[[], Any]:
         put = queue.sync_q.put
         return lambda: put(ITEM)
 
-    def consumer(queue: culsans.Queue[object]) -> Consumer:
+    def consumer(queue: Any) -> Consumer:
         async def consume(count: int) -> None:
             get, get_nowait = queue.async_q.get, queue.async_q.get_nowait
             received = 0
@@ -107,38 +110,20 @@ def _culsans_shape() -> tuple[list[Callable[[], Any]], list[Consumer]]:
                     while True:
                         get_nowait()
                         received += 1
-                except culsans.AsyncQueueEmpty:
+                except empty:
                     pass
 
         return consume
 
     return [pusher(q) for q in queues], [consumer(q) for q in queues]
+
+
+def _culsans_shape() -> tuple[list[Callable[[], Any]], list[Consumer]]:
+    return _queue_shape(culsans.Queue, culsans.AsyncQueueEmpty)
 
 
 def _janus_shape() -> tuple[list[Callable[[], Any]], list[Consumer]]:
-    queues: list[janus.Queue[object]] = [janus.Queue() for _ in range(PRODUCERS)]
-
-    def pusher(queue: janus.Queue[object]) -> Callable[[], Any]:
-        put = queue.sync_q.put
-        return lambda: put(ITEM)
-
-    def consumer(queue: janus.Queue[object]) -> Consumer:
-        async def consume(count: int) -> None:
-            get, get_nowait = queue.async_q.get, queue.async_q.get_nowait
-            received = 0
-            while received < count:
-                await get()
-                received += 1
-                try:
-                    while True:
-                        get_nowait()
-                        received += 1
-                except janus.AsyncQueueEmpty:
-                    pass
-
-        return consume
-
-    return [pusher(q) for q in queues], [consumer(q) for q in queues]
+    return _queue_shape(janus.Queue, janus.AsyncQueueEmpty)
 
 
 Shape = Callable[[], tuple[list[Callable[[], Any]], list[Consumer]]]
