@@ -292,7 +292,10 @@ class Inbox:
         For a consumer that took an entry and could not handle it yet. The
         entry keeps its sequence number; the session's counter is not touched.
         Allowed after `close` and beyond ``max_pending``: the entry was
-        accepted once and is not lost now.
+        accepted once and is not lost now. An entry drained before a
+        `clear_session` goes back too, as the entry it was: its sequence
+        belongs to the session's earlier life and may equal one that the
+        restarted counter issues.
 
         Raises:
             TypeError: *entry* is not an `InboxEntry`.
