@@ -622,3 +622,15 @@ def test_clearing_the_last_counted_session_keeps_entries_requeued_into_cleared_o
     inbox.clear_session("b")
     assert inbox.snapshot("a") == [entry]
     assert inbox.sessions() == ["a"]
+
+
+def test_an_entry_from_before_a_clear_goes_back_with_its_old_sequence(inbox: Inbox) -> None:
+    # Documented: the counter restarts at the clear and is not touched by a
+    # requeue, so the old entry's sequence may equal a new one's.
+    old = inbox.push("s", "k", "before", "src")
+    inbox.drain("s")
+    inbox.clear_session("s")
+    inbox.requeue_front(old)
+    new = inbox.push("s", "k", "after", "src")
+    assert (old.sequence, new.sequence) == (1, 1)
+    assert inbox.drain("s") == [old, new]
