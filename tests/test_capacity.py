@@ -13,11 +13,11 @@ from __future__ import annotations
 import copy
 import pickle
 import threading
-import time
 from typing import TYPE_CHECKING, Any
 
 import pytest
 import structlog
+from _polling import HANG_GUARD_SECONDS, spin_until
 from structlog.testing import capture_logs
 
 from harn_inbox import Inbox, InboxEntry, InboxError, InboxFull, ManualClock
@@ -26,8 +26,6 @@ if TYPE_CHECKING:
     from collections.abc import Callable, MutableMapping
 
     from conftest import Backend
-
-HANG_GUARD_SECONDS = 60.0
 
 
 def _push_many(inbox: Inbox, session_id: str, count: int, kind: str = "k") -> list[InboxEntry]:
@@ -418,14 +416,6 @@ def test_reject_from_async_producers_while_a_batches_consumer_drains(
     assert rejected, "the bound was never reached: the test proved nothing"
 
 
-def _spin_until(condition: Callable[[], bool], what: str) -> None:
-    give_up = time.monotonic() + HANG_GUARD_SECONDS
-    while not condition():
-        if time.monotonic() > give_up:
-            raise AssertionError(f"never happened: {what}")
-        time.sleep(0.0001)
-
-
 def test_a_full_reject_session_does_not_disturb_a_parked_thread_on_another_session(
     clock: ManualClock,
 ) -> None:
@@ -434,7 +424,7 @@ def test_a_full_reject_session_does_not_disturb_a_parked_thread_on_another_sessi
     result: list[bool] = []
     thread = threading.Thread(target=lambda: result.append(inbox.wait_sync("quiet", 10)))
     thread.start()
-    _spin_until(lambda: inbox.waiter_count("quiet") == 1, "thread parked")
+    spin_until(lambda: inbox.waiter_count("quiet") == 1, "thread parked")
     with pytest.raises(InboxFull):
         inbox.push("full", "k", "c", "src")
     assert inbox.waiter_count("quiet") == 1, "a refused push wakes nobody"

@@ -11,12 +11,12 @@ from __future__ import annotations
 import asyncio
 import gc
 import threading
-import time
 import weakref
 from typing import TYPE_CHECKING, Any
 
 import pytest
 import trio
+from _polling import HANG_GUARD_SECONDS, spin_until
 
 from harn_inbox import Inbox, InboxEntry, ManualClock
 
@@ -25,20 +25,9 @@ if TYPE_CHECKING:
 
     from conftest import Backend, TaskHandle
 
-HANG_GUARD_SECONDS = 60.0
-
 
 class PredicateFailed(Exception):
     """What the faulty predicates of these tests raise."""
-
-
-def _spin_until(condition: Callable[[], bool], what: str) -> None:
-    """Poll *condition*, yielding the GIL between looks; fail only after the hang guard."""
-    give_up = time.monotonic() + HANG_GUARD_SECONDS
-    while not condition():
-        if time.monotonic() > give_up:
-            raise AssertionError(f"never happened: {what}")
-        time.sleep(0.0001)
 
 
 def _join_all(threads: list[threading.Thread]) -> None:
@@ -297,10 +286,10 @@ def test_asyncio_loop_closed_under_a_parked_waiter_while_a_thread_keeps_pushing(
 
     loop_thread = threading.Thread(target=run_loop, daemon=True)
     loop_thread.start()
-    _spin_until(lambda: inbox.waiter_count("s") == 1, "the asyncio waiter parked")
+    spin_until(lambda: inbox.waiter_count("s") == 1, "the asyncio waiter parked")
     producer = threading.Thread(target=produce, daemon=True)
     producer.start()
-    _spin_until(lambda: inbox.pending_count("s") >= before_close // 4, "pushes under way")
+    spin_until(lambda: inbox.pending_count("s") >= before_close // 4, "pushes under way")
     loop.call_soon_threadsafe(loop.stop)  # stops it mid-stream; the loop thread then closes it
     _join_all([loop_thread, producer])
 
@@ -384,7 +373,7 @@ def test_trio_run_finishing_while_a_thread_keeps_pushing(inbox: Inbox) -> None:
 
     trio_thread = threading.Thread(target=run_trio, daemon=True)
     trio_thread.start()
-    _spin_until(lambda: inbox.waiter_count("s") == 1, "the trio waiter parked")
+    spin_until(lambda: inbox.waiter_count("s") == 1, "the trio waiter parked")
     producer = threading.Thread(target=produce, daemon=True)
     producer.start()
     _join_all([trio_thread, producer])
@@ -478,7 +467,7 @@ def test_thread_timed_wait_does_not_fire_on_the_way_back_and_fires_past_its_dead
     result: list[bool] = []
     thread = threading.Thread(target=lambda: result.append(inbox.wait_sync("s", 5)), daemon=True)
     thread.start()
-    _spin_until(lambda: inbox.waiter_count("s") == 1, "thread parked")  # deadline: 1_005_000 ms
+    spin_until(lambda: inbox.waiter_count("s") == 1, "thread parked")  # deadline: 1_005_000 ms
     # ManualClock forgets a timer as it fires it, inside set()/advance(): "timers=1" proves it
     # has not fired, whatever the waiting thread has had time to do.
     moves: list[Callable[[], None]] = [
@@ -530,7 +519,7 @@ def test_a_wait_started_after_the_clock_went_back_counts_from_the_new_now(
     result: list[bool] = []
     thread = threading.Thread(target=lambda: result.append(inbox.wait_sync("s", 2)), daemon=True)
     thread.start()
-    _spin_until(lambda: inbox.waiter_count("s") == 1, "thread parked")
+    spin_until(lambda: inbox.waiter_count("s") == 1, "thread parked")
     clock.advance(1.999)
     assert inbox.waiter_count("s") == 1
     clock.advance(0.001)  # 12_000 ms: due, long before the old time line's 1_000_000

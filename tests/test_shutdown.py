@@ -9,13 +9,13 @@ whatever was accepted before the close can still be drained and requeued.
 from __future__ import annotations
 
 import threading
-import time
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import pytest
 import structlog
 import trio
+from _polling import HANG_GUARD_SECONDS, spin_until
 from structlog.testing import capture_logs
 
 import harn_inbox
@@ -27,16 +27,6 @@ if TYPE_CHECKING:
     from conftest import Backend, TaskHandle
 
 #: A guard against hangs, never a verdict: a healthy test finishes in milliseconds.
-HANG_GUARD_SECONDS = 60.0
-
-
-def _spin_until(condition: Callable[[], bool], what: str) -> None:
-    """Poll *condition*, yielding the GIL between looks; fail only after the hang guard."""
-    give_up = time.monotonic() + HANG_GUARD_SECONDS
-    while not condition():
-        if time.monotonic() > give_up:
-            raise AssertionError(f"never happened: {what}")
-        time.sleep(0.0001)
 
 
 def _start_thread(fn: Callable[[], object]) -> tuple[threading.Thread, list[Any]]:
@@ -173,7 +163,7 @@ def test_close_wakes_parked_thread_waiters_and_they_report_nothing_pending(
         _start_thread(lambda: inbox.wait_sync("a")),
         _start_thread(lambda: inbox.wait_sync("b", 30)),  # a timer on the ManualClock
     ]
-    _spin_until(
+    spin_until(
         lambda: (inbox.waiter_count("a"), inbox.waiter_count("b")) == (2, 1), "threads parked"
     )
     assert "timers=1" in repr(clock)
@@ -188,7 +178,7 @@ def test_close_wakes_a_thread_waiter_with_a_real_timeout() -> None:
     with capture_logs() as logs:
         inbox = Inbox(logger=structlog.get_logger())
         thread, outcome = _start_thread(lambda: inbox.wait_sync("a", 3600))
-        _spin_until(lambda: inbox.waiter_count("a") == 1, "thread parked")
+        spin_until(lambda: inbox.waiter_count("a") == 1, "thread parked")
         inbox.close()
         assert _join(thread, outcome) is False
     [wait] = [log for log in logs if log["event"] == "inbox.wait"]
@@ -271,7 +261,7 @@ def test_close_reports_how_many_waiters_it_woke_and_each_wait_says_closed(
     with capture_logs() as logs:
         inbox = Inbox(clock=clock, logger=structlog.get_logger())
         started = [_start_thread(partial(inbox.wait_sync, sid)) for sid in ("a", "b", "b")]
-        _spin_until(lambda: inbox.waiter_count("a") + inbox.waiter_count("b") == 3, "parked")
+        spin_until(lambda: inbox.waiter_count("a") + inbox.waiter_count("b") == 3, "parked")
         inbox.close()
         assert [_join(*pair) for pair in started] == [False, False, False]
     [close] = [log for log in logs if log["event"] == "inbox.close"]
@@ -444,7 +434,7 @@ def test_pushing_threads_racing_a_close_lose_nothing_and_each_stop_on_inbox_clos
     for thread in threads:
         thread.start()
     start.wait()
-    _spin_until(lambda: inbox.pending_count("shared") >= 2_000, "pushes under way")
+    spin_until(lambda: inbox.pending_count("shared") >= 2_000, "pushes under way")
     inbox.close()
     for thread in threads:
         thread.join(HANG_GUARD_SECONDS)
