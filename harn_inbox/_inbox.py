@@ -57,7 +57,7 @@ import trio
 
 from ._arguments import check_callable, check_int, check_text, check_timeout, type_error
 from ._clock import Clock, SystemClock
-from ._entry import MAX_SEQUENCE, InboxEntry, Twin
+from ._entry import MAX_SEQUENCE, Blank, InboxEntry
 from ._errors import InboxClosed, InboxFull
 from ._session import Session
 from ._waiters import (
@@ -84,6 +84,8 @@ Predicate = Callable[[InboxEntry], object]
 _OVERFLOWS = ("reject", "drop_oldest")
 #: How often a push yields the GIL to a lock holder before blocking on the lock.
 _POLITE_LOOKS = 20
+#: The largest int CPython compares on its fastest path (one 30-bit digit).
+_SMALL_INT = 2**30 - 1
 
 
 @final
@@ -124,6 +126,7 @@ class Inbox:
     _streams: dict[str, weakref.WeakSet[Batches]]
     _streams_sweep_at: int
     _closed: bool
+    _admits_all: bool
 
     def __init__(
         self,
@@ -160,6 +163,10 @@ class Inbox:
         self._streams = {}
         self._streams_sweep_at = 64
         self._closed = False
+        #: Whether a push can be neither refused nor given a drop, and stamps
+        #: from the SystemClock (read inline): open, unbounded, system time.
+        #: Read and written under the lock; push's one test for its rare cases.
+        self._admits_all = max_pending is None and self._now_ms is None
 
     def __repr__(self) -> str:
         with self._lock:
@@ -194,40 +201,30 @@ class Inbox:
                 ("source", source),
             ):
                 check_text(name, value)
+        lock = self._lock
         try:
-            if not self._lock.acquire(False):
-                _acquire_contended(self._lock)
+            if not lock.acquire(False):
+                _acquire_contended(lock)
             try:
-                if self._closed:
-                    raise InboxClosed(f"push to session {session_id!r} after the inbox was closed")
-                session = self._sessions.get(session_id)
-                pending = None if session is None else session.pending
-                dropped = None
-                if (
-                    pending is not None
-                    and self._max_pending is not None
-                    and len(pending) >= self._max_pending
-                ):
-                    if not self._drop_oldest:
-                        raise InboxFull(session_id, len(pending), self._max_pending)
-                    dropped = pending[0]
-                if self._now_ms is None:  # SystemClock, read inline: this is the hot path
+                if self._admits_all:  # the SystemClock, read inline: this is the hot path
                     ts_ms = _time_ns() // 1_000_000
+                    dropped = None
                 else:
-                    ts_ms = self._now_ms()
-                    if type(ts_ms) is not int:
-                        raise TypeError(f"clock.now_ms() must return int, not {ts_ms!r}")
-                    if ts_ms < 0:
-                        raise ValueError(f"clock.now_ms() must not be negative, not {ts_ms!r}")
+                    ts_ms, dropped = self._admit(session_id)
                 # Nothing raises from here on: only now may a new record appear.
-                if session is None:
-                    session = self._sessions[session_id] = Session()
+                sessions = self._sessions
+                try:
+                    session = sessions[session_id]
+                except KeyError:
+                    session = sessions[session_id] = Session()
                 sequence = session.last_sequence + 1
-                if sequence > MAX_SEQUENCE:
+                # The first test is the cheap one (both small ints) and fails
+                # until a session nears 2**30 pushes.
+                if sequence > _SMALL_INT and sequence > MAX_SEQUENCE:
                     sequence = 1  # u64 wraps to 1, never 0
                 # The fields are checked: stamp them without attrs' frozen
-                # __init__, which would check them again, slowly (see _entry.Twin).
-                entry: Any = Twin()
+                # __init__, which would check them again, slowly (see _entry.Blank).
+                entry: Any = Blank()
                 entry.sequence = sequence
                 entry.session_id = session_id
                 entry.kind = kind
@@ -236,18 +233,20 @@ class Inbox:
                 entry.ts_ms = ts_ms
                 entry.__class__ = InboxEntry
                 session.last_sequence = sequence
+                pending = session.pending
                 if pending is None:
                     session.pending = [entry]
-                else:
-                    if dropped is not None:
-                        # Counted with the shift (see "Pending lists change in place
-                        # only at their ends"): judgments of this list are void.
-                        del pending[0]
-                        session.dropped += 1
+                elif dropped is None:
                     pending.append(entry)
-                woken = None if session.waiters is None else self._unpark_session(session)
+                else:
+                    # Counted with the shift (see "Pending lists change in place
+                    # only at their ends"): judgments of this list are void.
+                    del pending[0]
+                    session.dropped += 1
+                    pending.append(entry)
+                woken = session.waiters and self._unpark_session(session)
             finally:
-                self._lock.release()
+                lock.release()
         except InboxFull:
             if self._logger is not None:
                 self._emit(
@@ -264,27 +263,58 @@ class Inbox:
             for waiter in woken:
                 waiter.wake()
         if self._logger is not None:
-            if dropped is None:
-                self._emit(
-                    "debug",
-                    "inbox.push",
-                    session_id=session_id,
-                    kind=kind,
-                    source=source,
-                    sequence=sequence,
-                )
-            else:
-                self._emit(
-                    "warning",
-                    "inbox.push",
-                    session_id=session_id,
-                    kind=kind,
-                    source=source,
-                    sequence=sequence,
-                    outcome="dropped_oldest",
-                    dropped_sequence=dropped.sequence,
-                )
+            self._log_push(entry, dropped)
         return entry  # type: ignore[no-any-return]
+
+    def _log_push(self, entry: InboxEntry, dropped: InboxEntry | None) -> None:
+        if dropped is None:
+            self._emit(
+                "debug",
+                "inbox.push",
+                session_id=entry.session_id,
+                kind=entry.kind,
+                source=entry.source,
+                sequence=entry.sequence,
+            )
+        else:
+            self._emit(
+                "warning",
+                "inbox.push",
+                session_id=entry.session_id,
+                kind=entry.kind,
+                source=entry.source,
+                sequence=entry.sequence,
+                outcome="dropped_oldest",
+                dropped_sequence=dropped.sequence,
+            )
+
+    def _admit(self, session_id: str) -> tuple[int, InboxEntry | None]:
+        # With the lock held, for a push that `_admits_all` does not wave
+        # through: refuse it (closed, or full and rejecting), or say which
+        # entry it drops (full, dropping the oldest); read a custom clock.
+        # Changes nothing, so whatever it raises leaves the inbox as it was.
+        if self._closed:
+            raise InboxClosed(f"push to session {session_id!r} after the inbox was closed")
+        dropped = None
+        session = self._sessions.get(session_id)
+        pending = None if session is None else session.pending
+        if (
+            pending is not None
+            and self._max_pending is not None
+            and len(pending) >= self._max_pending
+        ):
+            if not self._drop_oldest:
+                raise InboxFull(session_id, len(pending), self._max_pending)
+            dropped = pending[0]
+        if self._now_ms is None:
+            ts_ms = _time_ns() // 1_000_000
+        else:
+            ts_ms = self._now_ms()
+            if type(ts_ms) is not int:
+                raise TypeError(f"clock.now_ms() must return int, not {ts_ms!r}")
+            if ts_ms < 0:
+                raise ValueError(f"clock.now_ms() must not be negative, not {ts_ms!r}")
+        return ts_ms, dropped
 
     def requeue_front(self, entry: InboxEntry) -> None:
         """Put a drained entry back at the head of its session, unchanged; wake its waiters.
@@ -598,6 +628,7 @@ class Inbox:
             if self._closed:
                 return
             self._closed = True
+            self._admits_all = False
             woken = [
                 waiter
                 for session in self._sessions.values()

@@ -227,14 +227,20 @@ def test_from_dict_non_mapping_raises_type_error(data: object) -> None:
 # -- Entries made by push behave like entries made by hand --------------------------------------
 
 
-@pytest.fixture
-def pushed() -> InboxEntry:
-    inbox = Inbox(clock=ManualClock(start_ms=123))
+@pytest.fixture(params=["system clock", "manual clock", "bounded"])
+def pushed(request: pytest.FixtureRequest) -> InboxEntry:
+    # Each through its own path of push: the SystemClock read inline, and the
+    # pushes that must first be admitted (another clock, a bound).
+    inbox = {
+        "system clock": lambda: Inbox(),
+        "manual clock": lambda: Inbox(clock=ManualClock(start_ms=123)),
+        "bounded": lambda: Inbox(max_pending=1, overflow="drop_oldest"),
+    }[request.param]()
     return inbox.push("s", "k", "c", "src")
 
 
 def test_pushed_entry_equals_and_hashes_like_a_constructed_one(pushed: InboxEntry) -> None:
-    constructed = InboxEntry(1, "s", "k", "c", "src", 123)
+    constructed = InboxEntry(1, "s", "k", "c", "src", pushed.ts_ms)
     assert type(pushed) is InboxEntry
     assert pushed == constructed
     assert constructed == pushed
@@ -252,7 +258,7 @@ def test_pushed_entry_survives_copy_and_pickle(pushed: InboxEntry) -> None:
     assert copy.copy(pushed) == pushed
     assert copy.deepcopy(pushed) == pushed
     assert pickle.loads(pickle.dumps(pushed)) == pushed
-    assert attrs.evolve(pushed, content="d") == InboxEntry(1, "s", "k", "d", "src", 123)
+    assert attrs.evolve(pushed, content="d") == InboxEntry(1, "s", "k", "d", "src", pushed.ts_ms)
 
 
 def test_pushed_entry_round_trips_through_dict(pushed: InboxEntry) -> None:

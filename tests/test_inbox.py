@@ -134,6 +134,15 @@ def test_sequence_reaches_u64_max_then_wraps_to_one_never_zero(inbox: Inbox) -> 
     assert inbox.drain("s") == [top, wrapped, after]  # order is push order, not sequence order
 
 
+@pytest.mark.parametrize("last", [2**30 - 2, 2**62 - 1, 2**63 - 1])
+def test_sequence_counts_on_past_machine_word_boundaries(inbox: Inbox, last: int) -> None:
+    # push tests for the wrap cheaply while sequences are small ints: no step
+    # may be skipped or wrapped early where that test stops deciding.
+    set_last_sequence(inbox, "s", last)
+    sequences = [inbox.push("s", "k", "c", "src").sequence for _ in range(3)]
+    assert sequences == [last + 1, last + 2, last + 3]
+
+
 def test_wrap_in_one_session_leaves_others_alone(inbox: Inbox) -> None:
     inbox.push("other", "k", "c", "src")
     set_last_sequence(inbox, "s", MAX_SEQUENCE)
