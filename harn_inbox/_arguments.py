@@ -13,16 +13,28 @@ def type_error(name: str, expected: str, value: object) -> NoReturn:
     raise TypeError(f"{name} must be {expected}, not {type(value).__name__}")
 
 
-def check_text(name: str, value: object) -> None:
+def check_text(name: str, value: object) -> str:
+    """*value* as a plain ``str``: a subclass of ``str`` comes back as a plain copy.
+
+    The inbox looks ids up in its dicts under its lock, and a subclass's own
+    ``__hash__`` or ``__eq__`` would run there: user code under the lock.
+    ``str.__str__`` copies without calling any of the subclass's methods.
+    """
+    if type(value) is str:
+        return value
     if not isinstance(value, str):
         type_error(name, "str", value)
+    return str.__str__(value)
 
 
 def check_int(name: str, value: object) -> int:
+    """*value* as a plain ``int`` (a subclass comes back as a plain copy, as in `check_text`)."""
     # bool is an int to Python, never to us: True is not a sequence number.
+    if type(value) is int:
+        return value
     if not isinstance(value, int) or isinstance(value, bool):
         type_error(name, "int", value)
-    return value
+    return int.__int__(value)
 
 
 def check_seconds(name: str, value: object) -> float:

@@ -13,6 +13,24 @@ from ._arguments import check_int, check_text, type_error
 MAX_SEQUENCE = 2**64 - 1
 
 
+# Converters: a subclass of str or int becomes a plain copy (see
+# _arguments.check_text), so an entry never holds an object whose own __eq__
+# or __hash__ would run when the inbox compares it under its lock. Anything
+# else passes through unchanged, for the validators to refuse by name. (Typed
+# as what they accept from a type-checked caller, so that mypy still checks
+# the arguments of InboxEntry(...).)
+def _plain_text(value: str) -> str:
+    if type(value) is not str and isinstance(value, str):
+        return str.__str__(value)
+    return value
+
+
+def _plain_int(value: int) -> int:
+    if type(value) is not int and isinstance(value, int) and not isinstance(value, bool):
+        return int.__int__(value)
+    return value
+
+
 def _text(instance: object, attribute: attrs.Attribute[str], value: object) -> None:
     check_text(attribute.name, value)
 
@@ -63,17 +81,20 @@ class InboxEntry(Blank):
         source: Who pushed it.
         ts_ms: Milliseconds since the epoch on the inbox's clock at the push.
 
+    A field given as a subclass of ``str`` or ``int`` is stored as a plain
+    ``str`` or ``int`` with the same value.
+
     Raises:
         TypeError: A field has the wrong type (``bool`` is not an ``int`` here).
         ValueError: ``sequence`` is outside 1 .. 2**64-1, or ``ts_ms`` is negative.
     """
 
-    sequence: int = attrs.field(validator=_sequence)
-    session_id: str = attrs.field(validator=_text)
-    kind: str = attrs.field(validator=_text)
-    content: str = attrs.field(validator=_text)
-    source: str = attrs.field(validator=_text)
-    ts_ms: int = attrs.field(validator=_timestamp)
+    sequence: int = attrs.field(converter=_plain_int, validator=_sequence)
+    session_id: str = attrs.field(converter=_plain_text, validator=_text)
+    kind: str = attrs.field(converter=_plain_text, validator=_text)
+    content: str = attrs.field(converter=_plain_text, validator=_text)
+    source: str = attrs.field(converter=_plain_text, validator=_text)
+    ts_ms: int = attrs.field(converter=_plain_int, validator=_timestamp)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON shape of the Harn runtime: exactly the six fields, in order."""

@@ -4,7 +4,9 @@ Theory of operation
 -------------------
 One ``threading.Lock`` (``_lock``) guards all state. Every method takes it for
 a short, non-blocking stretch and never calls user code while holding it,
-except the clock's ``now_ms()``. State is plain data:
+except the clock's ``now_ms()``: not even a ``str`` subclass's ``__hash__``,
+since ids and entry fields are plain copies (``check_text``, the converters
+of `InboxEntry`). State is plain data:
 
 - ``_sessions``: session id -> its `Session` record: pending entries (oldest
   first), the last sequence issued (kept after a drain, so sequences never
@@ -194,13 +196,10 @@ class Inbox:
             InboxFull: The session is full and ``overflow="reject"`` (nothing is stored).
         """
         if not (str is type(session_id) is type(kind) is type(content) is type(source)):
-            for name, value in (
-                ("session_id", session_id),
-                ("kind", kind),
-                ("content", content),
-                ("source", source),
-            ):
-                check_text(name, value)
+            session_id = check_text("session_id", session_id)
+            kind = check_text("kind", kind)
+            content = check_text("content", content)
+            source = check_text("source", source)
         lock = self._lock
         try:
             if not lock.acquire(False):
@@ -334,7 +333,7 @@ class Inbox:
         """
         if type(entry) is not InboxEntry:
             type_error("entry", "an InboxEntry", entry)
-        session_id = entry.session_id
+        session_id = entry.session_id  # plain str: InboxEntry converts (see check_text)
         with self._lock:
             session = self._sessions.get(session_id)
             if session is None:
@@ -372,7 +371,7 @@ class Inbox:
         Raises:
             TypeError: *session_id* is not a ``str``.
         """
-        check_text("session_id", session_id)
+        session_id = check_text("session_id", session_id)
         with self._lock:
             entries = self._take_all(session_id) or []
         if self._logger is not None:
@@ -396,7 +395,7 @@ class Inbox:
             Exception: Whatever *predicate* raises propagates, and the inbox is
                 exactly as if the call had not happened.
         """
-        check_text("session_id", session_id)
+        session_id = check_text("session_id", session_id)
         check_callable("predicate", predicate)
         taken = self._take_matching(session_id, Judgments(predicate), None)
         assert not isinstance(taken, Parked)  # without a waiter it never parks
@@ -416,7 +415,7 @@ class Inbox:
         Raises:
             TypeError: *session_id* is not a ``str``.
         """
-        check_text("session_id", session_id)
+        session_id = check_text("session_id", session_id)
         with self._lock:
             for stream in self._streams.pop(session_id, ()):
                 stream._cleared = True
@@ -443,14 +442,14 @@ class Inbox:
 
     def pending_count(self, session_id: str) -> int:
         """How many entries *session_id* has pending. Any thread, never blocks."""
-        check_text("session_id", session_id)
+        session_id = check_text("session_id", session_id)
         with self._lock:
             session = self._sessions.get(session_id)
             return 0 if session is None else len(session.pending or ())
 
     def snapshot(self, session_id: str) -> list[InboxEntry]:
         """A copy of what *session_id* has pending, oldest first; changes nothing."""
-        check_text("session_id", session_id)
+        session_id = check_text("session_id", session_id)
         with self._lock:
             session = self._sessions.get(session_id)
             return [] if session is None else list(session.pending or ())
@@ -467,7 +466,7 @@ class Inbox:
         first look) until it returns, is cancelled, or times out, including
         while it is woken and about to look again. Zero after every wait ended.
         """
-        check_text("session_id", session_id)
+        session_id = check_text("session_id", session_id)
         with self._lock:
             session = self._sessions.get(session_id)
             return 0 if session is None else len(session.waiters or ())
@@ -477,7 +476,7 @@ class Inbox:
 
         Counted since the session was last cleared.
         """
-        check_text("session_id", session_id)
+        session_id = check_text("session_id", session_id)
         with self._lock:
             session = self._sessions.get(session_id)
             return 0 if session is None else session.dropped
@@ -510,7 +509,7 @@ class Inbox:
                 is running a trio or asyncio loop (it would block the very loop
                 that must deliver the push): ``await inbox.wait(...)`` instead.
         """
-        check_text("session_id", session_id)
+        session_id = check_text("session_id", session_id)
         timeout = check_timeout(timeout)
         if timeout != 0 and _loop_running_here():
             raise RuntimeError(
@@ -546,7 +545,7 @@ class Inbox:
             trio.Cancelled, asyncio.CancelledError: The wait was cancelled; it
                 leaves no waiter registered.
         """
-        check_text("session_id", session_id)
+        session_id = check_text("session_id", session_id)
         timeout = check_timeout(timeout)
         waiter = self._async_waiter(session_id)
         return await self._logged_wait_async(
@@ -575,7 +574,7 @@ class Inbox:
                 cancelled or timed-out wait_for has taken nothing.
             Exception: Whatever *predicate* raises; nothing is taken.
         """
-        check_text("session_id", session_id)
+        session_id = check_text("session_id", session_id)
         check_callable("predicate", predicate)
         timeout = check_timeout(timeout)
         waiter = self._async_waiter(session_id)
@@ -601,7 +600,7 @@ class Inbox:
         """
         from ._batches import Batches
 
-        check_text("session_id", session_id)
+        session_id = check_text("session_id", session_id)
         stream = Batches(self, session_id)
         with self._lock:
             streams = self._streams.get(session_id)

@@ -1,0 +1,140 @@
+"""Subclasses of str and int are taken as plain values; none of their own code runs under the lock.
+
+The inbox keeps sessions in dicts and compares sequences under its lock; a
+subclass's own ``__hash__`` or ``__eq__`` would be user code running there
+(a re-entrant push would deadlock). Every call takes a plain copy first, and
+entries hold plain copies, so such methods are never called at all: the
+subclasses below fail the test if they are.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from harn_inbox import Inbox, InboxEntry, ManualClock
+
+if TYPE_CHECKING:
+    from conftest import Backend
+
+
+class Unhashed(str):
+    """A str whose own comparison and hashing must never be used."""
+
+    def __hash__(self) -> int:
+        raise AssertionError("a str subclass's __hash__ ran")
+
+    def __eq__(self, other: object) -> bool:
+        raise AssertionError("a str subclass's __eq__ ran")
+
+    def __ne__(self, other: object) -> bool:
+        raise AssertionError("a str subclass's __ne__ ran")
+
+
+class Uncompared(int):
+    """An int whose own comparison and hashing must never be used."""
+
+    def __hash__(self) -> int:
+        raise AssertionError("an int subclass's __hash__ ran")
+
+    def __eq__(self, other: object) -> bool:
+        raise AssertionError("an int subclass's __eq__ ran")
+
+    def __ne__(self, other: object) -> bool:
+        raise AssertionError("an int subclass's __ne__ ran")
+
+
+@pytest.mark.parametrize(
+    "inbox",
+    [Inbox(), Inbox(clock=ManualClock(start_ms=5)), Inbox(max_pending=1, overflow="drop_oldest")],
+    ids=["system clock", "manual clock", "bounded"],
+)
+def test_push_stores_plain_copies_of_str_subclasses(inbox: Inbox) -> None:
+    entry = inbox.push(Unhashed("s"), Unhashed("k"), Unhashed("c"), Unhashed("src"))
+    fields = (entry.session_id, entry.kind, entry.content, entry.source)
+    assert [type(field) for field in fields] == [str] * 4
+    assert fields == ("s", "k", "c", "src")
+    assert inbox.drain("s") == [entry]
+
+
+def test_every_session_call_takes_a_str_subclass_as_the_plain_session() -> None:
+    inbox = Inbox()
+    inbox.push("s", "k", "c", "src")
+    calls: dict[str, Any] = {
+        "pending_count": lambda sid: inbox.pending_count(sid),
+        "snapshot": lambda sid: len(inbox.snapshot(sid)),
+        "waiter_count": lambda sid: inbox.waiter_count(sid),
+        "dropped": lambda sid: inbox.dropped(sid),
+        "wait_sync": lambda sid: inbox.wait_sync(sid, timeout=0),
+    }
+    answers = {name: call(Unhashed("s")) for name, call in calls.items()}
+    assert answers == {
+        "pending_count": 1,
+        "snapshot": 1,
+        "waiter_count": 0,
+        "dropped": 0,
+        "wait_sync": True,
+    }
+    assert inbox.sessions() == ["s"]
+    assert [type(sid) for sid in inbox.sessions()] == [str]
+    [entry] = inbox.drain_where(Unhashed("s"), lambda entry: True)
+    inbox.requeue_front(entry)
+    assert inbox.drain(Unhashed("s")) == [entry]
+    inbox.push("s", "k", "c", "src")
+    assert inbox.clear_session(Unhashed("s")) == 1
+    assert inbox.sessions() == []
+
+
+def test_an_entry_holds_plain_copies_of_subclassed_fields() -> None:
+    entry = InboxEntry(
+        Uncompared(3), Unhashed("s"), Unhashed("k"), Unhashed("c"), Unhashed("src"), Uncompared(9)
+    )
+    assert [type(value) for value in entry.to_dict().values()] == [int, str, str, str, str, int]
+    assert entry == InboxEntry(3, "s", "k", "c", "src", 9)
+    rebuilt = InboxEntry.from_dict({**entry.to_dict(), "sequence": Uncompared(3)})
+    assert type(rebuilt.sequence) is int
+
+
+def test_requeue_of_an_entry_built_from_subclasses_compares_only_plain_values() -> None:
+    inbox = Inbox()
+    first = inbox.push("s", "k", "c", "src")
+    inbox.push("s", "k", "c", "src")
+    made = InboxEntry(Uncompared(7), Unhashed("s"), "k", "c", "src", Uncompared(0))
+    inbox.requeue_front(made)  # checked against the pending sequences, under the lock
+    with pytest.raises(ValueError, match="sequence"):
+        inbox.requeue_front(
+            InboxEntry(Uncompared(first.sequence), Unhashed("s"), "k", "c", "src", 0)
+        )
+    assert [entry.sequence for entry in inbox.drain("s")] == [7, 1, 2]
+
+
+def test_bool_is_still_not_an_int_field() -> None:
+    with pytest.raises(TypeError, match="sequence must be int, not bool"):
+        InboxEntry(True, "s", "k", "c", "src", 0)  # type: ignore[arg-type]
+
+
+def test_async_waits_park_and_wake_on_the_plain_session(backend: Backend) -> None:
+    inbox = Inbox()
+
+    async def main() -> None:
+        async def push_once_parked() -> None:
+            await backend.until(lambda: inbox.waiter_count("s") == 1)
+            inbox.push("s", "k", "c", "src")
+
+        async with backend.task_group() as group:
+            group.start_soon(push_once_parked)
+            assert await inbox.wait(Unhashed("s")) is True
+        async with backend.task_group() as group:
+            group.start_soon(push_once_parked)
+            [entry] = await inbox.wait_for(Unhashed("s"), lambda entry: entry.sequence == 2)
+        assert entry.sequence == 2
+        assert [entry.sequence for entry in inbox.drain("s")] == [1]
+        channel = inbox.batches(Unhashed("s"))
+        assert type(channel.session_id) is str
+        async with backend.task_group() as group:
+            group.start_soon(push_once_parked)
+            assert [entry.sequence for entry in await channel.receive()] == [3]
+        assert inbox.sessions() == []
+
+    backend.run(main)
