@@ -787,17 +787,19 @@ class Inbox:
         # stays): unpark its parked waiters, each owed one wake, and forget
         # unparked ones whose loop was closed since a wake was sent to them:
         # that wake will never run, and nothing else would reach them.
-        waiters = session.waiters
         woken: list[Waiter] = []
-        abandoned: list[Waiter] = []
-        for waiter in waiters or ():
+        abandoned: list[Waiter] | None = None
+        for waiter in session.waiters or ():
             if waiter.parked:
                 waiter.parked = False
                 woken.append(waiter)
             elif waiter.abandoned():
+                if abandoned is None:
+                    abandoned = []
                 abandoned.append(waiter)
-        for waiter in abandoned:
-            self._leave_locked(waiter)
+        if abandoned is not None:
+            for waiter in abandoned:
+                self._leave_locked(waiter)
         return woken
 
     def _take_all(self, session_id: str) -> list[InboxEntry] | None:

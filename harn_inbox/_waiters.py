@@ -171,17 +171,24 @@ class ThreadWaiter(Waiter):
 class TrioWaiter(Waiter):
     """A trio task: parks in ``wait_task_rescheduled``, woken inside its own run only."""
 
-    __slots__ = ("_lot", "_task", "_token")
+    __slots__ = ("_lot", "_task", "_thread", "_token")
 
     def __init__(self, session_id: str, lot: Lot) -> None:
         super().__init__(session_id)
         self._lot = lot
         self._token = trio.lowlevel.current_trio_token()
+        self._thread = threading.get_ident()
         # The parked task, set only while parked; touched only in the trio thread.
         self._task: trio.lowlevel.Task | None = None
 
     def wake(self) -> None:
-        if trio.lowlevel.in_trio_run() and trio.lowlevel.current_trio_token() is self._token:
+        # Another thread is never inside our run; that test is cheap, whereas
+        # in_trio_run() raises and swallows an AttributeError in such threads.
+        if (
+            threading.get_ident() == self._thread
+            and trio.lowlevel.in_trio_run()
+            and trio.lowlevel.current_trio_token() is self._token
+        ):
             self._resume()
             return
         try:
