@@ -171,6 +171,7 @@ def _nanoseconds(seconds: float) -> int:
 
 
 def _checked_ms(name: str, ms: object) -> int:
-    if check_int(name, ms) < 0:
+    value = check_int(name, ms)
+    if value < 0:
         raise ValueError(f"{name} must be a non-negative number of milliseconds, not {ms!r}")
-    return ms  # type: ignore[return-value]
+    return value

@@ -4,9 +4,10 @@ Theory of operation
 -------------------
 One ``threading.Lock`` (``_lock``) guards all state. Every method takes it for
 a short, non-blocking stretch and never calls user code while holding it,
-except the clock's ``now_ms()``: not even a ``str`` subclass's ``__hash__``,
-since ids and entry fields are plain copies (``check_text``, the converters
-of `InboxEntry`). State is plain data:
+except the clock's ``now_ms()`` and an asyncio loop's ``is_closed()``; not
+even a ``str`` subclass's ``__hash__``, since ids, bounds and entry fields are
+plain copies (``check_text``, the converters of `InboxEntry`). State is plain
+data:
 
 - ``_sessions``: session id -> its `Session` record: pending entries (oldest
   first), the last sequence issued (kept after a drain, so sequences never
@@ -151,15 +152,17 @@ class Inbox:
             type_error(
                 "logger", "a structlog logger (with debug(), info(), warning()) or None", logger
             )
-        if max_pending is not None and check_int("max_pending", max_pending) < 1:
+        # Plain copies (see check_text): both are compared under the lock.
+        if max_pending is not None and (max_pending := check_int("max_pending", max_pending)) < 1:
             raise ValueError(f"max_pending must be at least 1 or None, not {max_pending!r}")
-        if overflow not in _OVERFLOWS:
+        overflow_name = str.__str__(overflow) if isinstance(overflow, str) else None
+        if overflow_name not in _OVERFLOWS:
             raise ValueError(f"overflow must be 'reject' or 'drop_oldest', not {overflow!r}")
         self._clock = clock
         self._now_ms = None if type(clock) is SystemClock else clock.now_ms
         self._logger = logger
         self._max_pending = max_pending
-        self._drop_oldest = overflow == "drop_oldest"
+        self._drop_oldest = overflow_name == "drop_oldest"
         self._lock = threading.Lock()
         self._sessions = {}
         self._streams = {}
@@ -333,7 +336,12 @@ class Inbox:
         """
         if type(entry) is not InboxEntry:
             type_error("entry", "an InboxEntry", entry)
-        session_id = entry.session_id  # plain str: InboxEntry converts (see check_text)
+        if type(entry.session_id) is not str or type(entry.sequence) is not int:
+            # Both are compared under the lock, so they must be plain (see
+            # check_text). InboxEntry's converters see to it, but unpickling
+            # bypasses them: requeue a plain copy of such an entry.
+            entry = attrs.evolve(entry)
+        session_id = entry.session_id
         with self._lock:
             session = self._sessions.get(session_id)
             if session is None:

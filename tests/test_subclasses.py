@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from harn_inbox import Inbox, InboxEntry, ManualClock
+from harn_inbox import Inbox, InboxEntry, InboxFull, ManualClock
 
 if TYPE_CHECKING:
     from conftest import Backend
@@ -138,3 +138,47 @@ def test_async_waits_park_and_wake_on_the_plain_session(backend: Backend) -> Non
         assert inbox.sessions() == []
 
     backend.run(main)
+
+
+def test_a_bound_given_as_an_int_subclass_is_compared_as_a_plain_int() -> None:
+    for overflow in ("reject", "drop_oldest"):
+        inbox = Inbox(max_pending=Uncompared(1), overflow=Unhashed(overflow))  # type: ignore[arg-type]
+        inbox.push("s", "k", "c", "src")
+        if overflow == "reject":
+            with pytest.raises(InboxFull):
+                inbox.push("s", "k", "c", "src")
+        else:
+            assert inbox.push("s", "k", "c", "src").sequence == 2
+            assert inbox.dropped("s") == 1
+
+
+def test_an_overflow_name_is_read_once_as_a_plain_str() -> None:
+    class Truthy:
+        def __bool__(self) -> bool:
+            raise AssertionError("a user object's __bool__ ran")
+
+    class Overflow(str):
+        def __eq__(self, other: object) -> Any:
+            return Truthy()
+
+        __hash__ = str.__hash__
+
+    inbox = Inbox(max_pending=1, overflow=Overflow("drop_oldest"))  # type: ignore[arg-type]
+    inbox.push("s", "k", "c", "src")
+    assert inbox.push("s", "k", "c", "src").sequence == 2
+
+
+def test_requeue_makes_a_plain_copy_of_an_entry_that_bypassed_the_converters() -> None:
+    # Unpickling sets fields without InboxEntry's converters.
+    odd = InboxEntry.__new__(InboxEntry)
+    fields = {"sequence": Uncompared(5), "session_id": Unhashed("s"), "ts_ms": 0}
+    odd.__setstate__({**fields, "kind": "k", "content": "c", "source": "src"})  # type: ignore[attr-defined]
+    inbox = Inbox()
+    inbox.push("s", "k", "c", "src")
+    inbox.requeue_front(odd)
+    with pytest.raises(ValueError, match="already pending"):
+        inbox.requeue_front(odd)
+    [requeued, pushed] = inbox.drain("s")
+    assert (type(requeued.session_id), type(requeued.sequence)) == (str, int)
+    assert requeued == InboxEntry(5, "s", "k", "c", "src", 0)
+    assert pushed.sequence == 1
