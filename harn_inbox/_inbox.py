@@ -74,6 +74,7 @@ from ._waiters import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable
     from types import TracebackType
 
     from structlog.typing import FilteringBoundLogger
@@ -773,7 +774,8 @@ class Inbox:
             session.waiters[waiter] = None
 
     def _park(self, waiter: Waiter) -> None:
-        # With the lock held: register (if not yet) and mark parked.
+        # With the lock held: register (if not yet), arm, and mark parked.
+        waiter.arm()
         waiter.parked = True
         self._register(waiter)
 
@@ -788,7 +790,8 @@ class Inbox:
             del session.waiters[waiter]
             if not session.waiters:
                 session.waiters = None
-                self._discard_if_empty(waiter.session_id, session)
+                if session.pending is None:  # else the record stays anyway
+                    self._discard_if_empty(waiter.session_id, session)
 
     def _unpark_session(self, session: Session) -> list[Waiter]:
         # With the lock held, on a session that holds entries (its record
@@ -871,15 +874,26 @@ class Inbox:
 
     # -- Telemetry around waits -----------------------------------------------------------------
 
-    async def _logged_wait_async(
+    def _logged_wait_async(
         self,
         waiter: TrioWaiter | AsyncioWaiter,
         step: Callable[[Waiter | None], T | Parked],
         timeout: float | None,
         event: str = "inbox.wait",
-    ) -> T:
+    ) -> Awaitable[T]:
+        # Without a logger, the waiter's own coroutine, not one wrapped in
+        # another: a wake-up resumes one coroutine frame fewer.
         if self._logger is None:
-            return await waiter.run(step, timeout)
+            return waiter.run(step, timeout)
+        return self._logged_wait(waiter, step, timeout, event)
+
+    async def _logged_wait(
+        self,
+        waiter: TrioWaiter | AsyncioWaiter,
+        step: Callable[[Waiter | None], T | Parked],
+        timeout: float | None,
+        event: str,
+    ) -> T:
         started = self._clock.now_ms()
         result = await waiter.run(step, timeout)
         self._log_wait(event, waiter, result, started, timeout)

@@ -25,7 +25,10 @@ section; cancellation and errors unregister it on the way out), so
 ``waiter_count`` counts waits in progress. Whoever flips ``parked`` from true
 to false, under the lock, owes the waiter exactly one `Waiter.wake`, made after
 the lock is released: a push, ``clear_session``, ``close``, a timer, a
-``batches`` ``aclose``. A woken waiter simply runs *step* again: waking says
+``batches`` ``aclose``. Parking also arms the waiter (`Waiter.arm`, under the
+same lock), so the wake it is owed finds what it will wait on, however late
+that wake comes: the waiter cannot park again before it is woken, so nothing
+re-arms it in between. A woken waiter simply runs *step* again: waking says
 "look again", never "here is your entry". Anything that must end a wait
 rather than just wake it sets `Waiter.interrupted` under the lock: a cleared
 session ends the wait with nothing, whatever is pending; a timeout only stops
@@ -111,6 +114,9 @@ class Waiter:
         self.interrupted: Interrupt | None = None
         self.registered = False
         self.parked = False
+
+    def arm(self) -> None:
+        """Get ready for the wake a park is owed. Under the lock, in the waiter's own thread."""
 
     def wake(self) -> None:
         """Make the parked party run its step again. Any thread; never blocks or raises."""
@@ -274,9 +280,16 @@ class AsyncioWaiter(Waiter):
         # queue, which a loop.close() drops; its coroutine must not be
         # finalized (and call Inbox._leave) while still registered.
         self._task = asyncio.current_task()
-        # Created before each step, so a wake that follows the registration
-        # always finds the future the task is about to await.
+        # The future the task awaits while parked. A wake resolves it; `arm`
+        # replaces a resolved one as the waiter parks again, under the lock,
+        # so a wake made after that park always finds the future the task is
+        # about to await. (Made there rather than after each wake, since most
+        # waits never park twice: one future per park, not per wake.)
         self._future: asyncio.Future[None] = self._loop.create_future()
+
+    def arm(self) -> None:
+        if self._future.done():
+            self._future = self._loop.create_future()
 
     def wake(self) -> None:
         future = self._future
@@ -306,7 +319,6 @@ class AsyncioWaiter(Waiter):
         try:
             while (result := step(self)) is PARKED:
                 await self._future
-                self._future = self._loop.create_future()
             return result
         except BaseException:  # CancelledError, or the predicate raised: leave no waiter behind.
             self._lot._leave(self)
