@@ -4,10 +4,10 @@ Theory of operation
 -------------------
 One ``threading.Lock`` (``_lock``) guards all state. Every method takes it for
 a short, non-blocking stretch and never calls user code while holding it,
-except the clock's ``now_ms()`` and an asyncio loop's ``is_closed()``; not
-even a ``str`` subclass's ``__hash__``, since ids, bounds and entry fields are
-plain copies (``check_text``, the converters of `InboxEntry`). State is plain
-data:
+except the clock's ``now_ms()`` and an asyncio loop's ``is_closed()`` and
+``create_future()``; not even a ``str`` subclass's ``__hash__``, since ids,
+bounds and entry fields are plain copies (``check_text``, the converters of
+`InboxEntry`). State is plain data:
 
 - ``_sessions``: session id -> its `Session` record: pending entries (oldest
   first), the last sequence issued (kept after a drain, so sequences never
