@@ -20,15 +20,11 @@ MAX_SEQUENCE = 2**64 - 1
 # as what they accept from a type-checked caller, so that mypy still checks
 # the arguments of InboxEntry(...).)
 def _plain_text(value: str) -> str:
-    if type(value) is not str and isinstance(value, str):
-        return str.__str__(value)
-    return value
+    return str.__str__(value) if isinstance(value, str) else value
 
 
 def _plain_int(value: int) -> int:
-    if type(value) is not int and isinstance(value, int) and not isinstance(value, bool):
-        return int.__int__(value)
-    return value
+    return int.__int__(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
 def _text(instance: object, attribute: attrs.Attribute[str], value: object) -> None:

@@ -270,23 +270,19 @@ class Inbox:
         return entry  # type: ignore[no-any-return]
 
     def _log_push(self, entry: InboxEntry, dropped: InboxEntry | None) -> None:
+        fields: dict[str, object] = {
+            "session_id": entry.session_id,
+            "kind": entry.kind,
+            "source": entry.source,
+            "sequence": entry.sequence,
+        }
         if dropped is None:
-            self._emit(
-                "debug",
-                "inbox.push",
-                session_id=entry.session_id,
-                kind=entry.kind,
-                source=entry.source,
-                sequence=entry.sequence,
-            )
+            self._emit("debug", "inbox.push", **fields)
         else:
             self._emit(
                 "warning",
                 "inbox.push",
-                session_id=entry.session_id,
-                kind=entry.kind,
-                source=entry.source,
-                sequence=entry.sequence,
+                **fields,
                 outcome="dropped_oldest",
                 dropped_sequence=dropped.sequence,
             )
@@ -790,8 +786,7 @@ class Inbox:
             del session.waiters[waiter]
             if not session.waiters:
                 session.waiters = None
-                if session.pending is None:  # else the record stays anyway
-                    self._discard_if_empty(waiter.session_id, session)
+                self._discard_if_empty(waiter.session_id, session)
 
     def _unpark_session(self, session: Session) -> list[Waiter]:
         # With the lock held, on a session that holds entries (its record

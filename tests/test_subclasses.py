@@ -19,30 +19,25 @@ if TYPE_CHECKING:
     from conftest import Backend
 
 
-class Unhashed(str):
-    """A str whose own comparison and hashing must never be used."""
+class OwnComparisonForbidden:
+    """Mixed into a subclass of str or int: its own comparison and hashing must never run."""
 
     def __hash__(self) -> int:
-        raise AssertionError("a str subclass's __hash__ ran")
+        raise AssertionError(f"{type(self).__name__}.__hash__ ran")
 
     def __eq__(self, other: object) -> bool:
-        raise AssertionError("a str subclass's __eq__ ran")
+        raise AssertionError(f"{type(self).__name__}.__eq__ ran")
 
     def __ne__(self, other: object) -> bool:
-        raise AssertionError("a str subclass's __ne__ ran")
+        raise AssertionError(f"{type(self).__name__}.__ne__ ran")
 
 
-class Uncompared(int):
-    """An int whose own comparison and hashing must never be used."""
+class Unhashed(OwnComparisonForbidden, str):
+    """A str subclass whose own comparison and hashing must never be used."""
 
-    def __hash__(self) -> int:
-        raise AssertionError("an int subclass's __hash__ ran")
 
-    def __eq__(self, other: object) -> bool:
-        raise AssertionError("an int subclass's __eq__ ran")
-
-    def __ne__(self, other: object) -> bool:
-        raise AssertionError("an int subclass's __ne__ ran")
+class Uncompared(OwnComparisonForbidden, int):
+    """An int subclass whose own comparison and hashing must never be used."""
 
 
 @pytest.mark.parametrize(

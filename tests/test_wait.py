@@ -63,27 +63,6 @@ def test_push_from_another_task_wakes_parked_wait_and_leaves_the_entry(
     backend.run(main)
 
 
-def test_a_wait_woken_for_nothing_parks_again_and_a_thread_wakes_it_again(
-    backend: Backend, inbox: Inbox
-) -> None:
-    # Each park is owed its own wake: the second, from another thread, must
-    # find what the re-parked task waits on, not the one the first resolved.
-    async def main() -> None:
-        async with backend.task_group() as group:
-            handle = group.start_soon(inbox.wait_for, "s", lambda entry: entry.content == "b")
-            await backend.wait_parked(inbox, "s")
-            await backend.to_thread(nudge, inbox, "s", "a")
-            await backend.turns()  # woken, judges "a", parks again
-            assert not handle.finished
-            assert inbox.pending_count("s") == 1
-            wanted = await backend.to_thread(nudge, inbox, "s", "b")
-            await backend.until(lambda: handle.finished)  # fails, rather than hangs, if lost
-        assert handle.result == [wanted]
-        assert [entry.content for entry in inbox.drain("s")] == ["a"]
-
-    backend.run(main)
-
-
 def test_one_push_wakes_every_wait_parked_on_the_session(backend: Backend, inbox: Inbox) -> None:
     async def main() -> None:
         async with backend.task_group() as group:

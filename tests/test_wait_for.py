@@ -149,12 +149,18 @@ def test_requeue_front_wakes_a_selective_wait(backend: Backend, inbox: Inbox) ->
 
 
 def test_wait_for_woken_by_a_push_from_another_thread(backend: Backend, inbox: Inbox) -> None:
+    # Each park is owed its own wake: the second, from another thread, must
+    # find what the re-parked task waits on, not what the first one resolved.
     async def main() -> None:
         async with backend.task_group() as group:
             handle = group.start_soon(inbox.wait_for, "s", wanted, 30)
             await backend.wait_parked(inbox, "s")
             await backend.to_thread(nudge, inbox, "s", "no")
+            await backend.turns()  # woken, judges "no", parks again
+            assert not handle.finished
+            assert inbox.pending_count("s") == 1
             await backend.to_thread(nudge, inbox, "s", "want")
+            await backend.until(lambda: handle.finished)  # fails, rather than hangs, if lost
         assert [entry.content for entry in handle.result] == ["want"]
         assert [entry.content for entry in inbox.snapshot("s")] == ["no"]
 
