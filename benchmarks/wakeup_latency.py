@@ -42,7 +42,9 @@ from .report import HARN, ScenarioResult, method_of, ratio_verdict
 Framework = Literal["trio", "asyncio"]
 
 SESSION = "session-1"
-ITEM = ("tool_result", "the build finished: 0 errors, 2 warnings", "tool:build")
+KIND, CONTENT, SOURCE = "tool_result", "the build finished: 0 errors, 2 warnings", "tool:build"
+#: What the queues carry: the same three strings, one item.
+ITEM = (KIND, CONTENT, SOURCE)
 
 #: How long the producer sleeps between two looks at whether the consumer has parked. It always
 #: sleeps once before the first look, so the consumer is asleep in its loop, not just registered.
@@ -81,6 +83,8 @@ class InboxRig:
 
     def __init__(self) -> None:
         self.inbox = Inbox()
+        # Bound once, as the queues' put is below.
+        self.push = self.inbox.push
 
     async def setup(self) -> None:
         pass
@@ -100,7 +104,9 @@ class InboxRig:
         return session is not None and bool(session.waiters)
 
     def fire(self) -> None:
-        self.inbox.push(SESSION, *ITEM)
+        # As a user writes it: four arguments, not a tuple unpacked (which
+        # costs a cold producer about 1.5 us that the queues' put(ITEM) doesn't pay).
+        self.push(SESSION, KIND, CONTENT, SOURCE)
 
     async def idle(self, index: int) -> None:
         await self.inbox.wait(f"idle-{index}")
