@@ -436,7 +436,7 @@ class Inbox:
                 # The record stays until they have left.
                 for waiter in session.waiters or ():
                     waiter.interrupted = Interrupt.CLEARED
-                woken = _unpark_all(session.waiters)
+                woken = self._unpark_session(session)
                 self._discard_if_empty(session_id, session)
         _wake_all(woken)
         if self._logger is not None:
@@ -635,8 +635,8 @@ class Inbox:
             self._admits_all = False
             woken = [
                 waiter
-                for session in self._sessions.values()
-                for waiter in _unpark_all(session.waiters)
+                for session in list(self._sessions.values())  # records may go
+                for waiter in self._unpark_session(session)
             ]
         _wake_all(woken)
         if self._logger is not None:
@@ -789,10 +789,11 @@ class Inbox:
                 self._discard_if_empty(waiter.session_id, session)
 
     def _unpark_session(self, session: Session) -> list[Waiter]:
-        # With the lock held, on a session that holds entries (its record
-        # stays): unpark its parked waiters, each owed one wake, and forget
-        # unparked ones whose loop was closed since a wake was sent to them:
-        # that wake will never run, and nothing else would reach them.
+        # With the lock held: unpark the session's parked waiters, each owed
+        # one wake, and forget unparked ones whose loop was closed since a
+        # wake was sent to them: that wake will never run, and nothing else
+        # would reach them. Forgetting the last one discards the record if it
+        # holds nothing else (never one that holds entries).
         woken: list[Waiter] = []
         abandoned: list[Waiter] | None = None
         for waiter in session.waiters or ():
@@ -848,7 +849,7 @@ class Inbox:
         """Make every parked waiter of *session_id* look again (a batches channel was closed)."""
         with self._lock:
             session = self._sessions.get(session_id)
-            woken = _unpark_all(None if session is None else session.waiters)
+            woken = [] if session is None else self._unpark_session(session)
         _wake_all(woken)
 
     def _forget_stream(self, stream: Batches) -> None:
@@ -970,14 +971,6 @@ def _carry_over(
         carried.append(verdicts[position])
         position += 1
     return carried
-
-
-def _unpark_all(waiters: dict[Waiter, None] | None) -> list[Waiter]:
-    """With the lock held: unpark every parked waiter of *waiters*; each is owed one wake."""
-    woken = [waiter for waiter in waiters or () if waiter.parked]
-    for waiter in woken:
-        waiter.parked = False
-    return woken
 
 
 def _acquire_contended(lock: threading.Lock) -> None:

@@ -142,8 +142,8 @@ def test_structlog_logger_still_receives_events() -> None:
 # -- Waits abandoned in a closed asyncio loop -----------------------------------------------------
 
 
-def test_a_wake_queued_to_a_loop_closed_before_running_it_does_not_pin_the_wait() -> None:
-    inbox = Inbox()
+def _abandon_a_wait(inbox: Inbox) -> asyncio.Task[bool]:
+    """A wait parked in a loop that is then closed with the wake to it still queued."""
     loop = asyncio.new_event_loop()
     loop.set_exception_handler(lambda loop, context: None)  # "Task was destroyed ..." expected
     task = loop.create_task(inbox.wait("s"))
@@ -158,13 +158,35 @@ def test_a_wake_queued_to_a_loop_closed_before_running_it_does_not_pin_the_wait(
     loop.run_until_complete(until_parked())
     inbox.push("s", "k", "#1", "t")  # the loop is stopped, not closed: the wake is queued
     loop.close()  # ... and dropped with the loop's ready queue
-    inbox.push("s", "k", "#2", "t")  # finds the wait unparked in a closed loop: forgets it
-    assert contents(inbox.drain("s")) == ["#1", "#2"]
+    assert inbox.waiter_count("s") == 1  # the wait can never run again
+    return task
+
+
+@pytest.mark.parametrize("forget", ["push", "requeue_front", "clear_session", "close"])
+def test_a_wake_queued_to_a_loop_closed_before_running_it_does_not_pin_the_wait(
+    forget: str,
+) -> None:
+    # Whatever next reaches the session's waiters finds the wait unparked in
+    # a closed loop, and forgets it.
+    inbox = Inbox()
+    task = _abandon_a_wait(inbox)
+    if forget == "push":
+        inbox.push("s", "k", "#2", "t")
+        assert contents(inbox.drain("s")) == ["#1", "#2"]
+    elif forget == "requeue_front":
+        inbox.requeue_front(*inbox.drain("s"))
+    elif forget == "clear_session":
+        assert inbox.clear_session("s") == 1
+    else:
+        inbox.close()
+        assert contents(inbox.drain("s")) == ["#1"]
     assert inbox.waiter_count("s") == 0
     task_ref = weakref.ref(task)
     del task
     gc.collect()
     assert task_ref() is None
+    if forget == "clear_session":
+        assert inbox.sessions() == []
 
 
 # -- batches channels dropped without aclose() ----------------------------------------------------
