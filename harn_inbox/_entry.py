@@ -128,6 +128,16 @@ class InboxEntry(Blank):
             raise ValueError(str(error)) from error
 
 
+def has_plain_fields(entry: InboxEntry) -> bool:
+    """Whether *entry* holds only plain ``int`` and ``str`` values.
+
+    Always, unless its converters were bypassed (unpickling sets the fields
+    directly).
+    """
+    texts = (entry.session_id, entry.kind, entry.content, entry.source)
+    return type(entry.sequence) is int is type(entry.ts_ms) and all(type(t) is str for t in texts)
+
+
 # What Blank promises: InboxEntry's fields are Blank's slots and it adds none
 # (it has no __weakref__ slot for this reason). An attrs that stopped reusing a
 # base's slots would break push's re-typing; say so at import, not at a push.

@@ -60,7 +60,7 @@ import trio
 
 from ._arguments import check_callable, check_int, check_text, check_timeout, type_error
 from ._clock import Clock, SystemClock
-from ._entry import MAX_SEQUENCE, Blank, InboxEntry
+from ._entry import MAX_SEQUENCE, Blank, InboxEntry, has_plain_fields
 from ._errors import InboxClosed, InboxFull
 from ._session import Session
 from ._waiters import (
@@ -324,19 +324,19 @@ class Inbox:
         accepted once and is not lost now. An entry drained before a
         `clear_session` goes back too, as the entry it was: its sequence
         belongs to the session's earlier life and may equal one that the
-        restarted counter issues.
+        restarted counter issues (or has issued: both are then pending).
 
         Raises:
             TypeError: *entry* is not an `InboxEntry`.
-            ValueError: An entry with the same sequence is already pending in
-                that session (requeueing it would deliver it twice).
+            ValueError: An equal entry (all six fields) is already pending in
+                that session: requeueing it would deliver it twice.
         """
         if type(entry) is not InboxEntry:
             type_error("entry", "an InboxEntry", entry)
-        if type(entry.session_id) is not str or type(entry.sequence) is not int:
-            # Both are compared under the lock, so they must be plain (see
-            # check_text). InboxEntry's converters see to it, but unpickling
-            # bypasses them: requeue a plain copy of such an entry.
+        if not has_plain_fields(entry):
+            # The fields are compared under the lock, so they must be plain
+            # (see check_text). InboxEntry's converters see to it, but
+            # unpickling bypasses them: requeue a plain copy of such an entry.
             entry = attrs.evolve(entry)
         session_id = entry.session_id
         with self._lock:
@@ -346,10 +346,10 @@ class Inbox:
             pending = session.pending
             if pending is None:
                 session.pending = [entry]
-            elif any(queued.sequence == entry.sequence for queued in pending):
+            elif entry in pending:
                 raise ValueError(
                     f"entry is already pending: session {session_id!r} "
-                    f"holds sequence {entry.sequence}"
+                    f"holds an equal entry, sequence {entry.sequence}"
                 )
             else:
                 session.pending = [entry, *pending]  # replaced, not changed in place

@@ -492,13 +492,16 @@ entry_arguments = st.one_of(
 )
 
 
-@given(setup=st.sampled_from(SETUPS), entry=entry_arguments)
+@given(setup=st.sampled_from(SETUPS), entry=entry_arguments, data=st.data())
 def test_requeue_front_refuses_what_is_not_an_entry_and_duplicates(
-    setup: Setup, entry: Any
+    setup: Setup, entry: Any, data: st.DataObject
 ) -> None:
     inbox = seeded_inbox(setup)
+    if data.draw(st.booleans(), label="an equal copy of a pending entry"):
+        pending = inbox.snapshot("a") + inbox.snapshot("b")
+        entry = InboxEntry.from_dict(data.draw(st.sampled_from(pending)).to_dict())
     fault: Fault | None = None if type(entry) is InboxEntry else "type"
-    if fault is None and entry.sequence in {e.sequence for e in inbox.snapshot(entry.session_id)}:
+    if fault is None and entry in inbox.snapshot(entry.session_id):
         fault = "value"  # already pending: requeueing it would deliver it twice
     sessions = [entry.session_id] if fault is None else []
     result = call_and_judge(

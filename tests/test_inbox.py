@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any
 
+import attrs
 import pytest
 
 from harn_inbox import Inbox, InboxEntry, ManualClock
@@ -410,13 +411,25 @@ def test_requeue_front_of_an_entry_still_pending_raises_and_changes_nothing(
     assert state_of(inbox) == before
 
 
-def test_requeue_front_refuses_a_pending_sequence_even_with_other_fields(inbox: Inbox) -> None:
-    push_many(inbox, "s", 2)
+def test_requeue_front_refuses_an_equal_copy_of_a_pending_entry(inbox: Inbox) -> None:
+    entries = push_many(inbox, "s", 2)
     before = state_of(inbox)
-    impostor = InboxEntry(2, "s", "other", "different", "elsewhere", 0)
-    with pytest.raises(ValueError, match="sequence 2"):
-        inbox.requeue_front(impostor)
+    copy = InboxEntry.from_dict(entries[1].to_dict())  # say, kept as JSON
+    assert copy is not entries[1]
+    with pytest.raises(ValueError, match="already pending: session 's' holds an equal entry"):
+        inbox.requeue_front(copy)
     assert state_of(inbox) == before
+
+
+def test_requeue_front_takes_an_entry_that_differs_from_the_pending_one_with_its_sequence(
+    inbox: Inbox,
+) -> None:
+    # Only an equal entry would be delivered twice; one that shares just the
+    # sequence is another entry (as after a clear_session, below).
+    entries = push_many(inbox, "s", 2)
+    other = attrs.evolve(entries[1], content="different")
+    inbox.requeue_front(other)
+    assert inbox.snapshot("s") == [other, *entries]
 
 
 def test_requeue_front_twice_raises_the_second_time(inbox: Inbox) -> None:
@@ -642,4 +655,21 @@ def test_an_entry_from_before_a_clear_goes_back_with_its_old_sequence(inbox: Inb
     inbox.requeue_front(old)
     new = inbox.push("s", "k", "after", "src")
     assert (old.sequence, new.sequence) == (1, 1)
+    assert inbox.drain("s") == [old, new]
+
+
+def test_an_entry_from_before_a_clear_goes_back_after_a_new_one_took_its_sequence(
+    inbox: Inbox,
+) -> None:
+    # The other order: the restarted counter has already issued the old
+    # sequence to a pending entry. The old entry is not that one.
+    old = inbox.push("s", "k", "before", "src")
+    inbox.drain("s")
+    inbox.clear_session("s")
+    new = inbox.push("s", "k", "after", "src")
+    inbox.requeue_front(old)
+    assert inbox.drain("s") == [old, new]
+    # The README's pattern: put back what was drained, newest first.
+    inbox.requeue_front(new)
+    inbox.requeue_front(old)
     assert inbox.drain("s") == [old, new]

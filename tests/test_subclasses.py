@@ -96,10 +96,12 @@ def test_requeue_of_an_entry_built_from_subclasses_compares_only_plain_values() 
     first = inbox.push("s", "k", "c", "src")
     inbox.push("s", "k", "c", "src")
     made = InboxEntry(Uncompared(7), Unhashed("s"), "k", "c", "src", Uncompared(0))
-    inbox.requeue_front(made)  # checked against the pending sequences, under the lock
-    with pytest.raises(ValueError, match="sequence"):
+    inbox.requeue_front(made)  # compared with the pending entries, under the lock
+    with pytest.raises(ValueError, match="already pending"):
         inbox.requeue_front(
-            InboxEntry(Uncompared(first.sequence), Unhashed("s"), "k", "c", "src", 0)
+            InboxEntry(
+                Uncompared(first.sequence), Unhashed("s"), "k", "c", "src", Uncompared(first.ts_ms)
+            )
         )
     assert [entry.sequence for entry in inbox.drain("s")] == [7, 1, 2]
 

@@ -134,12 +134,12 @@ class InboxModel:
         return entry
 
     def requeue_front(self, entry: InboxEntry) -> None:
-        """Put *entry* first in its session; `ValueError` if its sequence is already pending."""
+        """Put *entry* first in its session; `ValueError` if an equal entry is already pending."""
         pending = self._pending.get(entry.session_id, [])
-        if any(queued.sequence == entry.sequence for queued in pending):
+        if entry in pending:
             raise ValueError(
                 f"entry is already pending: session {entry.session_id!r} "
-                f"holds sequence {entry.sequence}"
+                f"holds an equal entry, sequence {entry.sequence}"
             )
         self._pending[entry.session_id] = [entry, *pending]
 
