@@ -46,6 +46,10 @@ class Clock(Protocol):
         forgets it; call *callback* (from any thread, holding none of your own
         locks) once *seconds* of this clock's time have passed. *seconds* is
         always above 0.
+
+        The wait calls the forgetting function as it ends, whether or not the
+        callback has run. If it raises, the error is logged (standard
+        ``logging``, logger ``harn_inbox``) and the wait's result stands.
         """
         ...
 

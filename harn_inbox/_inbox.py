@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import logging
 import operator
 import threading
 import weakref
@@ -71,6 +70,7 @@ from ._waiters import (
     ThreadWaiter,
     TrioWaiter,
     Waiter,
+    fallback_logger,
 )
 
 if TYPE_CHECKING:
@@ -82,7 +82,6 @@ if TYPE_CHECKING:
     from ._batches import Batches
 
 T = TypeVar("T")
-_fallback_logger = logging.getLogger("harn_inbox")
 Predicate = Callable[[InboxEntry], object]
 
 _OVERFLOWS = ("reject", "drop_oldest")
@@ -901,7 +900,7 @@ class Inbox:
         try:
             getattr(self._logger, level)(event, **fields)
         except Exception:
-            _fallback_logger.exception("harn_inbox: logging %s failed", event)
+            fallback_logger.exception("harn_inbox: logging %s failed", event)
 
     def _log_wait(
         self, event: str, waiter: Waiter, result: object, started: int, timeout: float | None
@@ -909,7 +908,7 @@ class Inbox:
         try:
             self._log_wait_unguarded(event, waiter, result, started, timeout)
         except Exception:  # clock.now_ms() too: the wait's result is already taken
-            _fallback_logger.exception("harn_inbox: logging %s failed", event)
+            fallback_logger.exception("harn_inbox: logging %s failed", event)
 
     def _log_wait_unguarded(
         self, event: str, waiter: Waiter, result: object, started: int, timeout: float | None

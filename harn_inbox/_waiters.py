@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import logging
 import threading
 import time
 
@@ -61,6 +62,7 @@ import time
 # RuntimeError, whose cost a producer thread paid on every wake.
 from asyncio.events import _get_running_loop as _running_loop
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import trio
@@ -69,6 +71,10 @@ if TYPE_CHECKING:
     from ._clock import Clock
 
 T = TypeVar("T")
+
+#: Where the inbox reports what it must not raise: a failed log call, a clock
+#: that could not forget a timer.
+fallback_logger = logging.getLogger("harn_inbox")
 
 
 class Parked(enum.Enum):
@@ -127,11 +133,25 @@ class Waiter:
         return False
 
 
-def _start_timer(lot: Lot, waiter: Waiter, timeout: float | None) -> Callable[[], object] | None:
-    """Hand the timeout to a clock that keeps time itself; ``None`` if it declined."""
+def _start_timer(lot: Lot, waiter: Waiter, timeout: float | None) -> Callable[[], None] | None:
+    """Hand the timeout to a clock that keeps time itself; ``None`` if it declined.
+
+    Returns how to forget the timer, called as the wait ends (in a ``finally``).
+    """
     if timeout is None:
         return None
-    return lot._clock.call_later(timeout, lambda: lot._interrupt(waiter, Interrupt.TIMEOUT))
+    forget = lot._clock.call_later(timeout, lambda: lot._interrupt(waiter, Interrupt.TIMEOUT))
+    return None if forget is None else partial(_forget_timer, forget)
+
+
+def _forget_timer(forget: Callable[[], object]) -> None:
+    # The wait is ending and may have taken entries: a clock whose forget
+    # function raises must not turn that into an error and lose them. (If its
+    # timer fires after all, it interrupts a wait that is over: nothing happens.)
+    try:
+        forget()
+    except Exception:
+        fallback_logger.exception("harn_inbox: the clock could not forget a timer")
 
 
 class ThreadWaiter(Waiter):

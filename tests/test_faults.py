@@ -560,6 +560,68 @@ def test_a_misbehaving_clock_makes_push_raise_and_store_nothing(answer: Any) -> 
     assert inbox.push("s", "k", "c", "src").sequence == 2, "the refused push used no number"
 
 
+class UnforgettingClock:
+    """A virtual clock that keeps timers, and whose function to forget one raises."""
+
+    def __init__(self) -> None:
+        self.clock = ManualClock(1_000_000)
+        self.forgets = 0
+
+    def now_ms(self) -> int:
+        return self.clock.now_ms()
+
+    def call_later(self, seconds: float, callback: Callable[[], object]) -> Callable[[], None]:
+        forget = self.clock.call_later(seconds, callback)
+
+        def broken_forget() -> None:
+            self.forgets += 1
+            forget()
+            raise OSError("the timer wheel is gone")
+
+        return broken_forget
+
+
+def _forget_failures(caplog: pytest.LogCaptureFixture) -> int:
+    return sum(
+        record.name == "harn_inbox" and "could not forget a timer" in record.getMessage()
+        for record in caplog.records
+    )
+
+
+def test_a_clock_failing_to_forget_a_timer_does_not_lose_what_a_wait_took(
+    backend: Backend, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The timer is forgotten as the wait ends, after its step has taken the
+    # entries: an error there must not replace the result (it is logged).
+    clock = UnforgettingClock()
+    inbox = Inbox(clock=clock)  # type: ignore[arg-type]
+    first = inbox.push("s", "k", "#0", "src")
+
+    async def main() -> tuple[list[InboxEntry], list[InboxEntry], InboxEntry]:
+        at_once = await inbox.wait_for("s", lambda entry: True, timeout=5)
+        async with backend.task_group() as group:
+            parked = group.start_soon(inbox.wait_for, "s", lambda entry: True, 5)
+            await backend.wait_parked(inbox, "s")
+            second = inbox.push("s", "k", "#1", "src")
+        return at_once, parked.result, second
+
+    at_once, after_a_wake, second = backend.run(main)
+    assert (at_once, after_a_wake) == ([first], [second])
+    assert clock.forgets == _forget_failures(caplog) == 2
+    assert inbox.waiter_count("s") == 0
+
+
+def test_a_clock_failing_to_forget_a_timer_does_not_fail_a_thread_wait(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = UnforgettingClock()
+    inbox = Inbox(clock=clock)  # type: ignore[arg-type]
+    inbox.push("s", "k", "#0", "src")
+    assert inbox.wait_sync("s", timeout=5) is True
+    assert clock.forgets == _forget_failures(caplog) == 1
+    assert inbox.waiter_count("s") == 0
+
+
 # -- Blocking calls where they would stall a loop --------------------------------------------------
 
 
