@@ -38,11 +38,18 @@ happens only inside *step*, in the consumer's own thread and under the lock,
 after the wake: a wait cancelled between the wake and the step has taken
 nothing, and one that returns nothing has taken nothing.
 
-A wake never touches a loop from a foreign thread: a trio task is rescheduled
-directly only from inside its own run, else through ``TrioToken.run_sync_soon``;
-an asyncio future is resolved directly only from its own running loop, else
-through ``loop.call_soon_threadsafe``. Neither blocks, and a loop that has
-already finished is ignored: the entry stays queued for whoever drains next.
+A wake never touches a loop from a foreign thread, and never leaves a loop
+asleep: a trio task is rescheduled, and an asyncio future resolved, directly
+only from inside a task of the waiter's own run or loop; from anywhere else it
+goes through the thread-safe entry (``TrioToken.run_sync_soon``,
+``loop.call_soon_threadsafe``), which also wakes the loop's I/O wait. The
+loop's own thread counts as "anywhere else" outside its tasks: a plain
+``signal.signal`` handler or a finalizer runs there while the loop is blocked
+in its selector, or about to block with a timeout computed before the wake,
+and asyncio in particular learns of a direct ``call_soon`` only on its next
+turn. Inside a task the loop is between two I/O waits and looks at its ready
+queue before the next. Neither way blocks, and a loop that has already
+finished is ignored: the entry stays queued for whoever drains next.
 
 The timeout of a wait is kept by the inbox's clock when the clock accepts it
 (`Clock.call_later`; a virtual clock does), else by the framework's own timer:
@@ -208,13 +215,10 @@ class TrioWaiter(Waiter):
         self._task: trio.lowlevel.Task | None = None
 
     def wake(self) -> None:
-        # Another thread is never inside our run; that test is cheap, whereas
-        # in_trio_run() raises and swallows an AttributeError in such threads.
-        if (
-            threading.get_ident() == self._thread
-            and trio.lowlevel.in_trio_run()
-            and trio.lowlevel.current_trio_token() is self._token
-        ):
+        # Directly only from a task of our own run (see the theory above).
+        # Another thread is never inside our run: that test first, as it is
+        # cheap, whereas asking trio raises and swallows an error there.
+        if threading.get_ident() == self._thread and _in_trio_task(self._token):
             self._resume()
             return
         try:
@@ -313,7 +317,8 @@ class AsyncioWaiter(Waiter):
 
     def wake(self) -> None:
         future = self._future
-        if _running_loop() is self._loop:
+        # Directly only from a task of our own loop (see the theory above).
+        if _running_loop() is self._loop and asyncio.current_task(self._loop) is not None:
             _resolve(future)
             return
         try:
@@ -348,6 +353,15 @@ class AsyncioWaiter(Waiter):
                 cancel_timer()
             if handle is not None:
                 handle.cancel()
+
+
+def _in_trio_task(token: trio.lowlevel.TrioToken) -> bool:
+    """Whether this is a task of the trio run that *token* belongs to."""
+    try:
+        trio.lowlevel.current_task()
+    except RuntimeError:  # the scheduler itself, a signal handler, no run at all
+        return False
+    return trio.lowlevel.current_trio_token() is token
 
 
 def _resolve(future: asyncio.Future[None]) -> None:

@@ -1,16 +1,20 @@
 """Wake-ups across threads and loops: the paths they take, loops that are busy or gone,
 trio and asyncio side by side, wake-up storms, and the compaction race.
 
-A wake reaches a trio task through ``TrioToken.run_sync_soon`` from other threads
-and directly inside its own run; an asyncio task through ``call_soon_threadsafe``
-from other threads and directly from its own loop. A push never blocks on a loop,
-and a push whose waiter's loop has finished still stores its entry.
+A wake reaches a trio task through ``TrioToken.run_sync_soon`` and an asyncio
+task through ``call_soon_threadsafe``, except from inside a task of the
+waiter's own run or loop, where it is direct: so also from the loop's own
+thread outside its tasks (a signal handler, a finalizer), where the loop may be
+about to block for I/O. A push never blocks on a loop, and a push whose
+waiter's loop has finished still stores its entry.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import selectors
+import signal
 import sys
 import threading
 import time
@@ -271,6 +275,98 @@ def test_push_never_waits_for_a_busy_loop(
     release.set()
     loop_thread.join(timeout=30)
     assert results == [True]
+
+
+# -- Pushes in the loop's own thread, outside its tasks --------------------------------------------
+
+
+class _BeforeIoWait(trio.abc.Instrument):
+    def __init__(self, hook: Callable[[], None]) -> None:
+        self.hook = hook
+
+    def before_io_wait(self, timeout: float) -> None:
+        if timeout > 0:
+            self.hook()
+
+
+def run_with_io_wait_hook(
+    backend: Backend, fn: Callable[[], Awaitable[None]], hook: Callable[[], None]
+) -> None:
+    """Run *fn* on a loop in this thread; call *hook* each time the loop is about to block for I/O.
+
+    That is where a ``signal.signal`` handler (or a finalizer) runs while a
+    loop idles: in the loop's thread, outside every task, after the loop has
+    decided how long to sleep.
+    """
+    if backend.name == "trio":
+        trio.run(fn, instruments=[_BeforeIoWait(hook)])
+        return
+
+    class Selector(selectors.DefaultSelector):
+        def select(self, timeout: float | None = None) -> Any:
+            if timeout is None or timeout > 0:
+                hook()
+            return super().select(timeout)
+
+    loop = asyncio.SelectorEventLoop(Selector())
+    try:
+        loop.run_until_complete(fn())
+    finally:
+        loop.close()
+
+
+def test_push_in_the_loops_thread_as_it_is_about_to_block_wakes_the_waiter(
+    backend: Backend, inbox: Inbox
+) -> None:
+    # A direct wake there would be seen only after the I/O wait the loop has
+    # decided on, without limit here: the wake must go through the loop's
+    # thread-safe entry, which also ends that wait.
+    pushed: list[InboxEntry] = []
+
+    def push_once_parked() -> None:
+        if not pushed and inbox.waiter_count("s"):
+            pushed.append(nudge(inbox, "s"))
+
+    async def main() -> None:
+        assert await inbox.wait("s") is True
+
+    run_with_io_wait_hook(backend, guarded(backend, inbox, main), push_once_parked)
+    assert inbox.drain("s") == pushed
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_kill"), reason="needs POSIX signals")
+def test_push_from_a_signal_handler_wakes_a_waiter_parked_in_the_same_thread(
+    backend: Backend, inbox: Inbox, run_in_thread: Callable[..., threading.Thread]
+) -> None:
+    # A SIGCHLD handler reporting that a tool's child process exited, say. The
+    # signal comes once the loop idles with the waiter parked; its handler
+    # runs in the loop's thread before or during the loop's I/O wait.
+    idle = threading.Event()
+    pushed: list[InboxEntry] = []
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        pushed.append(nudge(inbox, "s", "child exited", "sigchld"))
+
+    def send_when_idle() -> None:
+        if idle.wait(30):
+            signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGUSR1)
+
+    def note_idle() -> None:
+        if inbox.waiter_count("s"):
+            idle.set()
+
+    async def main() -> None:
+        assert await inbox.wait("s") is True
+
+    assert threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGUSR1, on_signal)
+    try:
+        sender = run_in_thread(send_when_idle)
+        run_with_io_wait_hook(backend, guarded(backend, inbox, main), note_idle)
+        sender.join(30)
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    assert contents(inbox.drain("s")) == contents(pushed) == ["child exited"]
 
 
 # -- Loops that are gone --------------------------------------------------------------------------
