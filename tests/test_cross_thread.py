@@ -369,6 +369,37 @@ def test_push_from_a_signal_handler_wakes_a_waiter_parked_in_the_same_thread(
     assert contents(inbox.drain("s")) == contents(pushed) == ["child exited"]
 
 
+@pytest.mark.skipif(not hasattr(signal, "SIGUSR1"), reason="needs POSIX signals")
+def test_push_from_the_loops_own_signal_handling_wakes_the_waiter(
+    backend: Backend, inbox: Inbox
+) -> None:
+    # What the README recommends instead of a plain signal.signal handler.
+    async def main() -> None:
+        async with backend.task_group() as group:
+            waiter = group.start_soon(inbox.wait, "s")
+            await backend.wait_parked(inbox, "s")
+            if backend.name == "trio":
+                with trio.open_signal_receiver(signal.SIGUSR1) as signals:
+                    signal.raise_signal(signal.SIGUSR1)
+                    async for _ in signals:
+                        nudge(inbox, "s", "child exited", "sigchld")
+                        break
+            else:
+                loop = asyncio.get_running_loop()
+                loop.add_signal_handler(
+                    signal.SIGUSR1, nudge, inbox, "s", "child exited", "sigchld"
+                )
+                try:
+                    signal.raise_signal(signal.SIGUSR1)
+                    await backend.until(lambda: waiter.finished)
+                finally:
+                    loop.remove_signal_handler(signal.SIGUSR1)
+        assert waiter.result is True
+
+    run_on_real_clocks(backend, guarded(backend, inbox, main))
+    assert contents(inbox.drain("s")) == ["child exited"]
+
+
 # -- Loops that are gone --------------------------------------------------------------------------
 
 
