@@ -390,9 +390,9 @@ class Inbox:
 
         The predicate runs in the calling thread without the inbox's lock held,
         so it may be slow or call the inbox without stalling anyone. It should
-        be a pure function of the entry: it is called once per entry, and once
-        more for the entries that another consumer's concurrent change (a
-        drain, a requeue) moved while it ran.
+        be a pure function of the entry: it is called at most once per entry,
+        whatever other consumers take or requeue while it runs (entries are
+        immutable, so a verdict holds).
 
         Raises:
             TypeError: *session_id* is not a ``str`` or *predicate* not callable.
@@ -565,7 +565,7 @@ class Inbox:
         leaves the rest queued, in order. Replaces the racy "drain, look for my
         handle, requeue the rest". The predicate runs in the waiting task,
         without the inbox's lock, as in `drain_where`; entries already judged
-        are not judged again when new ones arrive.
+        are not judged again, whatever arrives or is requeued meanwhile.
 
         Returns:
             The matching entries, in order, once there is at least one; ``[]``
@@ -730,11 +730,17 @@ class Inbox:
                     return PARKED
             # Outside the lock. May raise: nothing is committed. Truth is
             # taken here too, so no user __bool__ runs under the lock.
-            carried = _carry_over(*earlier, unjudged) if earlier is not None and earlier[0] else []
-            rest = unjudged[len(carried) :] if carried else unjudged
-            # A comprehension, not map(): a StopIteration from the predicate
-            # must propagate, not end the iteration and shorten the verdicts.
-            fresh = carried + [bool(judged.predicate(entry)) for entry in rest]
+            predicate = judged.predicate
+            if earlier is not None and earlier[0]:
+                known = _verdicts_by_identity(*earlier)
+                fresh = [
+                    known[id(entry)] if id(entry) in known else bool(predicate(entry))
+                    for entry in unjudged
+                ]
+            else:
+                # A comprehension, not map(): a StopIteration from the predicate
+                # must propagate, not end the iteration and shorten the verdicts.
+                fresh = [bool(predicate(entry)) for entry in unjudged]
             if judged.seen:
                 judged.seen += unjudged
                 judged.verdicts += fresh
@@ -951,25 +957,15 @@ class Judgments:
         self.verdicts: list[bool] = []
 
 
-def _carry_over(
-    seen: list[InboxEntry], verdicts: list[bool], entries: list[InboxEntry]
-) -> list[bool]:
-    """The verdicts of *seen* that still apply to the leading entries of *entries*.
+def _verdicts_by_identity(seen: list[InboxEntry], verdicts: list[bool]) -> dict[int, bool]:
+    """The verdicts of *seen*, by the identity of each entry judged.
 
-    Every change but requeue_front keeps the surviving entries in order, so
-    one forward walk matches them by identity; it stops at the first entry
-    never judged (a requeued one, or new ones at the end).
+    Entries are immutable, so a verdict holds for as long as its entry is
+    pending, wherever a change moved it (a requeue_front puts another entry
+    ahead of it). The ids are safe keys: *seen* keeps every entry alive, so no
+    other object can have one of them while the mapping is used.
     """
-    carried: list[bool] = []
-    position, count = 0, len(seen)
-    for entry in entries:
-        while position < count and seen[position] is not entry:
-            position += 1
-        if position == count:
-            break
-        carried.append(verdicts[position])
-        position += 1
-    return carried
+    return {id(entry): verdict for entry, verdict in zip(seen, verdicts, strict=True)}
 
 
 def _acquire_contended(lock: threading.Lock) -> None:

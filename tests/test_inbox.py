@@ -322,6 +322,25 @@ def test_entries_drained_by_the_predicate_are_not_taken_twice(inbox: Inbox) -> N
     assert inbox.sessions() == []
 
 
+def test_drain_where_judges_each_entry_once_though_the_predicate_requeues_one_ahead(
+    inbox: Inbox,
+) -> None:
+    back = inbox.push("s", "k", "back", "src")
+    inbox.drain("s")
+    entries = push_many(inbox, "s", 3)
+    judged: list[InboxEntry] = []
+
+    def predicate(entry: InboxEntry) -> bool:
+        if not judged:
+            inbox.requeue_front(back)  # another consumer, as it were
+        judged.append(entry)
+        return entry is entries[1]
+
+    assert run_bounded(lambda: inbox.drain_where("s", predicate)) == [entries[1]]
+    assert judged == [*entries, back]
+    assert inbox.snapshot("s") == [back, entries[0], entries[2]]
+
+
 def test_predicate_verdicts_are_judged_without_the_lock_held(inbox: Inbox) -> None:
     # A verdict's truthiness is user code too (a lazy or proxy object): it may call the inbox.
     push_many(inbox, "s", 2)

@@ -106,6 +106,31 @@ def test_wait_for_judges_each_entry_once_however_often_it_looks(
     backend.run(main)
 
 
+def test_wait_for_does_not_judge_again_entries_behind_a_requeued_one(
+    backend: Backend, inbox: Inbox
+) -> None:
+    # requeue_front replaces the pending list with the requeued entry ahead
+    # of the rest: only that one is new to the predicate. (Judging everything
+    # again on every requeue could starve a slow wait_for.)
+    async def main() -> None:
+        back = nudge(inbox, "s", "back")
+        inbox.drain("s")
+        for content in ("a", "b"):
+            nudge(inbox, "s", content)
+        judge = Judge()
+        async with backend.task_group() as group:
+            handle = group.start_soon(inbox.wait_for, "s", judge)
+            await backend.wait_parked(inbox, "s")
+            inbox.requeue_front(back)
+            await backend.until(lambda: "back" in judge.judged)
+            nudge(inbox, "s", "want")
+        assert [entry.content for entry in handle.result] == ["want"]
+        assert judge.judged == ["a", "b", "back", "want"]
+        assert [entry.content for entry in inbox.snapshot("s")] == ["back", "a", "b"]
+
+    backend.run(main)
+
+
 def test_wait_for_takes_every_match_pushed_before_it_looks_again(
     backend: Backend, inbox: Inbox
 ) -> None:
