@@ -441,13 +441,13 @@ class ConformanceMachine(RuleBasedStateMachine):
         if seen.expected is not None:
             if seen.raised is None:
                 raise AssertionError(
-                    f"{call} must raise ValueError: sequence {seen.entry.sequence} is "
+                    f"{call} must raise ValueError: an equal entry (all six fields) is "
                     f"already pending in session {seen.entry.session_id!r}"
                 )
         elif seen.raised is not None:
             raise AssertionError(
-                f"{call} raised {seen.raised!r}, but no entry with sequence "
-                f"{seen.entry.sequence} is pending in session {seen.entry.session_id!r}"
+                f"{call} raised {seen.raised!r}, but no equal entry (all six fields) "
+                f"is pending in session {seen.entry.session_id!r}"
             )
         elif seen.after is not None and seen.after[:1] != [seen.entry]:
             raise AssertionError(
