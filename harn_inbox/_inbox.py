@@ -326,9 +326,12 @@ class Inbox:
         restarted counter issues (or has issued: both are then pending).
 
         Raises:
-            TypeError: *entry* is not an `InboxEntry`.
+            TypeError: *entry* is not an `InboxEntry`, or holds a field of
+                another type (only if built with attrs' validators off).
             ValueError: An equal entry (all six fields) is already pending in
-                that session: requeueing it would deliver it twice.
+                that session: requeueing it would deliver it twice. (Two
+                distinct entries are equal only across a `clear_session`, on
+                a clock that did not move in between: the second is refused.)
         """
         if type(entry) is not InboxEntry:
             type_error("entry", "an InboxEntry", entry)
@@ -336,7 +339,10 @@ class Inbox:
             # The fields are compared under the lock, so they must be plain
             # (see check_text). InboxEntry's converters see to it, but
             # unpickling bypasses them: requeue a plain copy of such an entry.
+            # (attrs' validators can be switched off: check the copy too.)
             entry = attrs.evolve(entry)
+            if not has_plain_fields(entry):
+                type_error("entry", "an InboxEntry of plain str and int fields", entry)
         session_id = entry.session_id
         with self._lock:
             session = self._sessions.get(session_id)

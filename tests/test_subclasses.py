@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import attrs
 import pytest
 
 from harn_inbox import Inbox, InboxEntry, InboxFull, ManualClock
@@ -163,6 +164,31 @@ def test_an_overflow_name_is_read_once_as_a_plain_str() -> None:
     inbox = Inbox(max_pending=1, overflow=Overflow("drop_oldest"))  # type: ignore[arg-type]
     inbox.push("s", "k", "c", "src")
     assert inbox.push("s", "k", "c", "src").sequence == 2
+
+
+def test_requeue_refuses_an_entry_built_with_attrs_validators_off() -> None:
+    # Converters still run with attrs' validators off, but pass a non-str
+    # through: such a field would be compared under the lock, by its own __eq__.
+    class Compared:
+        calls = 0
+
+        def __eq__(self, other: object) -> bool:
+            Compared.calls += 1
+            return False
+
+        __hash__ = object.__hash__
+
+    inbox = Inbox()
+    inbox.push("s", "k", "c", "src")
+    before = inbox.snapshot("s")
+    with attrs.validators.disabled():
+        odd = InboxEntry(1, "s", "k", Compared(), "src", 0)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match=r"^entry must be an InboxEntry of plain str and int"):
+            inbox.requeue_front(odd)
+    with pytest.raises(TypeError, match=r"^content must be str, not Compared$"):
+        inbox.requeue_front(odd)  # validators on: the plain copy is refused by name
+    assert inbox.snapshot("s") == before
+    assert Compared.calls == 0
 
 
 def test_requeue_makes_a_plain_copy_of_an_entry_that_bypassed_the_converters() -> None:
