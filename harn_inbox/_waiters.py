@@ -48,7 +48,10 @@ loop's own thread counts as "anywhere else" outside its tasks: a plain
 in its selector, or about to block with a timeout computed before the wake,
 and asyncio in particular learns of a direct ``call_soon`` only on its next
 turn. Inside a task the loop is between two I/O waits and looks at its ready
-queue before the next. Neither way blocks, and a loop that has already
+queue before the next. (One exception: an eager asyncio task, 3.12+, created
+from such a place runs its first step right there, and its pushes count as
+from inside a task. Creating tasks from a signal handler is unsafe anyway.)
+Neither way blocks, and a loop that has already
 finished is ignored: the entry stays queued for whoever drains next.
 
 The timeout of a wait is kept by the inbox's clock when the clock accepts it

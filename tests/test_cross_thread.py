@@ -334,41 +334,6 @@ def test_push_in_the_loops_thread_as_it_is_about_to_block_wakes_the_waiter(
     assert inbox.drain("s") == pushed
 
 
-@pytest.mark.skipif(not hasattr(signal, "pthread_kill"), reason="needs POSIX signals")
-def test_push_from_a_signal_handler_wakes_a_waiter_parked_in_the_same_thread(
-    backend: Backend, inbox: Inbox, run_in_thread: Callable[..., threading.Thread]
-) -> None:
-    # A SIGCHLD handler reporting that a tool's child process exited, say. The
-    # signal comes once the loop idles with the waiter parked; its handler
-    # runs in the loop's thread before or during the loop's I/O wait.
-    idle = threading.Event()
-    pushed: list[InboxEntry] = []
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        pushed.append(nudge(inbox, "s", "child exited", "sigchld"))
-
-    def send_when_idle() -> None:
-        if idle.wait(30):
-            signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGUSR1)
-
-    def note_idle() -> None:
-        if inbox.waiter_count("s"):
-            idle.set()
-
-    async def main() -> None:
-        assert await inbox.wait("s") is True
-
-    assert threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGUSR1, on_signal)
-    try:
-        sender = run_in_thread(send_when_idle)
-        run_with_io_wait_hook(backend, guarded(backend, inbox, main), note_idle)
-        sender.join(30)
-    finally:
-        signal.signal(signal.SIGUSR1, previous)
-    assert contents(inbox.drain("s")) == contents(pushed) == ["child exited"]
-
-
 @pytest.mark.skipif(not hasattr(signal, "SIGUSR1"), reason="needs POSIX signals")
 def test_push_from_the_loops_own_signal_handling_wakes_the_waiter(
     backend: Backend, inbox: Inbox
