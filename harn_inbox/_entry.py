@@ -132,7 +132,7 @@ def has_plain_fields(entry: InboxEntry) -> bool:
     """Whether *entry* holds only plain ``int`` and ``str`` values.
 
     Always, unless its converters were bypassed (unpickling sets the fields
-    directly).
+    directly) or attrs' validators were off when it was built.
     """
     texts = (entry.session_id, entry.kind, entry.content, entry.source)
     return type(entry.sequence) is int is type(entry.ts_ms) and all(type(t) is str for t in texts)

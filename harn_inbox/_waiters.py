@@ -43,16 +43,17 @@ asleep: a trio task is rescheduled, and an asyncio future resolved, directly
 only from inside a task of the waiter's own run or loop; from anywhere else it
 goes through the thread-safe entry (``TrioToken.run_sync_soon``,
 ``loop.call_soon_threadsafe``), which also wakes the loop's I/O wait. The
-loop's own thread counts as "anywhere else" outside its tasks: a plain
-``signal.signal`` handler or a finalizer runs there while the loop is blocked
-in its selector, or about to block with a timeout computed before the wake,
-and asyncio in particular learns of a direct ``call_soon`` only on its next
-turn. Inside a task the loop is between two I/O waits and looks at its ready
-queue before the next. (One exception: an eager asyncio task, 3.12+, created
-from such a place runs its first step right there, and its pushes count as
-from inside a task. Creating tasks from a signal handler is unsafe anyway.)
-Neither way blocks, and a loop that has already
-finished is ignored: the entry stays queued for whoever drains next.
+loop's own thread counts as "anywhere else" outside its tasks: a finalizer or
+a plain ``signal.signal`` handler runs there while the loop is blocked in its
+selector, or about to block with a timeout computed before the wake, and
+asyncio in particular learns of a direct ``call_soon`` only on its next turn.
+(Such a push can still wait forever for the inbox's lock, if it interrupted
+an inbox call of its own thread: the README advises against it.) Inside a
+task the loop is between two I/O waits and looks at its ready queue before
+the next; the one exception, an eager asyncio task (3.12+) created from such
+a place, runs its first step right there. Neither way blocks, and a loop
+that has already finished is ignored: the entry stays queued for whoever
+drains next.
 
 The timeout of a wait is kept by the inbox's clock when the clock accepts it
 (`Clock.call_later`; a virtual clock does), else by the framework's own timer:
