@@ -129,7 +129,9 @@ class WaitsWithoutParking(Wrapper):
     ("broken", "complaint"),
     [
         (KeepsInReverse, "the entries that did not match must stay, in their order"),
-        (SkipsSequenceTwo, "sequence[ =]3"),
+        # Its push takes entry 2 back out: a wait_for parked for it either wins
+        # that race (then push returns 3) or loses the entry it was owed.
+        (SkipsSequenceTwo, "sequence[ =]3|a lost wake-up"),
         (LosesEntriesOnClose, "True only if entries are pending|what was queued must still be"),
         (WaitsWithoutParking, "returned False at once|returned False, though nothing it waits"),
     ],
