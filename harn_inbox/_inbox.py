@@ -396,9 +396,10 @@ class Inbox:
 
         The predicate runs in the calling thread without the inbox's lock held,
         so it may be slow or call the inbox without stalling anyone. It should
-        be a pure function of the entry: it is called at most once per entry,
-        whatever other consumers take or requeue while it runs (entries are
-        immutable, so a verdict holds).
+        be a pure function of the entry: it is called at most once per entry
+        that stays pending, whatever arrives, is taken or is requeued around
+        it meanwhile (entries are immutable, so a verdict holds). An entry
+        that another consumer takes and then requeues may be judged again.
 
         Raises:
             TypeError: *session_id* is not a ``str`` or *predicate* not callable.
@@ -570,8 +571,8 @@ class Inbox:
         Selective receive: takes the matching entries as `drain_where` does and
         leaves the rest queued, in order. Replaces the racy "drain, look for my
         handle, requeue the rest". The predicate runs in the waiting task,
-        without the inbox's lock, as in `drain_where`; entries already judged
-        are not judged again, whatever arrives or is requeued meanwhile.
+        without the inbox's lock, as in `drain_where`: once per entry that
+        stays pending, whatever arrives or is requeued meanwhile.
 
         Returns:
             The matching entries, in order, once there is at least one; ``[]``
@@ -847,6 +848,11 @@ class Inbox:
         if waiter.registered:
             with self._lock:
                 self._leave_locked(waiter)
+
+    def _unpark(self, waiter: Waiter) -> None:
+        # A trio wait being cancelled: see TrioWaiter._abort.
+        with self._lock:
+            waiter.parked = False
 
     def _interrupt(self, waiter: Waiter, reason: Interrupt) -> None:
         with self._lock:

@@ -47,6 +47,8 @@ loop's own thread counts as "anywhere else" outside its tasks: a finalizer or
 a plain ``signal.signal`` handler runs there while the loop is blocked in its
 selector, or about to block with a timeout computed before the wake, and
 asyncio in particular learns of a direct ``call_soon`` only on its next turn.
+So does the waiting trio task itself, interrupted by such a handler between
+its step and its park: trio must not reschedule a task that has not parked.
 (Such a push can still wait forever for the inbox's lock, if it interrupted
 an inbox call of its own thread: the README advises against it.) Inside a
 task the loop is between two I/O waits and looks at its ready queue before
@@ -118,6 +120,9 @@ class Lot(Protocol):
 
     def _leave(self, waiter: Waiter) -> None:
         """Unregister *waiter*: its wait call is ending (cancelled, or an error)."""
+
+    def _unpark(self, waiter: Waiter) -> None:
+        """Mark *waiter* no longer parked, owed no wake; it stays registered."""
 
 
 class Waiter:
@@ -208,23 +213,28 @@ class ThreadWaiter(Waiter):
 class TrioWaiter(Waiter):
     """A trio task: parks in ``wait_task_rescheduled``, woken inside its own run only."""
 
-    __slots__ = ("_lot", "_task", "_thread", "_token")
+    __slots__ = ("_lot", "_owner", "_task", "_thread", "_token")
 
     def __init__(self, session_id: str, lot: Lot) -> None:
         super().__init__(session_id)
         self._lot = lot
         self._token = trio.lowlevel.current_trio_token()
         self._thread = threading.get_ident()
+        # The task that waits; `wake` must not reschedule it from inside itself.
+        self._owner = trio.lowlevel.current_task()
         # The parked task, set only while parked; touched only in the trio thread.
         self._task: trio.lowlevel.Task | None = None
 
     def wake(self) -> None:
-        # Directly only from a task of our own run (see the theory above).
-        # Another thread is never inside our run: that test first, as it is
-        # cheap, whereas asking trio raises and swallows an error there.
-        if threading.get_ident() == self._thread and _in_trio_task(self._token):
-            self._resume()
-            return
+        # Directly only from a task of our own run, and never from the waiting
+        # task itself (see the theory above). Another thread is never inside
+        # our run: that test first, as it is cheap, whereas asking trio raises
+        # and swallows an error there.
+        if threading.get_ident() == self._thread:
+            current = _current_task(self._token)
+            if current is not None and current is not self._owner:
+                self._resume()
+                return
         try:
             self._token.run_sync_soon(self._resume)
         except trio.RunFinishedError:
@@ -233,26 +243,21 @@ class TrioWaiter(Waiter):
             self._lot._leave(self)
 
     def _resume(self) -> None:
-        # In the trio thread. A wake from a foreign thread arrives here only
-        # after the task parked: registering and parking happen in one
-        # synchronous stretch of the task, and this callback needs the
-        # scheduler, which the task holds until it parks.
+        # In the trio thread, from another task or from the scheduler. Either
+        # way the waiting task is not running, so it has parked in trio since
+        # the step that parked it (one synchronous stretch of the task), unless
+        # a cancellation got to it first (`_abort`): then there is nothing to do.
         task, self._task = self._task, None
         if task is not None:
             trio.lowlevel.reschedule(task)
-        elif self.registered:
-            # Still in its wait, yet not parked in trio: woken from this very
-            # thread between the step that parked it and the await (a GC
-            # finalizer or a signal handler that pushed). Retry from the
-            # scheduler, which runs only once the task has parked.
-            try:
-                self._token.run_sync_soon(self._resume)
-            except trio.RunFinishedError:
-                pass
 
     def _abort(self, raise_cancel: object) -> trio.lowlevel.Abort:
+        # No longer parked, so owed no wake; but still registered, as on the
+        # other frameworks: the Cancelled may be run()'s own timeout, after
+        # which the wait looks once more, and a clear_session until then must
+        # reach it. Whatever the Cancelled was, run() unregisters on its way out.
         self._task = None
-        self._lot._leave(self)
+        self._lot._unpark(self)
         return trio.lowlevel.Abort.SUCCEEDED
 
     async def run(self, step: Step[T], timeout: float | None) -> T:
@@ -359,13 +364,13 @@ class AsyncioWaiter(Waiter):
                 handle.cancel()
 
 
-def _in_trio_task(token: trio.lowlevel.TrioToken) -> bool:
-    """Whether this is a task of the trio run that *token* belongs to."""
+def _current_task(token: trio.lowlevel.TrioToken) -> trio.lowlevel.Task | None:
+    """The running task, if this is a task of the trio run that *token* belongs to."""
     try:
-        trio.lowlevel.current_task()
+        task = trio.lowlevel.current_task()
     except RuntimeError:  # the scheduler itself, a signal handler, no run at all
-        return False
-    return trio.lowlevel.current_trio_token() is token
+        return None
+    return task if trio.lowlevel.current_trio_token() is token else None
 
 
 def _resolve(future: asyncio.Future[None]) -> None:

@@ -13,17 +13,19 @@ import asyncio
 import itertools
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import trio
+
+from harn_inbox import Inbox
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     from conftest import Backend, TaskHandle
 
-    from harn_inbox import Batches, Inbox, InboxEntry, ManualClock
+    from harn_inbox import Batches, InboxEntry, ManualClock
 
     Take = Callable[[str], Awaitable[list[InboxEntry]]]
 
@@ -304,3 +306,43 @@ def test_timeouts_from_a_clock_thread_racing_pushes_from_another_never_lose_an_e
         assert_conserved(inbox, "s", pushed, taken)
 
     backend.run(main)
+
+
+# -- A wait that timed out is still a wait until it returns ---------------------------------------
+
+
+@pytest.mark.parametrize("operation", ["wait", "wait_for"])
+def test_a_wait_its_framework_timed_out_is_reached_by_clear_session_until_it_returns(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch, operation: str
+) -> None:
+    # On the system clock the framework keeps the timeout (trio: a cancel scope
+    # whose Cancelled the wait catches; asyncio: loop.call_later). Either way
+    # the wait looks once more before it returns, and until then it is in
+    # progress: a clear_session must still end it with nothing, even though
+    # something is pushed after the clear (trio's wait used to unregister as
+    # the Cancelled arrived, and then returned that entry of the session's
+    # next life). White-box: the clear and the push run right after the
+    # timeout reached the waiter, before its last look.
+    inbox = Inbox()
+    raced: list[InboxEntry] = []
+    interrupt = Inbox._interrupt
+
+    def interrupt_then_clear_and_push(self: Inbox, waiter: Any, reason: Any) -> None:
+        interrupt(self, waiter, reason)
+        if not raced:
+            assert self.waiter_count("s") == 1
+            assert self.clear_session("s") == 0
+            raced.append(nudge(self, "s", "next life"))
+
+    monkeypatch.setattr(Inbox, "_interrupt", interrupt_then_clear_and_push)
+
+    async def main() -> None:
+        if operation == "wait":
+            assert await inbox.wait("s", timeout=0.01) is False
+        else:
+            assert await inbox.wait_for("s", lambda entry: True, timeout=0.01) == []
+        assert raced, "the timeout never reached the waiter"
+        assert inbox.waiter_count("s") == 0
+
+    backend.run(main)
+    assert inbox.drain("s") == raced

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterator
     from types import FrameType
 
-    from conftest import Backend
+    from conftest import Backend, TaskHandle
 
     from harn_inbox import Inbox, InboxEntry
 
@@ -363,6 +363,74 @@ def test_push_from_the_loops_own_signal_handling_wakes_the_waiter(
 
     run_on_real_clocks(backend, guarded(backend, inbox, main))
     assert contents(inbox.drain("s")) == ["child exited"]
+
+
+@pytest.mark.parametrize("then", ["nothing else", "a cancel"])
+@pytest.mark.parametrize("operation", sorted(STEPS))
+def test_push_from_inside_the_waiting_task_as_it_parks(
+    backend: Backend, inbox: Inbox, operation: str, then: str
+) -> None:
+    # A signal.signal handler or a finalizer can run inside the waiting task
+    # itself, after its step parked it and before it suspends in its framework
+    # (trio: entering wait_task_rescheduled; asyncio: before awaiting its
+    # future). A profile hook pushes there, and may cancel the task at once.
+    # trio must not be asked to reschedule a task that is still running: a
+    # cancellation delivered as it suspends would reschedule it a second time
+    # (TrioInternalError). Whatever happens, nothing is lost or left behind.
+    step_name = STEPS[operation]
+    raced: list[InboxEntry] = []
+    waiter: list[TaskHandle] = []
+    returned: list[object] = []
+
+    def push_as_it_parks(frame: FrameType, event: str, arg: object) -> None:
+        if backend.name == "trio":
+            caller = frame.f_back
+            due = (
+                event == "call"
+                and frame.f_code.co_name == "wait_task_rescheduled"
+                and caller is not None
+                and caller.f_code.co_name == "_park_until_result"
+            )
+        else:
+            due = (
+                event == "return"
+                and frame.f_code.co_name == step_name
+                and type(arg).__name__ == "Parked"
+            )
+        if due and not raced:
+            sys.setprofile(None)
+            raced.append(nudge(inbox, "s", "raced", "handler"))
+            if then == "a cancel":
+                waiter[0].cancel()
+
+    async def take() -> object:
+        sys.setprofile(push_as_it_parks)
+        try:
+            if operation == "wait":
+                return await inbox.wait("s", 60)
+            if operation == "wait_for":
+                return await inbox.wait_for("s", lambda entry: True, 60)
+            return await inbox.batches("s").receive()
+        finally:
+            sys.setprofile(None)
+
+    async def take_then_checkpoint() -> None:
+        returned.append(await take())
+        await backend.checkpoint()  # where a cancellation that came too late lands
+
+    async def main() -> None:
+        async with backend.task_group() as group:
+            waiter.append(group.start_soon(take_then_checkpoint))
+        assert raced, "the hook never found the moment: the test no longer reaches it"
+        raised = waiter[0].raised
+        assert raised is None or type(raised) is backend.cancelled
+        if then == "nothing else":
+            assert returned == [True if operation == "wait" else raced]
+        taken = returned[0] if returned and isinstance(returned[0], list) else []
+        assert taken + inbox.snapshot("s") == raced
+        assert inbox.waiter_count("s") == 0
+
+    run_on_real_clocks(backend, guarded(backend, inbox, main))
 
 
 # -- Loops that are gone --------------------------------------------------------------------------
