@@ -38,15 +38,23 @@ def check_int(name: str, value: object) -> int:
 
 
 def check_seconds(name: str, value: object) -> float:
-    """A finite or infinite non-negative number of seconds."""
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
+    """A finite or infinite non-negative number of seconds, as a plain ``float``.
+
+    Converted first, without any method of a subclass (whose ``__float__``
+    could answer something other than the value checked), then checked.
+    """
+    if isinstance(value, float):
+        seconds = float.__float__(value)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        try:
+            seconds = int.__float__(value)
+        except OverflowError:  # an int too large for a float: as good as forever
+            seconds = -math.inf if int.__int__(value) < 0 else math.inf
+    else:
         type_error(name, "a number of seconds", value)
-    if value != value or value < 0:  # NaN is the one value unequal to itself
+    if seconds != seconds or seconds < 0:  # NaN is the one value unequal to itself
         raise ValueError(f"{name} must be a non-negative number of seconds, not {value!r}")
-    try:
-        return float(value)
-    except OverflowError:  # an int too large for a float: as good as forever
-        return math.inf
+    return seconds
 
 
 def check_timeout(value: object) -> float | None:

@@ -155,7 +155,7 @@ class Inbox:
         # Plain copies (see check_text): both are compared under the lock.
         if max_pending is not None and (max_pending := check_int("max_pending", max_pending)) < 1:
             raise ValueError(f"max_pending must be at least 1 or None, not {max_pending!r}")
-        overflow_name = str.__str__(overflow) if isinstance(overflow, str) else None
+        overflow_name = check_text("overflow", overflow)
         if overflow_name not in _OVERFLOWS:
             raise ValueError(f"overflow must be 'reject' or 'drop_oldest', not {overflow!r}")
         self._clock = clock
@@ -244,7 +244,7 @@ class Inbox:
                     # Counted with the shift (see "Pending lists change in place
                     # only at their ends"): judgments of this list are void.
                     del pending[0]
-                    session.dropped += 1
+                    session.dropped = drops = session.dropped + 1
                     pending.append(entry)
                 woken = session.waiters and self._unpark_session(session)
             finally:
@@ -265,10 +265,15 @@ class Inbox:
             for waiter in woken:
                 waiter.wake()
         if self._logger is not None:
-            self._log_push(entry, dropped)
+            if dropped is None:
+                self._log_push(entry)
+            else:
+                self._log_push(entry, dropped, drops)
         return entry  # type: ignore[no-any-return]
 
-    def _log_push(self, entry: InboxEntry, dropped: InboxEntry | None) -> None:
+    def _log_push(
+        self, entry: InboxEntry, dropped: InboxEntry | None = None, drops: int = 0
+    ) -> None:
         fields: dict[str, object] = {
             "session_id": entry.session_id,
             "kind": entry.kind,
@@ -284,6 +289,7 @@ class Inbox:
                 **fields,
                 outcome="dropped_oldest",
                 dropped_sequence=dropped.sequence,
+                dropped_total=drops,
             )
 
     def _admit(self, session_id: str) -> tuple[int, InboxEntry | None]:
@@ -332,6 +338,8 @@ class Inbox:
                 that session: requeueing it would deliver it twice. (Two
                 distinct entries are equal only across a `clear_session`, on
                 a clock that did not move in between: the second is refused.)
+                Or a field is out of range (only if built with attrs'
+                validators off).
         """
         if type(entry) is not InboxEntry:
             type_error("entry", "an InboxEntry", entry)
@@ -343,6 +351,12 @@ class Inbox:
             entry = attrs.evolve(entry)
             if not has_plain_fields(entry):
                 type_error("entry", "an InboxEntry of plain str and int fields", entry)
+        if not (1 <= entry.sequence <= MAX_SEQUENCE and entry.ts_ms >= 0):
+            # Only an entry built with attrs' validators off gets here.
+            raise ValueError(
+                "entry must have a sequence in 1 .. 2**64-1 and a non-negative ts_ms, "
+                f"not {entry!r}"
+            )
         session_id = entry.session_id
         with self._lock:
             session = self._sessions.get(session_id)

@@ -92,6 +92,20 @@ class Backend:
             return trio.run(fn, *args, clock=trio.testing.MockClock(autojump_threshold=0))
         return asyncio.run(_as_coroutine(fn, *args))
 
+    def run_in_real_time(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """`run`, except that trio keeps its real clock: for tests where threads work.
+
+        Under ``MockClock(autojump_threshold=0)`` a trio loop that waits on
+        another thread has no deadline to jump to, so it polls in a busy loop
+        and takes the GIL from the very thread it waits for: such tests ran
+        10-30x slower, and erratically (one took 1 s in one run, 100 s in the
+        next). Tests run this way must keep every timeout on a `ManualClock`
+        and every verdict on events.
+        """
+        if self.name == "trio":
+            return trio.run(fn, *args)
+        return self.run(fn, *args)
+
     async def checkpoint(self) -> None:
         if self.name == "trio":
             await trio.lowlevel.checkpoint()

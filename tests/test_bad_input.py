@@ -68,6 +68,20 @@ class Real(float):
     """A float subclass: accepted wherever a float is."""
 
 
+class LyingReal(float):
+    """A float subclass whose ``__float__`` answers another number: its value is what counts."""
+
+    def __float__(self) -> float:
+        return -5.0
+
+
+class LyingWhole(int):
+    """An int subclass whose ``__float__`` answers NaN: its value is what counts."""
+
+    def __float__(self) -> float:
+        return math.nan
+
+
 class Colour(enum.IntEnum):
     RED = 1
 
@@ -96,6 +110,8 @@ garbage = st.one_of(
     st.builds(Whole, st.integers(min_value=-5, max_value=10**6)),
     st.floats(),
     st.builds(Real, st.floats(min_value=-10.0, max_value=1e6)),
+    st.builds(LyingReal, st.floats(min_value=-10.0, max_value=1e6)),
+    st.builds(LyingWhole, st.integers(min_value=-5, max_value=10**6)),
     st.sampled_from([math.inf, -math.inf, -0.0, -1e-300, 1e300, Colour.RED]),
     st.binary(max_size=6),
     st.lists(st.integers(), max_size=3),
@@ -114,6 +130,7 @@ non_callable_garbage = garbage.filter(lambda value: not callable(value))
 numbers_of_seconds = st.one_of(
     st.none(),
     st.sampled_from([0, 0.0, 1, 2.5, math.inf, 1e300, 2**1024, Whole(3), Real(0.5), Colour.RED]),
+    st.sampled_from([LyingReal(0.5), LyingWhole(3)]),
     st.floats(min_value=0.0, max_value=1e6),
 )
 predicates = st.sampled_from(
@@ -314,6 +331,12 @@ def clock_fault(value: object) -> Fault | None:
     return "type"
 
 
+def _overflow_fault(value: object) -> Fault | None:
+    if not isinstance(value, str):
+        return "type"
+    return None if value in ("reject", "drop_oldest") else "value"
+
+
 @given(
     args=arguments(
         clock=st.sampled_from([None, ManualClock(5), SystemClock()]),
@@ -328,7 +351,7 @@ def test_inbox_constructor_refuses_garbage(args: dict[str, Any]) -> None:
     faults = _faults(
         clock=clock_fault(clock),
         max_pending=None if max_pending is None else _int_fault(max_pending, 1),
-        overflow=None if overflow in ("reject", "drop_oldest") else "either",
+        overflow=_overflow_fault(overflow),
     )
     inbox = call_and_judge(
         lambda: Inbox(clock=clock, max_pending=max_pending, overflow=overflow),
@@ -765,7 +788,8 @@ def seconds_fault(value: object) -> Fault | None:
 @given(
     args=arguments(
         seconds=st.one_of(
-            st.floats(min_value=0, max_value=1e6), st.sampled_from([0, 3, 10**6, 1e300, Real(1.5)])
+            st.floats(min_value=0, max_value=1e6),
+            st.sampled_from([0, 3, 10**6, 1e300, Real(1.5), LyingReal(1.5), LyingWhole(3)]),
         )
     )
 )

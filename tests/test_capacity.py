@@ -65,9 +65,15 @@ def test_max_pending_that_is_not_an_int_is_a_type_error(max_pending: object) -> 
         Inbox(max_pending=max_pending)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("overflow", ["", "Reject", "drop-oldest", "block", None, 1, ("reject",)])
+@pytest.mark.parametrize("overflow", ["", "Reject", "drop-oldest", "block"])
 def test_unknown_overflow_is_a_value_error(overflow: object) -> None:
     with pytest.raises(ValueError, match="overflow must be 'reject' or 'drop_oldest'"):
+        Inbox(max_pending=3, overflow=overflow)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("overflow", [None, 1, ("reject",)])
+def test_an_overflow_that_is_not_a_str_is_a_type_error(overflow: object) -> None:
+    with pytest.raises(TypeError, match=r"^overflow must be str, not "):
         Inbox(max_pending=3, overflow=overflow)  # type: ignore[arg-type]
 
 
@@ -275,7 +281,7 @@ def test_drop_oldest_counts_per_session_and_clear_session_resets_the_count(
     assert inbox.dropped("a") == 1
 
 
-def test_drop_oldest_is_reported_at_warning_level_with_the_dropped_sequence(
+def test_drop_oldest_is_reported_at_warning_level_with_the_dropped_sequence_and_count(
     clock: ManualClock,
 ) -> None:
     with capture_logs() as logs:
@@ -287,13 +293,11 @@ def test_drop_oldest_is_reported_at_warning_level_with_the_dropped_sequence(
     assert [event["sequence"] for event in events] == [1, 2, 3, 4, 5]
     assert [event["log_level"] for event in events] == ["debug"] * 2 + ["warning"] * 3
     drops = [event for event in events if event.get("outcome") == "dropped_oldest"]
-    assert [(event["sequence"], event["dropped_sequence"]) for event in drops] == [
-        (3, 1),
-        (4, 2),
-        (5, 3),
-    ]
+    assert [
+        (event["sequence"], event["dropped_sequence"], event["dropped_total"]) for event in drops
+    ] == [(3, 1, 1), (4, 2, 2), (5, 3, 3)]
     assert all(event["session_id"] == "s" for event in drops)
-    assert len(drops) == inbox.dropped("s")
+    assert inbox.dropped("s") == 3
 
 
 def test_drop_oldest_drops_a_requeued_entry_first_and_never_grows_the_session(

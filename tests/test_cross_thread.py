@@ -97,21 +97,6 @@ def _timer(seconds: float, fire: Callable[[], None]) -> Iterator[None]:
         timer.cancel()
 
 
-def run_on_real_clocks(backend: Backend, fn: Callable[[], Awaitable[None]]) -> None:
-    """``backend.run``, except that trio keeps its real clock.
-
-    Under the shim's ``MockClock(autojump_threshold=0)`` a trio loop that waits
-    on another thread has no deadline to jump to, so it polls in a busy loop
-    and takes the GIL from the very thread it waits for: thread-heavy tests ran
-    10-30x slower there, and erratically. No test here needs virtual time:
-    every timeout is on the inbox's ManualClock, every verdict on events.
-    """
-    if backend.name == "trio":
-        trio.run(fn)
-    else:
-        backend.run(fn)
-
-
 def nudge(inbox: Inbox, session_id: str, content: str = "c", source: str = "test") -> InboxEntry:
     return inbox.push(session_id, "tool_result", content, source)
 
@@ -172,7 +157,7 @@ def test_push_from_a_thread_in_the_lost_wake_up_window_still_wakes_the_waiter(
         assert result == (True if operation == "wait" else raced)
         assert inbox.waiter_count("s") == 0
 
-    run_on_real_clocks(backend, guarded(backend, inbox, main))
+    backend.run_in_real_time(guarded(backend, inbox, main))
 
 
 # -- Which door a wake comes through --------------------------------------------------------------
@@ -236,7 +221,7 @@ def test_push_from_a_foreign_thread_wakes_through_the_loops_thread_safe_entry(
             assert handle.result is True
             assert [thread for thread, _ in calls if thread is pusher] == [pusher]
 
-    run_on_real_clocks(backend, guarded(backend, inbox, main))
+    backend.run_in_real_time(guarded(backend, inbox, main))
 
 
 def test_push_from_the_waiters_own_loop_wakes_it_directly(backend: Backend, inbox: Inbox) -> None:
@@ -249,7 +234,7 @@ def test_push_from_the_waiters_own_loop_wakes_it_directly(backend: Backend, inbo
             assert handle.result is True
             assert calls == []
 
-    run_on_real_clocks(backend, guarded(backend, inbox, main))
+    backend.run_in_real_time(guarded(backend, inbox, main))
 
 
 def test_push_never_waits_for_a_busy_loop(
@@ -361,7 +346,7 @@ def test_push_from_the_loops_own_signal_handling_wakes_the_waiter(
                     loop.remove_signal_handler(signal.SIGUSR1)
         assert waiter.result is True
 
-    run_on_real_clocks(backend, guarded(backend, inbox, main))
+    backend.run_in_real_time(guarded(backend, inbox, main))
     assert contents(inbox.drain("s")) == ["child exited"]
 
 
@@ -430,7 +415,7 @@ def test_push_from_inside_the_waiting_task_as_it_parks(
         assert taken + inbox.snapshot("s") == raced
         assert inbox.waiter_count("s") == 0
 
-    run_on_real_clocks(backend, guarded(backend, inbox, main))
+    backend.run_in_real_time(guarded(backend, inbox, main))
 
 
 # -- Loops that are gone --------------------------------------------------------------------------
@@ -504,7 +489,7 @@ def test_wake_arriving_after_the_waiters_loop_finished_is_dropped_quietly(
             handle.cancel()
         assert type(handle.raised) is backend.cancelled
 
-    run_on_real_clocks(backend, guarded(backend, inbox, main))
+    backend.run_in_real_time(guarded(backend, inbox, main))
     loop_finished.set()
     pushers[0].join(timeout=30)
     assert "error" not in outcome, outcome.get("error")
@@ -566,7 +551,7 @@ def test_loops_in_two_threads_wake_each_others_waiters(
         assert other == {"to-other": True, "taken": ["from the main loop"], "shared": True}
         assert contents(inbox.drain("to-main")) == ["from the other loop"]
 
-    run_on_real_clocks(backend, guarded(backend, inbox, main))
+    backend.run_in_real_time(guarded(backend, inbox, main))
 
 
 def test_trio_and_asyncio_loops_consume_one_session_each_entry_once(
@@ -608,7 +593,7 @@ def test_trio_and_asyncio_loops_consume_one_session_each_entry_once(
         assert all(main_batches)
         assert all(other_batches)
 
-    run_on_real_clocks(backend, guarded(backend, inbox, main))
+    backend.run_in_real_time(guarded(backend, inbox, main))
 
 
 def test_trio_guest_run_and_its_asyncio_host_in_one_thread_wake_each_other(inbox: Inbox) -> None:
@@ -688,7 +673,7 @@ def test_wake_up_storm_thread_pushes_task_takes(
         assert [entry.sequence for entry in received] == list(range(1, ROUNDS + 1))
         assert inbox.waiter_count("s") == 0
 
-    run_on_real_clocks(backend, guarded(backend, inbox, main))
+    backend.run_in_real_time(guarded(backend, inbox, main))
     assert not failures
 
 
@@ -713,7 +698,7 @@ def test_wake_up_storm_of_thread_pushes_without_pause(
             received.extend(batch)
         assert [entry.sequence for entry in received] == list(range(1, total + 1))
 
-    run_on_real_clocks(backend, guarded(backend, inbox, main))
+    backend.run_in_real_time(guarded(backend, inbox, main))
 
 
 def test_wake_up_storm_task_pushes_thread_waits_sync(
@@ -739,7 +724,7 @@ def test_wake_up_storm_task_pushes_thread_waits_sync(
             assert contents(inbox.drain("pong")) == [str(n)]
         assert thread_saw == [str(n) for n in range(ROUNDS)]
 
-    run_on_real_clocks(backend, guarded(backend, inbox, main))
+    backend.run_in_real_time(guarded(backend, inbox, main))
 
 
 # -- The compaction race --------------------------------------------------------------------------
@@ -775,7 +760,7 @@ def test_nudges_pushed_during_compaction_are_drained_after_it_in_push_order(
         assert drained == [[first], [from_task, from_thread]]
         assert [entry.sequence for entry in drained[1]] == [2, 3]
 
-    run_on_real_clocks(backend, guarded(backend, inbox, main))
+    backend.run_in_real_time(guarded(backend, inbox, main))
 
 
 def test_nudges_racing_in_during_compaction_all_arrive_in_sequence_order(
@@ -816,4 +801,4 @@ def test_nudges_racing_in_during_compaction_all_arrive_in_sequence_order(
             mine = [entry.content for entry in batches[1] if entry.content.startswith(source)]
             assert mine == [f"{source}.{i}" for i in range(50)]
 
-    run_on_real_clocks(backend, guarded(backend, inbox, main))
+    backend.run_in_real_time(guarded(backend, inbox, main))

@@ -228,7 +228,7 @@ def test_async_waits_timeouts_clears_and_cancellations_leave_memory_and_waiters_
         for n in range(warm_up, rounds):
             await one_round(n)
 
-    backend.run(main)
+    backend.run_in_real_time(main)
     tracer.assert_flat()
     assert_no_waiter_anywhere(inbox, sessions, clock)
     cancelled = backend.cancelled.__name__

@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import structlog
-import trio
 
 from harn_inbox import Inbox, InboxEntry, ManualClock
 
@@ -192,7 +191,7 @@ def test_a_wake_queued_to_a_loop_closed_before_running_it_does_not_pin_the_wait(
 # -- batches channels dropped without aclose() ----------------------------------------------------
 
 
-def test_batches_dropped_without_aclose_leave_no_registry_behind() -> None:
+def test_batches_dropped_without_aclose_leave_no_registry_behind(backend: Backend) -> None:
     inbox = Inbox()
 
     async def main() -> None:
@@ -202,7 +201,7 @@ def test_batches_dropped_without_aclose_leave_no_registry_behind() -> None:
             async for _ in inbox.batches(session):  # take one batch and leave, as users do
                 break
 
-    trio.run(main)
+    backend.run(main)
     gc.collect()
     inbox.batches("one-more")  # registering a new session sweeps the dead ones
     assert len(inbox._streams) <= 64

@@ -294,7 +294,7 @@ def test_async_and_thread_producers_with_wait_wait_for_and_batches_consumers(
                     producers.start_soon(backend.to_thread, push_from_thread, f"thread{i}")
             inbox.close()
 
-    backend.run(main)
+    backend.run_in_real_time(main)
 
     every_push = [entry for entries in pushed.values() for entry in entries]
     assert len(every_push) == task_producers * per_task + thread_producers * per_thread
@@ -337,7 +337,7 @@ def test_waits_cancelled_at_random_moments_under_load_lose_nothing(backend: Back
                     cancelled += 1
                 assert inbox.waiter_count("s") == 0
 
-    backend.run(main)
+    backend.run_in_real_time(main)
     taken.extend(inbox.drain("s"))
     assert_exactly_once_and_gapless("s", pushed, taken)
     assert_in_order(taken, "the consumer")

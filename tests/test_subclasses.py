@@ -191,6 +191,21 @@ def test_requeue_refuses_an_entry_built_with_attrs_validators_off() -> None:
     assert Compared.calls == 0
 
 
+@pytest.mark.parametrize(("sequence", "ts_ms"), [(0, 0), (2**64, 0), (-1, 0), (1, -5)], ids=str)
+def test_requeue_refuses_an_entry_out_of_range_built_with_attrs_validators_off(
+    sequence: int, ts_ms: int
+) -> None:
+    # Sequences are the runtime's u64 and never 0; a requeue must not hand out one that isn't.
+    inbox = Inbox()
+    inbox.push("s", "k", "c", "src")
+    before = inbox.snapshot("s")
+    with attrs.validators.disabled():
+        odd = InboxEntry(sequence, "s", "k", "c", "src", ts_ms)
+        with pytest.raises(ValueError, match=r"^entry must have a sequence in 1 \.\. 2\*\*64-1"):
+            inbox.requeue_front(odd)
+    assert inbox.snapshot("s") == before
+
+
 def test_requeue_makes_a_plain_copy_of_an_entry_that_bypassed_the_converters() -> None:
     # Unpickling sets fields without InboxEntry's converters.
     odd = InboxEntry.__new__(InboxEntry)
