@@ -80,8 +80,12 @@ def ratio_verdict(
 ) -> Verdict:
     """A verdict on the `paired_ratio` of *value* to *reference*, showing both medians too."""
     ratio = paired_ratio(value, reference)
+    # Two decimals, or three where two would round onto the limit and hide the verdict.
+    shown = f"{ratio:.2f}"
+    if float(shown) == limit and ratio != limit:
+        shown = f"{ratio:.3f}"
     measured = (
-        f"{ratio:.2f}x (medians {format_value(value.summary.median, value.unit)} vs "
+        f"{shown}x (medians {format_value(value.summary.median, value.unit)} vs "
         f"{format_value(reference.summary.median, reference.unit)} {reference.unit})"
     )
     return Verdict(scenario, target, ratio, comparison, limit, measured)
