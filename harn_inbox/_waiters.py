@@ -50,7 +50,10 @@ asyncio in particular learns of a direct ``call_soon`` only on its next turn.
 So does the waiting trio task itself, interrupted by such a handler between
 its step and its park: trio must not reschedule a task that has not parked.
 (Such a push can still wait forever for the inbox's lock, if it interrupted
-an inbox call of its own thread: the README advises against it.) Inside a
+an inbox call of its own thread: the README advises against it. And a
+handler that raises, KeyboardInterrupt among them, can cut an inbox call
+short between a push's unpark and its wake: that wake is lost, as any code
+not written for asynchronous exceptions can be.) Inside a
 task the loop is between two I/O waits and looks at its ready queue before
 the next; the one exception, an eager asyncio task (3.12+) created from such
 a place, runs its first step right there. Neither way blocks, and a loop
@@ -246,7 +249,8 @@ class TrioWaiter(Waiter):
         # In the trio thread, from another task or from the scheduler. Either
         # way the waiting task is not running, so it has parked in trio since
         # the step that parked it (one synchronous stretch of the task), unless
-        # a cancellation got to it first (`_abort`): then there is nothing to do.
+        # a cancellation got to it first (`_abort`) or something raised in that
+        # stretch (see run): then there is nothing to do.
         task, self._task = self._task, None
         if task is not None:
             trio.lowlevel.reschedule(task)
@@ -279,6 +283,9 @@ class TrioWaiter(Waiter):
                     self._lot._interrupt(self, Interrupt.TIMEOUT)
                     result, parked = step(self), True  # timed out: what is there, no parking
         except BaseException:  # Cancelled, or the predicate raised: leave no waiter behind.
+            # Raised between the park and the suspension (a signal handler
+            # that raises), a wake already queued must not find the task.
+            self._task = None
             self._lot._leave(self)
             raise
         finally:

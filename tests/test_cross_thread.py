@@ -418,6 +418,63 @@ def test_push_from_inside_the_waiting_task_as_it_parks(
     backend.run_in_real_time(guarded(backend, inbox, main))
 
 
+class Interrupted(Exception):
+    """What a signal handler that raises (KeyboardInterrupt, sys.exit) stands in for."""
+
+
+def test_a_raise_inside_the_waiting_task_as_it_parks_leaves_no_late_wake(
+    backend: Backend, inbox: Inbox
+) -> None:
+    # A signal handler that raises can do so inside the waiting task after its
+    # step parked it and before it suspends in its framework, after a push
+    # from another thread already unparked it: that wake is queued on the
+    # loop. When it runs, the task has left the wait: it must not be woken
+    # (trio: rescheduled) wherever it is by then.
+    step_name = STEPS["wait"]
+    raced: list[InboxEntry] = []
+
+    def push_then_raise(frame: FrameType, event: str, arg: object) -> None:
+        if backend.name == "trio":
+            caller = frame.f_back
+            due = (
+                event == "call"
+                and frame.f_code.co_name == "wait_task_rescheduled"
+                and caller is not None
+                and caller.f_code.co_name == "_park_until_result"
+            )
+        else:
+            due = (
+                event == "return"
+                and frame.f_code.co_name == step_name
+                and type(arg).__name__ == "Parked"
+            )
+        if due:
+            sys.setprofile(None)
+            pusher = threading.Thread(target=lambda: raced.append(nudge(inbox, "s", "raced")))
+            pusher.start()
+            pusher.join(timeout=30)
+            raise Interrupted
+
+    async def main() -> None:
+        sys.setprofile(push_then_raise)
+        try:
+            with pytest.raises(Interrupted):
+                await inbox.wait("s", 60)
+        finally:
+            sys.setprofile(None)
+        assert raced, "the hook never found the moment: the test no longer reaches it"
+        assert inbox.waiter_count("s") == 0
+        await backend.turns(50)  # the queued wake runs in here, and must find nobody
+        event = backend.event()
+        async with backend.task_group() as group:
+            group.start_soon(backend.turns, 50)
+            group.start_soon(event.wait)
+            event.set()
+
+    backend.run_in_real_time(guarded(backend, inbox, main))
+    assert inbox.drain("s") == raced
+
+
 # -- Loops that are gone --------------------------------------------------------------------------
 
 
