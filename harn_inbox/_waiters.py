@@ -223,9 +223,10 @@ class TrioWaiter(Waiter):
         self._lot = lot
         self._token = trio.lowlevel.current_trio_token()
         self._thread = threading.get_ident()
-        # The task that waits; `wake` must not reschedule it from inside itself.
+        # The task that waits (wait calls run in the task that awaits them);
+        # `wake` must not reschedule it from inside itself.
         self._owner = trio.lowlevel.current_task()
-        # The parked task, set only while parked; touched only in the trio thread.
+        # `_owner` while parked in trio, else None; touched only in the trio thread.
         self._task: trio.lowlevel.Task | None = None
 
     def wake(self) -> None:
@@ -301,7 +302,7 @@ class TrioWaiter(Waiter):
         parked = False
         while (result := step(self)) is PARKED:
             parked = True
-            self._task = trio.lowlevel.current_task()
+            self._task = self._owner
             await trio.lowlevel.wait_task_rescheduled(self._abort)
         return result, parked
 

@@ -350,6 +350,24 @@ def test_push_from_the_loops_own_signal_handling_wakes_the_waiter(
     assert contents(inbox.drain("s")) == ["child exited"]
 
 
+def parks_now(backend: Backend, step_name: str, frame: FrameType, event: str, arg: object) -> bool:
+    """For a profile hook: the waiting task is past the step that parked it, not yet suspended.
+
+    trio: entering ``wait_task_rescheduled`` from the waiter (its task already
+    recorded); asyncio: the step returning ``Parked``, before the future is awaited.
+    """
+    if backend.name == "trio":
+        caller = frame.f_back
+        return (
+            event == "call"
+            and frame.f_code.co_name == "wait_task_rescheduled"
+            and caller is not None
+            and caller.f_code.co_name == "_park_until_result"
+        )
+    parked = type(arg).__name__ == "Parked"
+    return event == "return" and frame.f_code.co_name == step_name and parked
+
+
 @pytest.mark.parametrize("then", ["nothing else", "a cancel"])
 @pytest.mark.parametrize("operation", sorted(STEPS))
 def test_push_from_inside_the_waiting_task_as_it_parks(
@@ -368,20 +386,7 @@ def test_push_from_inside_the_waiting_task_as_it_parks(
     returned: list[object] = []
 
     def push_as_it_parks(frame: FrameType, event: str, arg: object) -> None:
-        if backend.name == "trio":
-            caller = frame.f_back
-            due = (
-                event == "call"
-                and frame.f_code.co_name == "wait_task_rescheduled"
-                and caller is not None
-                and caller.f_code.co_name == "_park_until_result"
-            )
-        else:
-            due = (
-                event == "return"
-                and frame.f_code.co_name == step_name
-                and type(arg).__name__ == "Parked"
-            )
+        due = parks_now(backend, step_name, frame, event, arg)
         if due and not raced:
             sys.setprofile(None)
             raced.append(nudge(inbox, "s", "raced", "handler"))
@@ -434,20 +439,7 @@ def test_a_raise_inside_the_waiting_task_as_it_parks_leaves_no_late_wake(
     raced: list[InboxEntry] = []
 
     def push_then_raise(frame: FrameType, event: str, arg: object) -> None:
-        if backend.name == "trio":
-            caller = frame.f_back
-            due = (
-                event == "call"
-                and frame.f_code.co_name == "wait_task_rescheduled"
-                and caller is not None
-                and caller.f_code.co_name == "_park_until_result"
-            )
-        else:
-            due = (
-                event == "return"
-                and frame.f_code.co_name == step_name
-                and type(arg).__name__ == "Parked"
-            )
+        due = parks_now(backend, step_name, frame, event, arg)
         if due:
             sys.setprofile(None)
             pusher = threading.Thread(target=lambda: raced.append(nudge(inbox, "s", "raced")))
