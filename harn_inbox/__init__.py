@@ -2,7 +2,8 @@
 
 Producers anywhere (threads, trio or asyncio tasks) `Inbox.push` entries into a
 session's inbox; the agent loop drains them at turn boundaries or waits for
-them, under trio or asyncio.
+them, under trio or asyncio. Where the sessions live is the inbox's store
+(`harn_inbox.stores`).
 """
 
 from ._batches import Batches
@@ -10,6 +11,8 @@ from ._clock import Clock, ManualClock, SystemClock
 from ._entry import InboxEntry
 from ._errors import InboxClosed, InboxError, InboxFull
 from ._inbox import Inbox
+from ._protocol import InboxLike
+from ._statistics import SessionStatistics
 
 __all__ = [
     "Batches",
@@ -19,7 +22,9 @@ __all__ = [
     "InboxEntry",
     "InboxError",
     "InboxFull",
+    "InboxLike",
     "ManualClock",
+    "SessionStatistics",
     "SystemClock",
 ]
 

@@ -1,98 +1,65 @@
-"""`Inbox`: per-session queues of nudges, their sequence counters, and the waiters parked on them.
+"""`Inbox`: the public façade over a store (the sessions) and a parking lot (the waits).
 
 Theory of operation
 -------------------
-One ``threading.Lock`` (``_lock``) guards all state. Every method takes it for
-a short, non-blocking stretch and never calls user code while holding it,
-except the clock's ``now_ms()`` and an asyncio loop's ``is_closed()`` and
-``create_future()``; not even a ``str`` subclass's ``__hash__``, since ids,
-bounds and entry fields are plain copies (``check_text``, the converters of
-`InboxEntry`). State is plain data:
+Three parts, each in its own module:
 
-- ``_sessions``: session id -> its `Session` record: pending entries (oldest
-  first), the last sequence issued (kept after a drain, so sequences never
-  restart; reset by ``clear_session``), the wait calls in progress on it, and
-  the ``drop_oldest`` count. A record exists only while it holds something.
-  See ``_waiters.py`` for the parking protocol and why no wake-up is lost.
-- ``_streams``: session id -> its live ``batches`` channels, to end them when
-  the session is cleared, whether or not they are parked at that moment.
+- The **store** (``harn_inbox.stores``) keeps the sessions: pending entries,
+  sequence counters, overflow and drop accounting, each session's version.
+  Each of its methods is atomic. `MemoryStore`, the default, keeps every
+  session as a plain `harn_inbox._session.SessionState` under one lock.
+- The **parking lot** (``_lot.py``) keeps the wait calls in progress and the
+  protocol they follow: a waiter is armed before it looks, so a change its
+  look misses notifies it. Wakes are made outside every lock.
+- The **waiters** (``_waiters.py``) are how a thread, a trio task and an
+  asyncio task sleep and wake.
 
-**Pending lists change in place only at their ends.** A push appends; a
-``drop_oldest`` push into a full session also deletes the head, and counts it
-in the record's ``dropped``. Everything else (drain, drain_where,
-requeue_front, clear) replaces the session's list with a new one or removes
-it, and a list that has left its session is never put back. So whoever saw
-list ``L`` holding ``n`` entries with the session's ``dropped`` at ``d``, and
-later, under the lock, finds ``L`` still in place and ``dropped`` still ``d``,
-knows that ``L[:n]`` is what it saw and ``L[n:]`` is what was pushed since.
-``_take_matching`` relies on this to run a user's predicate *outside* the
-lock: a slow or re-entrant predicate stalls nobody and deadlocks nothing.
-(Deleting the head in place is a memmove; replacing the list cost a copy of
-every pending entry, some 0.3 ms per push with 100,000 pending.)
+The façade checks arguments (so bad input changes nothing), reads the clock
+outside every lock, calls the store, tells the lot what changed (a push or a
+requeue notifies the session; a clear ends its waits; `close` ends them all),
+and reports to the telemetry. It holds no lock of its own.
 
-Pushes take the lock politely (``_acquire_contended``): under the GIL, many
-producer threads blocking on one lock turn every push into an OS handoff (a
-lock convoy); yielding the GIL to the holder, which never blocks under the
-lock, avoids it.
-
-Wake-ups are per session: a push looks only at its own session's waiters, so
-idle waiters on other sessions cost it nothing. Waiters are woken after the
-lock is released; each one unparked under the lock is owed exactly one wake.
+What runs where: only the store's and the lot's short critical sections are
+under a lock, and they call no user code (ids and entry fields are plain
+copies, see ``check_text``). A clock's ``now_ms()``, a predicate and its
+``__bool__``, a logger: all run in the caller's thread with no lock held.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
-import operator
-import threading
-import weakref
-from collections.abc import Callable
 from functools import partial
-from time import sleep as _yield_thread
 from time import time_ns as _time_ns
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, final
+from typing import TYPE_CHECKING, Any, Literal, final
 
 import attrs
 import sniffio
 import trio
 
-from ._arguments import check_callable, check_int, check_text, check_timeout, type_error
+from ._arguments import check_int, check_text, check_timeout, type_error
+from ._batches import Batches, BatchesRegistry
 from ._clock import Clock, SystemClock
-from ._entry import MAX_SEQUENCE, Blank, InboxEntry, has_plain_fields
-from ._errors import InboxClosed, InboxFull
-from ._session import Session
-from ._waiters import (
-    PARKED,
-    AsyncioWaiter,
-    Interrupt,
-    Parked,
-    ThreadWaiter,
-    TrioWaiter,
-    Waiter,
-    fallback_logger,
-)
+from ._entry import MAX_SEQUENCE, InboxEntry, has_plain_fields
+from ._errors import InboxFull
+from ._judging import Judge, Predicate, check_predicate
+from ._lot import Look, ParkingLot
+from ._telemetry import Telemetry
+from ._waiters import AsyncioWaiter, ThreadWaiter, TrioWaiter
+from .stores import MemoryStore
+from .stores._protocol import StoreSettings
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable
     from types import TracebackType
 
     from structlog.typing import FilteringBoundLogger
 
-    from ._batches import Batches
-
-T = TypeVar("T")
-Predicate = Callable[[InboxEntry], object]
+    from ._statistics import SessionStatistics
+    from .stores._protocol import Store
 
 _OVERFLOWS = ("reject", "drop_oldest")
-#: How often a push yields the GIL to a lock holder before blocking on the lock.
-_POLITE_LOOKS = 20
-#: The largest int CPython compares on its fastest path (one 30-bit digit).
-_SMALL_INT = 2**30 - 1
 
 
 @final
-@attrs.define(init=False, repr=False, eq=False)
 class Inbox:
     """The inboxes of all sessions of one agent runtime.
 
@@ -102,6 +69,8 @@ class Inbox:
     asyncio alike, detecting which is running.
 
     Args:
+        store: Where the sessions live. A new `harn_inbox.stores.MemoryStore`
+            by default. A store serves one inbox.
         clock: Where stamps and timeouts come from. `SystemClock` by default;
             `ManualClock` for tests; any `Clock`.
         logger: A structlog logger that receives one event per operation
@@ -115,25 +84,25 @@ class Inbox:
 
     Raises:
         TypeError: An argument has the wrong type.
-        ValueError: ``max_pending`` is below 1, or ``overflow`` is not one of
-            the two names.
+        ValueError: ``max_pending`` is below 1, ``overflow`` is not one of the
+            two names, or *store* serves another inbox already.
     """
 
-    _clock: Clock
-    _now_ms: Callable[[], int] | None
-    _logger: FilteringBoundLogger | None
-    _max_pending: int | None
-    _drop_oldest: bool
-    _lock: threading.Lock
-    _sessions: dict[str, Session]
-    _streams: dict[str, weakref.WeakSet[Batches]]
-    _streams_sweep_at: int
-    _closed: bool
-    _admits_all: bool
+    __slots__ = (
+        "__weakref__",
+        "_batches",
+        "_clock",
+        "_lot",
+        "_now_ms",
+        "_parked",
+        "_store",
+        "_telemetry",
+    )
 
     def __init__(
         self,
         *,
+        store: Store | None = None,
         clock: Clock | None = None,
         logger: FilteringBoundLogger | None = None,
         max_pending: int | None = None,
@@ -152,35 +121,37 @@ class Inbox:
             type_error(
                 "logger", "a structlog logger (with debug(), info(), warning()) or None", logger
             )
-        # Plain copies (see check_text): both are compared under the lock.
         if max_pending is not None and (max_pending := check_int("max_pending", max_pending)) < 1:
             raise ValueError(f"max_pending must be at least 1 or None, not {max_pending!r}")
         overflow_name = check_text("overflow", overflow)
         if overflow_name not in _OVERFLOWS:
             raise ValueError(f"overflow must be 'reject' or 'drop_oldest', not {overflow!r}")
+        if store is None:
+            store = MemoryStore()
+        elif isinstance(store, type) or not callable(getattr(store, "attach", None)):
+            type_error("store", "a store instance (from harn_inbox.stores)", store)
+        lot = ParkingLot()
+        store.attach(
+            StoreSettings(
+                max_pending=max_pending,
+                drop_oldest=overflow_name == "drop_oldest",
+                notify=lot.notify,
+                notify_all=lot.notify_all,
+            )
+        )
+        self._store = store
+        self._lot = lot
+        #: The sessions with parked waits: a push looks here, lock-free (see _lot.py).
+        self._parked = lot.parked
         self._clock = clock
+        #: None for the SystemClock, read inline: the push path.
         self._now_ms = None if type(clock) is SystemClock else clock.now_ms
-        self._logger = logger
-        self._max_pending = max_pending
-        self._drop_oldest = overflow_name == "drop_oldest"
-        self._lock = threading.Lock()
-        self._sessions = {}
-        self._streams = {}
-        self._streams_sweep_at = 64
-        self._closed = False
-        #: Whether a push can be neither refused nor given a drop, and stamps
-        #: from the SystemClock (read inline): open, unbounded, system time.
-        #: Read and written under the lock; push's one test for its rare cases.
-        self._admits_all = max_pending is None and self._now_ms is None
+        self._telemetry = None if logger is None else Telemetry(logger)
+        self._batches = BatchesRegistry()
 
     def __repr__(self) -> str:
-        with self._lock:
-            records = self._sessions.values()
-            sessions = sum(record.pending is not None for record in records)
-            pending = sum(len(record.pending or ()) for record in records)
-            waiters = sum(len(record.waiters or ()) for record in records)
-            state = "closed" if self._closed else "open"
-        return f"<Inbox {state} sessions={sessions} pending={pending} waiters={waiters}>"
+        state = "closed" if self._lot.closed else "open"
+        return f"<Inbox {state} store={self._store!r} lot={self._lot!r}>"
 
     # -- Producing ----------------------------------------------------------------------------
 
@@ -203,122 +174,37 @@ class Inbox:
             kind = check_text("kind", kind)
             content = check_text("content", content)
             source = check_text("source", source)
-        lock = self._lock
+        ts_ms = _time_ns() // 1_000_000 if self._now_ms is None else self._read_clock()
         try:
-            if not lock.acquire(False):
-                _acquire_contended(lock)
-            try:
-                if self._admits_all:  # the SystemClock, read inline: this is the hot path
-                    ts_ms = _time_ns() // 1_000_000
-                    dropped = None
-                else:
-                    ts_ms, dropped = self._admit(session_id)
-                # Nothing raises from here on: only now may a new record appear.
-                sessions = self._sessions
-                try:
-                    session = sessions[session_id]
-                except KeyError:
-                    session = sessions[session_id] = Session()
-                sequence = session.last_sequence + 1
-                # The first test is the cheap one (both small ints) and fails
-                # until a session nears 2**30 pushes.
-                if sequence > _SMALL_INT and sequence > MAX_SEQUENCE:
-                    sequence = 1  # u64 wraps to 1, never 0
-                # The fields are checked: stamp them without attrs' frozen
-                # __init__, which would check them again, slowly (see _entry.Blank).
-                entry: Any = Blank()
-                entry.sequence = sequence
-                entry.session_id = session_id
-                entry.kind = kind
-                entry.content = content
-                entry.source = source
-                entry.ts_ms = ts_ms
-                entry.__class__ = InboxEntry
-                session.last_sequence = sequence
-                pending = session.pending
-                if pending is None:
-                    session.pending = [entry]
-                elif dropped is None:
-                    pending.append(entry)
-                else:
-                    # Counted with the shift (see "Pending lists change in place
-                    # only at their ends"): judgments of this list are void.
-                    del pending[0]
-                    session.dropped = drops = session.dropped + 1
-                    pending.append(entry)
-                woken = session.waiters and self._unpark_session(session)
-            finally:
-                lock.release()
-        except InboxFull:
-            if self._logger is not None:
-                self._emit(
+            pushed = self._store.push(session_id, kind, content, source, ts_ms)
+        except InboxFull as full:
+            if self._telemetry is not None:
+                self._telemetry.emit(
                     "warning",
                     "inbox.push",
                     session_id=session_id,
                     kind=kind,
                     source=source,
                     outcome="rejected",
-                    max_pending=self._max_pending,
+                    max_pending=full.max_pending,
                 )
             raise
-        if woken:
-            for waiter in woken:
-                waiter.wake()
-        if self._logger is not None:
-            if dropped is None:
-                self._log_push(entry)
-            else:
-                self._log_push(entry, dropped, drops)
-        return entry  # type: ignore[no-any-return]
+        entry = pushed if type(pushed) is InboxEntry else pushed.entry
+        if session_id in self._parked:
+            self._lot.notify(session_id)
+        if self._telemetry is not None:
+            self._telemetry.pushed(entry, None if pushed is entry else pushed)  # type: ignore[arg-type]
+        return entry
 
-    def _log_push(
-        self, entry: InboxEntry, dropped: InboxEntry | None = None, drops: int = 0
-    ) -> None:
-        fields: dict[str, object] = {
-            "session_id": entry.session_id,
-            "kind": entry.kind,
-            "source": entry.source,
-            "sequence": entry.sequence,
-        }
-        if dropped is None:
-            self._emit("debug", "inbox.push", **fields)
-        else:
-            self._emit(
-                "warning",
-                "inbox.push",
-                **fields,
-                outcome="dropped_oldest",
-                dropped_sequence=dropped.sequence,
-                dropped_total=drops,
-            )
-
-    def _admit(self, session_id: str) -> tuple[int, InboxEntry | None]:
-        # With the lock held, for a push that `_admits_all` does not wave
-        # through: refuse it (closed, or full and rejecting), or say which
-        # entry it drops (full, dropping the oldest); read a custom clock.
-        # Changes nothing, so whatever it raises leaves the inbox as it was.
-        if self._closed:
-            raise InboxClosed(f"push to session {session_id!r} after the inbox was closed")
-        dropped = None
-        session = self._sessions.get(session_id)
-        pending = None if session is None else session.pending
-        if (
-            pending is not None
-            and self._max_pending is not None
-            and len(pending) >= self._max_pending
-        ):
-            if not self._drop_oldest:
-                raise InboxFull(session_id, len(pending), self._max_pending)
-            dropped = pending[0]
-        if self._now_ms is None:
-            ts_ms = _time_ns() // 1_000_000
-        else:
-            ts_ms = self._now_ms()
-            if type(ts_ms) is not int:
-                raise TypeError(f"clock.now_ms() must return int, not {ts_ms!r}")
-            if ts_ms < 0:
-                raise ValueError(f"clock.now_ms() must not be negative, not {ts_ms!r}")
-        return ts_ms, dropped
+    def _read_clock(self) -> int:
+        # A clock other than the SystemClock: read it, and refuse what is not a stamp.
+        assert self._now_ms is not None
+        ts_ms = self._now_ms()
+        if type(ts_ms) is not int:
+            raise TypeError(f"clock.now_ms() must return int, not {ts_ms!r}")
+        if ts_ms < 0:
+            raise ValueError(f"clock.now_ms() must not be negative, not {ts_ms!r}")
+        return ts_ms
 
     def requeue_front(self, entry: InboxEntry) -> None:
         """Put a drained entry back at the head of its session, unchanged; wake its waiters.
@@ -341,50 +227,20 @@ class Inbox:
                 Or a field is out of range (only if built with attrs'
                 validators off).
         """
-        if type(entry) is not InboxEntry:
-            type_error("entry", "an InboxEntry", entry)
-        if not has_plain_fields(entry):
-            # The fields are compared under the lock, so they must be plain
-            # (see check_text). InboxEntry's converters see to it, but
-            # unpickling bypasses them: requeue a plain copy of such an entry.
-            # (attrs' validators can be switched off: check the copy too.)
-            entry = attrs.evolve(entry)
-            if not has_plain_fields(entry):
-                type_error("entry", "an InboxEntry of plain str and int fields", entry)
-        if not (1 <= entry.sequence <= MAX_SEQUENCE and entry.ts_ms >= 0):
-            # Only an entry built with attrs' validators off gets here.
-            raise ValueError(
-                "entry must have a sequence in 1 .. 2**64-1 and a non-negative ts_ms, "
-                f"not {entry!r}"
-            )
-        session_id = entry.session_id
-        with self._lock:
-            session = self._sessions.get(session_id)
-            if session is None:
-                session = self._sessions[session_id] = Session()
-            pending = session.pending
-            if pending is None:
-                session.pending = [entry]
-            elif entry in pending:
-                raise ValueError(
-                    f"entry is already pending: session {session_id!r} "
-                    f"holds an equal entry, sequence {entry.sequence}"
-                )
-            else:
-                session.pending = [entry, *pending]  # replaced, not changed in place
-            woken = self._unpark_session(session)
-        _wake_all(woken)
-        if self._logger is not None:
-            self._emit(
+        entry = _checked_entry(entry)
+        self._store.requeue_front(entry)
+        self._lot.notify(entry.session_id)
+        if self._telemetry is not None:
+            self._telemetry.emit(
                 "debug",
                 "inbox.requeue_front",
-                session_id=session_id,
+                session_id=entry.session_id,
                 kind=entry.kind,
                 source=entry.source,
                 sequence=entry.sequence,
             )
 
-    # -- Consuming -----------------------------------------------------------------------------
+    # -- Consuming ----------------------------------------------------------------------------
 
     def drain(self, session_id: str) -> list[InboxEntry]:
         """Take everything pending in *session_id*, oldest first, leaving it empty.
@@ -396,36 +252,41 @@ class Inbox:
             TypeError: *session_id* is not a ``str``.
         """
         session_id = check_text("session_id", session_id)
-        with self._lock:
-            entries = self._take_all(session_id) or []
-        if self._logger is not None:
-            self._emit("debug", "inbox.drain", session_id=session_id, count=len(entries))
+        entries = self._store.drain(session_id)
+        if self._telemetry is not None:
+            self._telemetry.emit("debug", "inbox.drain", session_id=session_id, count=len(entries))
         return entries
 
     def drain_where(self, session_id: str, predicate: Predicate) -> list[InboxEntry]:
         """Take the entries of *session_id* for which *predicate* is true, in order.
 
-        The others stay queued, in their order. Any thread, never blocks. The
-        result is as if the whole call happened at one instant.
+        The others stay queued, in their order. Any thread, never blocks.
 
-        The predicate runs in the calling thread without the inbox's lock held,
-        so it may be slow or call the inbox without stalling anyone. It should
-        be a pure function of the entry: it is called at most once per entry
+        The predicate runs in the calling thread without any lock held, so it
+        may be slow or call the inbox without stalling anyone. It should be a
+        plain, pure function of the entry: it is called at most once per entry
         that stays pending, whatever arrives, is taken or is requeued around
-        it meanwhile (entries are immutable, so a verdict holds). An entry
-        that another consumer takes and then requeues may be judged again.
+        it meanwhile (entries are immutable, so a verdict holds). The call
+        takes what it judged: entries pushed while the predicate runs are
+        later than the call, and an entry that a push discards meanwhile
+        (``drop_oldest``) is not taken. An entry that another consumer takes
+        and then requeues may be judged again.
 
         Raises:
-            TypeError: *session_id* is not a ``str`` or *predicate* not callable.
+            TypeError: *session_id* is not a ``str``, *predicate* is not
+                callable or is an ``async def`` function, or it returned an
+                awaitable (nothing is taken).
             Exception: Whatever *predicate* raises propagates, and the inbox is
                 exactly as if the call had not happened.
         """
         session_id = check_text("session_id", session_id)
-        check_callable("predicate", predicate)
-        taken = self._take_matching(session_id, Judgments(predicate), None)
-        assert not isinstance(taken, Parked)  # without a waiter it never parks
-        if self._logger is not None:
-            self._emit("debug", "inbox.drain_where", session_id=session_id, taken=len(taken))
+        taken = Judge(self._store, session_id, check_predicate(predicate)).look()
+        if not isinstance(taken, list):
+            taken = []
+        if self._telemetry is not None:
+            self._telemetry.emit(
+                "debug", "inbox.drain_where", session_id=session_id, taken=len(taken)
+            )
         return taken
 
     def clear_session(self, session_id: str) -> int:
@@ -441,83 +302,73 @@ class Inbox:
             TypeError: *session_id* is not a ``str``.
         """
         session_id = check_text("session_id", session_id)
-        with self._lock:
-            for stream in self._streams.pop(session_id, ()):
-                stream._cleared = True
-            session = self._sessions.get(session_id)
-            dropped = 0
-            woken = []
-            if session is not None:
-                dropped = len(session.pending or ())
-                session.pending = None
-                session.last_sequence = session.dropped = 0
-                # Every wait in progress on it ends, parked or not (a woken
-                # one that has yet to look again would otherwise wait on).
-                # The record stays until they have left.
-                for waiter in session.waiters or ():
-                    waiter.interrupted = Interrupt.CLEARED
-                woken = self._unpark_session(session)
-                self._discard_if_empty(session_id, session)
-        _wake_all(woken)
-        if self._logger is not None:
-            self._emit("info", "inbox.clear_session", session_id=session_id, dropped=dropped)
+        dropped = self._store.clear(session_id)
+        self._batches.end_session(session_id)
+        self._lot.end_session(session_id)
+        if self._telemetry is not None:
+            self._telemetry.emit(
+                "info", "inbox.clear_session", session_id=session_id, dropped=dropped
+            )
         return dropped
 
-    # -- Looking -------------------------------------------------------------------------------
+    # -- Looking ------------------------------------------------------------------------------
 
     def pending_count(self, session_id: str) -> int:
         """How many entries *session_id* has pending. Any thread, never blocks."""
-        session_id = check_text("session_id", session_id)
-        with self._lock:
-            session = self._sessions.get(session_id)
-            return 0 if session is None else len(session.pending or ())
+        return self._store.pending_count(check_text("session_id", session_id))
 
     def snapshot(self, session_id: str) -> list[InboxEntry]:
         """A copy of what *session_id* has pending, oldest first; changes nothing."""
-        session_id = check_text("session_id", session_id)
-        with self._lock:
-            session = self._sessions.get(session_id)
-            return [] if session is None else list(session.pending or ())
+        return self._store.snapshot(check_text("session_id", session_id))
 
     def sessions(self) -> list[str]:
-        """The sessions that have at least one pending entry, in no promised order."""
-        with self._lock:
-            return [sid for sid, session in self._sessions.items() if session.pending is not None]
+        """The sessions that have at least one pending entry, in no promised order.
+
+        Costs what those sessions number, not what every session ever seen does.
+        """
+        return self._store.sessions()
 
     def waiter_count(self, session_id: str) -> int:
         """How many wait calls (sync and async) are in progress on *session_id*.
 
-        A wait counts from the moment it first parks (a ``wait_for``: from its
-        first look) until it returns, is cancelled, or times out, including
-        while it is woken and about to look again. Zero after every wait ended.
+        A wait counts from its first park until it returns, is cancelled, or
+        times out, including while it is woken and about to look again. Zero
+        after every wait ended.
         """
-        session_id = check_text("session_id", session_id)
-        with self._lock:
-            session = self._sessions.get(session_id)
-            return 0 if session is None else len(session.waiters or ())
+        return self._lot.waiter_count(check_text("session_id", session_id))
 
     def dropped(self, session_id: str) -> int:
         """How many entries ``overflow="drop_oldest"`` discarded from *session_id*.
 
         Counted since the session was last cleared.
         """
+        return self._store.statistics(check_text("session_id", session_id)).dropped
+
+    def statistics(self, session_id: str) -> SessionStatistics:
+        """*session_id* at one instant, as a frozen `SessionStatistics` record.
+
+        Any thread, never blocks. An unknown session gives zeros.
+
+        Raises:
+            TypeError: *session_id* is not a ``str``.
+        """
         session_id = check_text("session_id", session_id)
-        with self._lock:
-            session = self._sessions.get(session_id)
-            return 0 if session is None else session.dropped
+        counts = self._store.statistics(session_id)
+        waiters = self._lot.waiter_count(session_id)
+        return counts if not waiters else _with_waiters(counts, waiters)
 
     @property
     def closed(self) -> bool:
         """Whether `close` has been called."""
-        return self._closed
+        return self._lot.closed
 
-    # -- Waiting -------------------------------------------------------------------------------
+    # -- Waiting ------------------------------------------------------------------------------
 
     def wait_sync(self, session_id: str, timeout: float | None = None) -> bool:
         """Block the calling thread until *session_id* has something pending.
 
         For worker threads (a thread of ``trio.to_thread.run_sync``, a plain
-        ``threading.Thread``). Only a push to this session wakes it.
+        ``threading.Thread``). Only a push (or requeue) to this session wakes it.
 
         Args:
             timeout: Seconds to wait at most (on the inbox's clock); ``None``
@@ -541,20 +392,19 @@ class Inbox:
                 "wait_sync() would block the event loop running in this thread; "
                 "use 'await inbox.wait(...)' there instead"
             )
-        waiter = ThreadWaiter(session_id, self)
-        step = partial(self._step_pending, session_id)
-        if self._logger is None:
-            return waiter.run(step, timeout)
-        started = self._clock.now_ms()
-        result = waiter.run(step, timeout)
-        self._log_wait("inbox.wait", waiter, result, started, timeout)
-        return result
+        waiter = ThreadWaiter((session_id,), self._lot)
+        started = self._started()
+        result = waiter.run(partial(self._look_pending, session_id), timeout, self._clock)
+        found = result is True
+        self._log_wait("inbox.wait", waiter, found, started, timeout)
+        return found
 
     async def wait(self, session_id: str, timeout: float | None = None) -> bool:
         """Wait until *session_id* has something pending. Works under trio and asyncio.
 
-        Only a push to this session wakes it, from whatever thread it comes.
-        Takes nothing: pair it with `drain` (or use `wait_for` / `batches`).
+        Only a push (or requeue) to this session wakes it, from whatever thread
+        it comes. Takes nothing: pair it with `drain` (or use `wait_for` /
+        `batches`).
 
         Args:
             timeout: Seconds to wait at most (on the inbox's clock); ``None``
@@ -572,10 +422,12 @@ class Inbox:
         """
         session_id = check_text("session_id", session_id)
         timeout = check_timeout(timeout)
-        waiter = self._async_waiter(session_id)
-        return await self._logged_wait_async(
-            waiter, partial(self._step_pending, session_id), timeout
-        )
+        waiter = self._async_waiter((session_id,))
+        started = self._started()
+        result = await waiter.run(partial(self._look_pending, session_id), timeout, self._clock)
+        found = result is True
+        self._log_wait("inbox.wait", waiter, found, started, timeout)
+        return found
 
     async def wait_for(
         self, session_id: str, predicate: Predicate, timeout: float | None = None
@@ -585,8 +437,10 @@ class Inbox:
         Selective receive: takes the matching entries as `drain_where` does and
         leaves the rest queued, in order. Replaces the racy "drain, look for my
         handle, requeue the rest". The predicate runs in the waiting task,
-        without the inbox's lock, as in `drain_where`: once per entry that
-        stays pending, whatever arrives or is requeued meanwhile.
+        without any lock, as in `drain_where`: once per entry that stays
+        pending, whatever arrives or is requeued meanwhile. Between rounds of
+        judging it lets the event loop run others, so a steady producer holds
+        up neither the loop nor the timeout.
 
         Returns:
             The matching entries, in order, once there is at least one; ``[]``
@@ -594,21 +448,22 @@ class Inbox:
             closed with nothing matching.
 
         Raises:
-            TypeError, ValueError: An argument is invalid.
+            TypeError, ValueError: An argument is invalid (an ``async def``
+                predicate, or one that returns an awaitable, among them).
             trio.Cancelled, asyncio.CancelledError: The wait was cancelled. A
                 cancelled or timed-out wait_for has taken nothing.
             Exception: Whatever *predicate* raises; nothing is taken.
         """
         session_id = check_text("session_id", session_id)
-        check_callable("predicate", predicate)
+        predicate = check_predicate(predicate)
         timeout = check_timeout(timeout)
-        waiter = self._async_waiter(session_id)
-        return await self._logged_wait_async(
-            waiter,
-            partial(self._take_matching, session_id, Judgments(predicate)),
-            timeout,
-            "inbox.wait_for",
-        )
+        waiter = self._async_waiter((session_id,))
+        started = self._started()
+        judge = Judge(self._store, session_id, predicate)
+        result = await waiter.run(judge.look, timeout, self._clock)
+        taken = result if isinstance(result, list) else []
+        self._log_wait("inbox.wait_for", waiter, taken, started, timeout)
+        return taken
 
     def batches(self, session_id: str) -> Batches:
         """An async channel of *session_id*'s entries, drained a batch at a time.
@@ -623,23 +478,28 @@ class Inbox:
         Raises:
             TypeError: *session_id* is not a ``str``.
         """
-        from ._batches import Batches
-
-        session_id = check_text("session_id", session_id)
-        stream = Batches(self, session_id)
-        with self._lock:
-            streams = self._streams.get(session_id)
-            if streams is None:
-                if len(self._streams) >= self._streams_sweep_at:
-                    # Channels dropped without aclose() leave empty sets behind:
-                    # sweep them, amortized O(1) per new entry.
-                    self._streams = {sid: live for sid, live in self._streams.items() if live}
-                    self._streams_sweep_at = max(64, 2 * len(self._streams))
-                streams = self._streams[session_id] = weakref.WeakSet()
-            streams.add(stream)
+        stream = Batches(
+            check_text("session_id", session_id), self._receive_batch, self._aclose_batches
+        )
+        self._batches.add(stream)
         return stream
 
-    # -- Shutting down -------------------------------------------------------------------------
+    async def _receive_batch(self, stream: Batches) -> list[InboxEntry]:
+        waiter = self._async_waiter((stream.session_id,))
+        started = self._started()
+        result = await waiter.run(partial(self._look_batch, stream), None, self._clock)
+        batch = result if isinstance(result, list) else []
+        self._log_wait("inbox.batch", waiter, batch, started, None)
+        return batch
+
+    def _aclose_batches(self, stream: Batches) -> None:
+        stream.closed = True
+        self._batches.discard(stream)
+        # Receivers parked on this channel look again and see it closed (and
+        # those of other channels of the session look again, for nothing).
+        self._lot.wake_session(stream.session_id)
+
+    # -- Shutting down ------------------------------------------------------------------------
 
     def close(self) -> None:
         """Stop accepting pushes; wake every parked waiter. Idempotent; any thread.
@@ -648,19 +508,12 @@ class Inbox:
         only if something is still pending), `batches` channels yield what is
         left and end. Draining stays possible: nothing accepted is lost.
         """
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            self._admits_all = False
-            woken = [
-                waiter
-                for session in list(self._sessions.values())  # records may go
-                for waiter in self._unpark_session(session)
-            ]
-        _wake_all(woken)
-        if self._logger is not None:
-            self._emit("info", "inbox.close", woken=len(woken))
+        if self._lot.closed:
+            return
+        self._store.close()
+        woken = self._lot.close()
+        if self._telemetry is not None:
+            self._telemetry.emit("info", "inbox.close", woken=woken)
 
     def __enter__(self) -> Inbox:
         return self
@@ -684,337 +537,70 @@ class Inbox:
     ) -> None:
         self.close()
 
-    # -- The steps (see _waiters.py): decide under the lock, or register the waiter -------------
+    # -- Inside -------------------------------------------------------------------------------
 
-    def _step_pending(self, session_id: str, waiter: Waiter | None) -> bool | Parked:
-        with self._lock:
-            session = self._sessions.get(session_id)
-            pending = session is not None and session.pending is not None
-            if waiter is None:
-                return pending
-            pending = pending and waiter.interrupted is not Interrupt.CLEARED
-            if pending or waiter.interrupted is not None or self._closed:
-                self._leave_locked(waiter)
-                return pending
-            self._park(waiter)
-        return PARKED
+    def _look_pending(self, session_id: str) -> Literal[True] | Look:
+        return True if self._store.has_pending(session_id) else Look.NOTHING
 
-    def _take_matching(
-        self, session_id: str, judged: Judgments, waiter: Waiter | None
-    ) -> list[InboxEntry] | Parked:
-        # Judge entries outside the lock, commit under it (see "Pending
-        # lists change in place only at their ends"). While the list *judged*
-        # last saw is still in place, unshifted, only its new tail needs judging, in this look or a
-        # later one of the same wait_for; once every pending entry is judged,
-        # commit or park in that same critical section, so nothing pushed in
-        # between escapes either.
-        while True:
-            with self._lock:
-                if waiter is not None:
-                    if waiter.interrupted is Interrupt.CLEARED:
-                        self._leave_locked(waiter)
-                        return []
-                    # Registered from the first look, since the predicate runs
-                    # unlocked: a clear_session meanwhile must reach this wait.
-                    self._register(waiter)
-                session = self._sessions.get(session_id)
-                current = None if session is None else session.pending
-                drops = 0 if session is None else session.dropped
-                earlier = None
-                if current is not judged.source or drops != judged.drops:
-                    # Replaced (requeue_front, another consumer's take),
-                    # cleared, or its head dropped. Entries are immutable:
-                    # what was judged keeps its verdict, carried over outside
-                    # the lock.
-                    earlier = judged.seen, judged.verdicts
-                    judged.source, judged.seen, judged.verdicts = current, [], []
-                    judged.drops = drops
-                if current is not None and len(current) > len(judged.seen):
-                    unjudged = current[len(judged.seen) :]
-                elif any(judged.verdicts):
-                    seen, verdicts = judged.seen, judged.verdicts
-                    taken = list(itertools.compress(seen, verdicts))
-                    kept = list(itertools.compress(seen, map(operator.not_, verdicts)))
-                    assert session is not None  # it holds `current`
-                    session.pending = kept or None
-                    if waiter is not None:
-                        self._leave_locked(waiter)
-                    self._discard_if_empty(session_id, session)
-                    return taken
-                elif waiter is None:
-                    return []
-                elif self._closed or waiter.interrupted is not None:  # closed, or timed out
-                    self._leave_locked(waiter)
-                    return []
-                else:
-                    self._park(waiter)
-                    return PARKED
-            # Outside the lock. May raise: nothing is committed. Truth is
-            # taken here too, so no user __bool__ runs under the lock.
-            predicate = judged.predicate
-            if earlier is not None and earlier[0]:
-                known = _verdicts_by_identity(*earlier)
-                fresh = [
-                    known[id(entry)] if id(entry) in known else bool(predicate(entry))
-                    for entry in unjudged
-                ]
-            else:
-                # A comprehension, not map(): a StopIteration from the predicate
-                # must propagate, not end the iteration and shorten the verdicts.
-                fresh = [bool(predicate(entry)) for entry in unjudged]
-            if judged.seen:
-                judged.seen += unjudged
-                judged.verdicts += fresh
-            else:
-                judged.seen, judged.verdicts = unjudged, fresh
+    def _look_batch(self, stream: Batches) -> list[InboxEntry] | Look:
+        if stream.cleared or stream.closed:
+            return []  # a result: the channel has ended
+        return self._store.drain(stream.session_id) or Look.NOTHING
 
-    def _step_batch(self, stream: Batches, waiter: Waiter | None) -> list[InboxEntry] | Parked:
-        with self._lock:
-            if stream._cleared or stream._closed or (waiter and waiter.interrupted):
-                # (batches have no timeout: the only interrupt is CLEARED)
-                entries = None
-            else:
-                entries = self._take_all(stream.session_id)
-                if entries is None and waiter is not None and not self._closed:
-                    self._park(waiter)
-                    return PARKED
-            if waiter is not None:
-                self._leave_locked(waiter)
-            return entries or []
-
-    # -- Parking (the Lot protocol of _waiters.py) ----------------------------------------------
-
-    def _register(self, waiter: Waiter) -> None:
-        # With the lock held: from now until it leaves, clear_session reaches it.
-        waiter.registered = True
-        session = self._sessions.get(waiter.session_id)
-        if session is None:
-            session = self._sessions[waiter.session_id] = Session()
-        if session.waiters is None:
-            session.waiters = {waiter: None}
-        else:
-            session.waiters[waiter] = None
-
-    def _park(self, waiter: Waiter) -> None:
-        # With the lock held: register (if not yet), arm, and mark parked.
-        waiter.arm()
-        waiter.parked = True
-        self._register(waiter)
-
-    def _leave_locked(self, waiter: Waiter) -> None:
-        # With the lock held: the wait call is ending; nobody owes it a wake.
-        # A registered waiter's record is still in place: records with
-        # waiters are never discarded.
-        if waiter.registered:
-            waiter.parked = waiter.registered = False
-            session = self._sessions[waiter.session_id]
-            assert session.waiters is not None
-            del session.waiters[waiter]
-            if not session.waiters:
-                session.waiters = None
-                self._discard_if_empty(waiter.session_id, session)
-
-    def _unpark_session(self, session: Session) -> list[Waiter]:
-        # With the lock held: unpark the session's parked waiters, each owed
-        # one wake, and forget unparked ones whose loop was closed since a
-        # wake was sent to them: that wake will never run, and nothing else
-        # would reach them. Forgetting the last one discards the record if it
-        # holds nothing else (never one that holds entries).
-        woken: list[Waiter] = []
-        abandoned: list[Waiter] | None = None
-        for waiter in session.waiters or ():
-            if waiter.parked:
-                waiter.parked = False
-                woken.append(waiter)
-            elif waiter.abandoned():
-                if abandoned is None:
-                    abandoned = []
-                abandoned.append(waiter)
-        if abandoned is not None:
-            for waiter in abandoned:
-                self._leave_locked(waiter)
-        return woken
-
-    def _take_all(self, session_id: str) -> list[InboxEntry] | None:
-        # With the lock held. Handing out the session's own list is safe: a
-        # list that has left its session is never touched again.
-        session = self._sessions.get(session_id)
-        if session is None or session.pending is None:
-            return None
-        entries, session.pending = session.pending, None
-        self._discard_if_empty(session_id, session)
-        return entries
-
-    def _discard_if_empty(self, session_id: str, session: Session) -> None:
-        # With the lock held. A dict never shrinks as keys go: once the last
-        # record goes, let the table of a busier past go too.
-        if session.is_empty() and self._sessions.get(session_id) is session:
-            del self._sessions[session_id]
-            if not self._sessions:
-                self._sessions = {}
-
-    def _leave(self, waiter: Waiter) -> None:
-        # Read unlocked on purpose. Only the waiter's own thread registers it,
-        # and an unregistered waiter is the only kind the garbage collector
-        # can finalize (the registry pins the others): its coroutine's
-        # cleanup lands here, possibly inside one of our own locked sections
-        # on this very thread, so it must not take the lock.
-        if waiter.registered:
-            with self._lock:
-                self._leave_locked(waiter)
-
-    def _unpark(self, waiter: Waiter) -> None:
-        # A trio wait being cancelled: see TrioWaiter._abort.
-        with self._lock:
-            waiter.parked = False
-
-    def _interrupt(self, waiter: Waiter, reason: Interrupt) -> None:
-        with self._lock:
-            if waiter.interrupted is None:
-                waiter.interrupted = reason
-            parked, waiter.parked = waiter.parked, False
-        if parked:
-            waiter.wake()
-
-    def _wake_session(self, session_id: str) -> None:
-        """Make every parked waiter of *session_id* look again (a batches channel was closed)."""
-        with self._lock:
-            session = self._sessions.get(session_id)
-            woken = [] if session is None else self._unpark_session(session)
-        _wake_all(woken)
-
-    def _forget_stream(self, stream: Batches) -> None:
-        with self._lock:
-            streams = self._streams.get(stream.session_id)
-            if streams is not None:
-                streams.discard(stream)
-                if not streams:
-                    del self._streams[stream.session_id]
-
-    def _async_waiter(self, session_id: str) -> TrioWaiter | AsyncioWaiter:
+    def _async_waiter(self, session_ids: tuple[str, ...]) -> TrioWaiter | AsyncioWaiter:
         library = sniffio.current_async_library()
         if library == "trio":
-            return TrioWaiter(session_id, self)
+            return TrioWaiter(session_ids, self._lot)
         if library == "asyncio":
-            return AsyncioWaiter(session_id, self)
+            return AsyncioWaiter(session_ids, self._lot)
         raise RuntimeError(f"harn_inbox waits under trio or asyncio, not {library}")
 
-    # -- Telemetry around waits -----------------------------------------------------------------
-
-    def _logged_wait_async(
-        self,
-        waiter: TrioWaiter | AsyncioWaiter,
-        step: Callable[[Waiter | None], T | Parked],
-        timeout: float | None,
-        event: str = "inbox.wait",
-    ) -> Awaitable[T]:
-        # Without a logger, the waiter's own coroutine, not one wrapped in
-        # another: a wake-up resumes one coroutine frame fewer.
-        if self._logger is None:
-            return waiter.run(step, timeout)
-        return self._logged_wait(waiter, step, timeout, event)
-
-    async def _logged_wait(
-        self,
-        waiter: TrioWaiter | AsyncioWaiter,
-        step: Callable[[Waiter | None], T | Parked],
-        timeout: float | None,
-        event: str,
-    ) -> T:
-        started = self._clock.now_ms()
-        result = await waiter.run(step, timeout)
-        self._log_wait(event, waiter, result, started, timeout)
-        return result
-
-    def _emit(self, level: str, event: str, **fields: Any) -> None:
-        # Telemetry comes after the fact (an entry accepted, entries taken):
-        # a logger that raises must not turn that into an error and lose them.
-        try:
-            getattr(self._logger, level)(event, **fields)
-        except Exception:
-            fallback_logger.exception("harn_inbox: logging %s failed", event)
+    def _started(self) -> int:
+        # The clock at the start of a wait, for telemetry only.
+        return 0 if self._telemetry is None else self._clock.now_ms()
 
     def _log_wait(
-        self, event: str, waiter: Waiter, result: object, started: int, timeout: float | None
+        self, event: str, waiter: Any, result: object, started: int, timeout: float | None
     ) -> None:
-        try:
-            self._log_wait_unguarded(event, waiter, result, started, timeout)
-        except Exception:  # clock.now_ms() too: the wait's result is already taken
-            fallback_logger.exception("harn_inbox: logging %s failed", event)
-
-    def _log_wait_unguarded(
-        self, event: str, waiter: Waiter, result: object, started: int, timeout: float | None
-    ) -> None:
-        assert self._logger is not None
-        if result:
-            outcome = "pending"
-        elif waiter.interrupted is not None:
-            outcome = waiter.interrupted.value
-        elif self._closed:
-            outcome = "closed"
-        else:
-            outcome = "empty"
-        fields: dict[str, Any] = {
-            "session_id": waiter.session_id,
-            "outcome": outcome,
-            "timeout": timeout,
-            "waited_ms": self._clock.now_ms() - started,
-        }
-        if isinstance(result, list):
-            fields["taken"] = len(result)
-        self._logger.debug(event, **fields)
-
-
-@final
-class Judgments:
-    """What one ``drain_where`` or ``wait_for`` call has judged: source[:len(seen)].
-
-    Valid while *source* is its session's list and the session's drop count
-    is still *drops*.
-    """
-
-    __slots__ = ("drops", "predicate", "seen", "source", "verdicts")
-
-    def __init__(self, predicate: Predicate) -> None:
-        self.predicate = predicate
-        self.source: list[InboxEntry] | None = None
-        self.drops = 0
-        self.seen: list[InboxEntry] = []
-        self.verdicts: list[bool] = []
-
-
-def _verdicts_by_identity(seen: list[InboxEntry], verdicts: list[bool]) -> dict[int, bool]:
-    """The verdicts of *seen*, by the identity of each entry judged.
-
-    Entries are immutable, so a verdict holds for as long as its entry is
-    pending, wherever a change moved it (a requeue_front puts another entry
-    ahead of it). The ids are safe keys: *seen* keeps every entry alive, so no
-    other object can have one of them while the mapping is used.
-    """
-    return {id(entry): verdict for entry, verdict in zip(seen, verdicts, strict=True)}
-
-
-def _acquire_contended(lock: threading.Lock) -> None:
-    """Take *lock* from another thread that holds it: yield a few times before blocking.
-
-    Under the GIL a thread that blocks on a held lock sleeps in the OS, and
-    must be woken and win the GIL back before it can run; with many producer
-    threads every push turns into that handoff, a lock convoy (8 threads
-    pushed about 6x slower in all than 1). Nothing under the inbox's lock
-    blocks, so its holder is always about to release it: yielding the GIL
-    lets it finish, and the lock is usually free at the next look. Past a
-    few looks (the holder is descheduled, or runs a slow user clock) we block.
-    """
-    for _ in range(_POLITE_LOOKS):
-        _yield_thread(0)
-        if lock.acquire(False):
+        if self._telemetry is None:
             return
-    lock.acquire()
+        try:
+            waited_ms = self._clock.now_ms() - started
+        except Exception:  # the wait's result is already taken: log without it
+            waited_ms = -1
+        self._telemetry.waited(
+            event,
+            waiter.session_ids[0],
+            result,
+            waiter.interrupted,
+            self._lot.closed,
+            waited_ms,
+            timeout,
+        )
 
 
-def _wake_all(waiters: list[Waiter]) -> None:
-    for waiter in waiters:
-        waiter.wake()
+def _checked_entry(entry: object) -> InboxEntry:
+    """*entry* as an `InboxEntry` of plain fields in range, or the error naming it."""
+    if type(entry) is not InboxEntry:
+        type_error("entry", "an InboxEntry", entry)
+    if not has_plain_fields(entry):
+        # The fields are compared under the store's lock, so they must be
+        # plain (see check_text). InboxEntry's converters see to it, but
+        # unpickling bypasses them: requeue a plain copy of such an entry.
+        # (attrs' validators can be switched off: check the copy too.)
+        entry = attrs.evolve(entry)
+        if not has_plain_fields(entry):
+            type_error("entry", "an InboxEntry of plain str and int fields", entry)
+    if not (1 <= entry.sequence <= MAX_SEQUENCE and entry.ts_ms >= 0):
+        # Only an entry built with attrs' validators off gets here.
+        raise ValueError(
+            f"entry must have a sequence in 1 .. 2**64-1 and a non-negative ts_ms, not {entry!r}"
+        )
+    return entry
+
+
+def _with_waiters(counts: SessionStatistics, waiters: int) -> SessionStatistics:
+    return attrs.evolve(counts, waiters=waiters)
 
 
 def _loop_running_here() -> bool:

@@ -19,6 +19,7 @@ import pytest
 import trio
 
 from harn_inbox import Inbox
+from harn_inbox._lot import ParkingLot
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -325,16 +326,16 @@ def test_a_wait_its_framework_timed_out_is_reached_by_clear_session_until_it_ret
     # timeout reached the waiter, before its last look.
     inbox = Inbox()
     raced: list[InboxEntry] = []
-    interrupt = Inbox._interrupt
+    interrupt = ParkingLot.interrupt
 
-    def interrupt_then_clear_and_push(self: Inbox, waiter: Any, reason: Any) -> None:
+    def interrupt_then_clear_and_push(self: ParkingLot, waiter: Any, reason: Any) -> None:
         interrupt(self, waiter, reason)
         if not raced:
-            assert self.waiter_count("s") == 1
-            assert self.clear_session("s") == 0
-            raced.append(nudge(self, "s", "next life"))
+            assert inbox.waiter_count("s") == 1
+            assert inbox.clear_session("s") == 0
+            raced.append(nudge(inbox, "s", "next life"))
 
-    monkeypatch.setattr(Inbox, "_interrupt", interrupt_then_clear_and_push)
+    monkeypatch.setattr(ParkingLot, "interrupt", interrupt_then_clear_and_push)
 
     async def main() -> None:
         if operation == "wait":

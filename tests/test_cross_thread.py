@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 
     from harn_inbox import Inbox, InboxEntry
 
+from harn_inbox._lot import Pause
+
 ROUNDS = 2000
 
 
@@ -107,11 +109,25 @@ def contents(entries: list[InboxEntry]) -> list[str]:
 
 # -- The lost wake-up window ----------------------------------------------------------------------
 
-STEPS = {"wait": "_step_pending", "wait_for": "_take_matching", "batches": "_step_batch"}
+OPERATIONS = ["batches", "wait", "wait_for"]
 
 
-@pytest.mark.parametrize("operation", sorted(STEPS))
-@pytest.mark.parametrize("moment", ["before its look", "after it registered, before it parked"])
+def armed_now(frame: FrameType, event: str, arg: object) -> bool:
+    """For a profile hook: the waiter has just been armed (parked), before its look."""
+    return (
+        event == "return"
+        and frame.f_code.co_name == "arm"
+        and frame.f_code.co_filename.endswith("_lot.py")
+    )
+
+
+def about_to_sleep(frame: FrameType, event: str, arg: object) -> bool:
+    """For a profile hook: the armed look found nothing; the wait is about to sleep."""
+    return event == "return" and frame.f_code.co_name == "wait_steps" and arg is Pause.SLEEP
+
+
+@pytest.mark.parametrize("operation", OPERATIONS)
+@pytest.mark.parametrize("moment", ["armed, before its look", "looked, before it slept"])
 def test_push_from_a_thread_in_the_lost_wake_up_window_still_wakes_the_waiter(
     backend: Backend,
     inbox: Inbox,
@@ -120,22 +136,15 @@ def test_push_from_a_thread_in_the_lost_wake_up_window_still_wakes_the_waiter(
     moment: str,
 ) -> None:
     # White-box and deterministic: a profile hook holds the waiting task (and
-    # so its loop's thread) at the chosen moment of its step while another
-    # thread pushes, then lets it go on. The push must land in the look, or
-    # find the waiter registered and wake it through the loop's thread-safe
-    # entry, delivered once the task has really parked.
-    step_name = STEPS[operation]
+    # so its loop's thread) at the chosen moment while another thread pushes,
+    # then lets it go on. The push must land in the look, or find the waiter
+    # armed and wake it through the loop's thread-safe entry, delivered once
+    # the task has really gone to sleep.
+    due_now = armed_now if moment.startswith("armed") else about_to_sleep
     raced: list[InboxEntry] = []
 
     def hold_and_push(frame: FrameType, event: str, arg: object) -> None:
-        code = frame.f_code
-        if code.co_name != step_name or "harn_inbox" not in code.co_filename:
-            return
-        if moment == "before its look":
-            due = event == "call"
-        else:
-            due = event == "return" and type(arg).__name__ == "Parked"
-        if due:
+        if due_now(frame, event, arg):
             sys.setprofile(None)
             pusher = run_in_thread(lambda: raced.append(nudge(inbox, "s", "raced", "thread")))
             pusher.join(timeout=30)  # a push never waits for the loop we are holding
@@ -153,7 +162,7 @@ def test_push_from_a_thread_in_the_lost_wake_up_window_still_wakes_the_waiter(
             result = await take()
         finally:
             sys.setprofile(None)
-        assert raced, f"the hook never found {step_name}: the test no longer reaches the window"
+        assert raced, "the hook never found the moment: the test no longer reaches the window"
         assert result == (True if operation == "wait" else raced)
         assert inbox.waiter_count("s") == 0
 
@@ -350,11 +359,11 @@ def test_push_from_the_loops_own_signal_handling_wakes_the_waiter(
     assert contents(inbox.drain("s")) == ["child exited"]
 
 
-def parks_now(backend: Backend, step_name: str, frame: FrameType, event: str, arg: object) -> bool:
-    """For a profile hook: the waiting task is past the step that parked it, not yet suspended.
+def parks_now(backend: Backend, frame: FrameType, event: str, arg: object) -> bool:
+    """For a profile hook: the waiting task is past its last look, not yet suspended.
 
-    trio: entering ``wait_task_rescheduled`` from the waiter (its task already
-    recorded); asyncio: the step returning ``Parked``, before the future is awaited.
+    trio: entering ``wait_task_rescheduled`` (its task already recorded);
+    asyncio: the wait's steps pausing to sleep, before the future is awaited.
     """
     if backend.name == "trio":
         caller = frame.f_back
@@ -362,14 +371,13 @@ def parks_now(backend: Backend, step_name: str, frame: FrameType, event: str, ar
             event == "call"
             and frame.f_code.co_name == "wait_task_rescheduled"
             and caller is not None
-            and caller.f_code.co_name == "_park_until_result"
+            and caller.f_code.co_name == "_drive"
         )
-    parked = type(arg).__name__ == "Parked"
-    return event == "return" and frame.f_code.co_name == step_name and parked
+    return about_to_sleep(frame, event, arg)
 
 
 @pytest.mark.parametrize("then", ["nothing else", "a cancel"])
-@pytest.mark.parametrize("operation", sorted(STEPS))
+@pytest.mark.parametrize("operation", OPERATIONS)
 def test_push_from_inside_the_waiting_task_as_it_parks(
     backend: Backend, inbox: Inbox, operation: str, then: str
 ) -> None:
@@ -380,13 +388,12 @@ def test_push_from_inside_the_waiting_task_as_it_parks(
     # trio must not be asked to reschedule a task that is still running: a
     # cancellation delivered as it suspends would reschedule it a second time
     # (TrioInternalError). Whatever happens, nothing is lost or left behind.
-    step_name = STEPS[operation]
     raced: list[InboxEntry] = []
     waiter: list[TaskHandle] = []
     returned: list[object] = []
 
     def push_as_it_parks(frame: FrameType, event: str, arg: object) -> None:
-        due = parks_now(backend, step_name, frame, event, arg)
+        due = parks_now(backend, frame, event, arg)
         if due and not raced:
             sys.setprofile(None)
             raced.append(nudge(inbox, "s", "raced", "handler"))
@@ -435,11 +442,10 @@ def test_a_raise_inside_the_waiting_task_as_it_parks_leaves_no_late_wake(
     # from another thread already unparked it: that wake is queued on the
     # loop. When it runs, the task has left the wait: it must not be woken
     # (trio: rescheduled) wherever it is by then.
-    step_name = STEPS["wait"]
     raced: list[InboxEntry] = []
 
     def push_then_raise(frame: FrameType, event: str, arg: object) -> None:
-        due = parks_now(backend, step_name, frame, event, arg)
+        due = parks_now(backend, frame, event, arg)
         if due:
             sys.setprofile(None)
             pusher = threading.Thread(target=lambda: raced.append(nudge(inbox, "s", "raced")))
@@ -491,8 +497,7 @@ def test_push_to_a_waiter_whose_asyncio_loop_was_closed_stores_the_entry(
     run_in_thread(run_loop_then_abandon_it).join(timeout=30)
     [task] = tasks
     assert not task.done()
-    assert inbox.waiter_count("s") == 1
-    entry = nudge(inbox, "s")  # must not raise
+    entry = nudge(inbox, "s")  # must not raise, though the wake cannot be delivered
     assert inbox.snapshot("s") == [entry]
     assert inbox.waiter_count("s") == 0  # the dead wait is not left registered
     # Tidy up the abandoned task (its coroutine is closed without a loop).

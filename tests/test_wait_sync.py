@@ -88,7 +88,7 @@ def wakes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     original = ThreadWaiter.wake
 
     def counting_wake(self: ThreadWaiter) -> None:
-        woken.append(self.session_id)
+        woken.append(self.session_ids[0])
         original(self)
 
     monkeypatch.setattr(ThreadWaiter, "wake", counting_wake)

@@ -40,13 +40,15 @@ except ImportError as error:  # pragma: no cover
         "pip install 'harn-inbox[testing]'"
     ) from error
 
+from .._protocol import InboxLike
 from ._entry_points import make_conformance_machine, run_conformance
-from ._model import InboxLike, InboxModel
+from ._model import InboxModel
 
 __all__ = ["InboxLike", "InboxModel", "make_conformance_machine", "run_conformance"]
 
 # Say harn_inbox.testing.InboxModel, not harn_inbox.testing._model.InboxModel, in reprs,
 # tracebacks and docs.
 for _name in __all__:
-    globals()[_name].__module__ = __name__
+    if _name != "InboxLike":  # harn_inbox.InboxLike, re-exported here
+        globals()[_name].__module__ = __name__
 del _name

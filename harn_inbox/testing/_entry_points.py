@@ -20,7 +20,8 @@ if TYPE_CHECKING:
     from hypothesis.stateful import RuleBasedStateMachine
 
     from .._clock import ManualClock
-    from ._model import InboxLike, Overflow
+    from .._protocol import InboxLike
+    from ._model import Overflow
 
 
 def make_conformance_machine(

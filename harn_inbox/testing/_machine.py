@@ -60,8 +60,9 @@ if TYPE_CHECKING:
 
     from hypothesis.stateful import MultipleResults
 
+    from .._protocol import InboxLike
     from ._hosts import Outcome
-    from ._model import InboxLike, Overflow
+    from ._model import Overflow
     from ._records import Seen
     from ._vocabulary import Where
 

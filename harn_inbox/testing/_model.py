@@ -1,4 +1,4 @@
-"""The reference model: `InboxLike`, the methods the kit calls, and `InboxModel`, the contract.
+"""The reference model: `InboxModel`, the contract as plain data.
 
 `check_bounds` checks ``max_pending`` and ``overflow`` for the model and for
 `make_conformance_machine` alike.
@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal, Protocol, final
+from typing import TYPE_CHECKING, Literal, final
 
 import attrs
 
@@ -15,55 +15,11 @@ from .._entry import MAX_SEQUENCE, InboxEntry
 from .._errors import InboxClosed, InboxFull
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Collection, Sequence
+    from collections.abc import Callable
 
     from .._clock import Clock
 
 Overflow = Literal["reject", "drop_oldest"]
-
-
-class InboxLike(Protocol):
-    """The methods of `harn_inbox.Inbox` that the kit calls, with their signatures.
-
-    `Inbox` satisfies it; so must an inbox of your own that you hand to
-    `run_conformance`. Results typed as sequences may be any sequence; the
-    kit compares their items.
-    """
-
-    def push(self, session_id: str, kind: str, content: str, source: str) -> InboxEntry: ...
-
-    def requeue_front(self, entry: InboxEntry) -> None: ...
-
-    def drain(self, session_id: str) -> Sequence[InboxEntry]: ...
-
-    def drain_where(
-        self, session_id: str, predicate: Callable[[InboxEntry], object]
-    ) -> Sequence[InboxEntry]: ...
-
-    def clear_session(self, session_id: str) -> int: ...
-
-    def pending_count(self, session_id: str) -> int: ...
-
-    def snapshot(self, session_id: str) -> Sequence[InboxEntry]: ...
-
-    def sessions(self) -> Collection[str]: ...
-
-    def waiter_count(self, session_id: str) -> int: ...
-
-    def dropped(self, session_id: str) -> int: ...
-
-    def wait_sync(self, session_id: str, timeout: float | None = None) -> bool: ...
-
-    async def wait(self, session_id: str, timeout: float | None = None) -> bool: ...
-
-    async def wait_for(
-        self,
-        session_id: str,
-        predicate: Callable[[InboxEntry], object],
-        timeout: float | None = None,
-    ) -> Sequence[InboxEntry]: ...
-
-    def close(self) -> None: ...
 
 
 def check_bounds(max_pending: object, overflow: object) -> None:

@@ -19,8 +19,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
     from .._entry import InboxEntry
+    from .._protocol import InboxLike
     from ._hosts import Hosted, Outcome
-    from ._model import InboxLike
     from ._vocabulary import Where
 
 #: Scheduler turns a waiter inside a loop may take to park.

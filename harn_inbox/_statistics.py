@@ -1,0 +1,29 @@
+"""`SessionStatistics`: what `Inbox.statistics` says about one session, as a value."""
+
+from __future__ import annotations
+
+from typing import final
+
+import attrs
+
+
+@final
+@attrs.frozen(kw_only=True)
+class SessionStatistics:
+    """One session at one instant: a frozen record, like trio's channel statistics.
+
+    Attributes:
+        session_id: The session described.
+        pending: Entries pending (what `Inbox.pending_count` says).
+        waiters: Wait calls in progress on it (what `Inbox.waiter_count` says).
+        last_sequence: The last sequence number issued since the session
+            began or was last cleared; 0 if none.
+        dropped: Entries that ``overflow="drop_oldest"`` discarded since then
+            (what `Inbox.dropped` says).
+    """
+
+    session_id: str
+    pending: int
+    waiters: int
+    last_sequence: int
+    dropped: int

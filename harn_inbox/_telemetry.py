@@ -1,0 +1,82 @@
+"""`Telemetry`: the one event per operation an inbox with a structlog logger emits.
+
+Telemetry comes after the fact (an entry accepted, entries taken): a logger
+that raises must not turn that into an error and lose them, so every call is
+guarded and its failure goes to the standard ``logging`` logger ``harn_inbox``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, final
+
+from ._lot import fallback_logger
+
+if TYPE_CHECKING:
+    from structlog.typing import FilteringBoundLogger
+
+    from ._entry import InboxEntry
+    from ._lot import Interrupt
+    from ._session import PushNote
+
+
+@final
+class Telemetry:
+    """A logger, and what the inbox tells it."""
+
+    __slots__ = ("_logger",)
+
+    def __init__(self, logger: FilteringBoundLogger) -> None:
+        self._logger = logger
+
+    def emit(self, level: str, event: str, **fields: Any) -> None:
+        try:
+            getattr(self._logger, level)(event, **fields)
+        except Exception:
+            fallback_logger.exception("harn_inbox: logging %s failed", event)
+
+    def pushed(self, entry: InboxEntry, note: PushNote | None) -> None:
+        fields: dict[str, object] = {
+            "session_id": entry.session_id,
+            "kind": entry.kind,
+            "source": entry.source,
+            "sequence": entry.sequence,
+        }
+        if note is None:
+            self.emit("debug", "inbox.push", **fields)
+        else:
+            self.emit(
+                "warning",
+                "inbox.push",
+                **fields,
+                outcome="dropped_oldest",
+                dropped_sequence=note.dropped.sequence,
+                dropped_total=note.dropped_total,
+            )
+
+    def waited(
+        self,
+        event: str,
+        session_id: str,
+        result: object,
+        interrupted: Interrupt | None,
+        closed: bool,
+        waited_ms: int,
+        timeout: float | None,
+    ) -> None:
+        if result:
+            outcome = "pending"
+        elif interrupted is not None:
+            outcome = interrupted.value
+        elif closed:
+            outcome = "closed"
+        else:
+            outcome = "empty"
+        fields: dict[str, Any] = {
+            "session_id": session_id,
+            "outcome": outcome,
+            "timeout": timeout,
+            "waited_ms": waited_ms,
+        }
+        if isinstance(result, list):
+            fields["taken"] = len(result)
+        self.emit("debug", event, **fields)

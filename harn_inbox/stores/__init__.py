@@ -1,0 +1,14 @@
+"""Where an `Inbox` keeps its sessions: ``Inbox(store=...)``.
+
+`MemoryStore` (the default) keeps them in this process's memory. Every store
+passes the same conformance kit (``harn_inbox.testing``).
+"""
+
+from ._memory import MemoryStore
+
+__all__ = ["MemoryStore"]
+
+# Say harn_inbox.stores.MemoryStore, not harn_inbox.stores._memory.MemoryStore.
+for _name in __all__:
+    globals()[_name].__module__ = __name__
+del _name

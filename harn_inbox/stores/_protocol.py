@@ -1,0 +1,111 @@
+"""`Store`: what an `Inbox` asks of the place its sessions live.
+
+What a store must guarantee
+---------------------------
+The `Inbox` façade checks arguments, reads the clock, keeps the parking lot
+and the telemetry; the store keeps the sessions. The two meet in the methods
+below, and the lot (``harn_inbox._lot``) relies on four promises:
+
+1. **Each method is atomic** with respect to every other method of the same
+   store, from any thread (and, for a store shared between processes, from any
+   process): it sees one state and leaves one state. A session's sequence
+   numbers are issued once each, gaplessly; an entry is taken by exactly one
+   consumer.
+2. **A change is visible when the method returns.** The façade notifies the
+   lot after a change that may give a waiter something (a push, a requeue);
+   an armed waiter's look must see every change made before that notify. A
+   store whose sessions also change elsewhere (another process) calls the
+   ``notify`` it was given in `attach` after each such change reaches it, and
+   ``notify_all`` when it may have missed some (a reconnect); both come in the
+   `StoreSettings` of `Store.attach`.
+3. **Looks never block for long** and never call back into the inbox.
+   ``has_pending``, ``read``, ``take`` and ``drain`` run inside wait calls.
+4. **Versions move on every change but appends** (and but what pushes and
+   the clock discard: ``drop_oldest``): `harn_inbox._session.SessionState`
+   defines it, and ``take`` refuses a cursor whose version has moved. That is
+   what lets predicates run outside every lock (``harn_inbox._judging``).
+
+A store serves one inbox (`attach` refuses a second), and durability, if it
+has any, is its own: a durable store returns from a change once the change is
+safe. The in-memory `MemoryStore` keeps each session as a
+`harn_inbox._session.SessionState` under one lock; every store is checked by
+the same conformance kit (``harn_inbox.testing``).
+
+This interface is how harn_inbox's own stores plug in; it is not yet a
+promise to code outside the package.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol, final
+
+import attrs
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from .._entry import InboxEntry
+    from .._session import Cursor, PushNote
+    from .._statistics import SessionStatistics
+
+
+@final
+@attrs.frozen(kw_only=True)
+class StoreSettings:
+    """What an inbox tells the store it attaches."""
+
+    #: The bound per session, or None.
+    max_pending: int | None
+    #: What a push to a full session does: drop the oldest entry (True) or raise `InboxFull`.
+    drop_oldest: bool
+    #: Call after a change made elsewhere (another process) that may give a waiter something.
+    notify: Callable[[str], None]
+    #: Call when changes made elsewhere may have been missed (a reconnect).
+    notify_all: Callable[[], None]
+
+
+class Store(Protocol):
+    """The methods an `Inbox` calls on its store (see the module docstring)."""
+
+    def attach(self, settings: StoreSettings) -> None:
+        """Serve the one inbox that tells this; `ValueError` if another did already."""
+
+    def push(
+        self, session_id: str, kind: str, content: str, source: str, ts_ms: int
+    ) -> InboxEntry | PushNote:
+        """Stamp and append an entry; return it, or a `PushNote` if the push did more.
+
+        Raises `InboxClosed` after `close`, `InboxFull` for a full session
+        that rejects; either way nothing changed.
+        """
+
+    def requeue_front(self, entry: InboxEntry) -> None:
+        """Put *entry* first in its session; `ValueError` if an equal one is pending."""
+
+    def drain(self, session_id: str) -> list[InboxEntry]:
+        """Take every pending entry, oldest first."""
+
+    def read(self, session_id: str, cursor: Cursor | None) -> tuple[Cursor, list[InboxEntry], bool]:
+        """What a judge has not read yet; see `harn_inbox._session.SessionState.read`."""
+
+    def take(
+        self, session_id: str, cursor: Cursor, chosen: list[InboxEntry]
+    ) -> list[InboxEntry] | None:
+        """Take those of *chosen* still pending; ``None`` if the version moved since *cursor*."""
+
+    def clear(self, session_id: str) -> int:
+        """Forget the session's entries and counters; return how many entries it held."""
+
+    def close(self) -> None:
+        """Refuse pushes from now on."""
+
+    def has_pending(self, session_id: str) -> bool: ...
+
+    def pending_count(self, session_id: str) -> int: ...
+
+    def snapshot(self, session_id: str) -> list[InboxEntry]: ...
+
+    def sessions(self) -> list[str]: ...
+
+    def statistics(self, session_id: str) -> SessionStatistics:
+        """The session's statistics, with ``waiters=0`` (the lot counts those)."""
