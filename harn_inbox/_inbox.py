@@ -28,6 +28,8 @@ copies, see ``check_text``). A clock's ``now_ms()``, a predicate and its
 from __future__ import annotations
 
 import asyncio
+import math
+from collections.abc import Iterable
 from functools import partial
 from time import time_ns as _time_ns
 from typing import TYPE_CHECKING, Any, Literal, final
@@ -36,17 +38,27 @@ import attrs
 import sniffio
 import trio
 
-from ._arguments import check_int, check_text, check_timeout, type_error
+from ._arguments import check_int, check_seconds, check_text, check_timeout, type_error
 from ._batches import Batches, BatchesRegistry
+from ._claim import Claim
 from ._clock import Clock, SystemClock
-from ._entry import MAX_SEQUENCE, InboxEntry, has_plain_fields
+from ._entry import (
+    MAX_SEQUENCE,
+    Delivery,
+    InboxEntry,
+    check_delivery,
+    has_plain_fields,
+    rebuilt,
+)
 from ._errors import InboxFull
+from ._json import freeze
 from ._judging import Judge, Predicate, check_predicate
-from ._lot import Look, ParkingLot
+from ._lot import Look, ParkingLot, fallback_logger
+from ._session import PushOptions
 from ._telemetry import Telemetry
 from ._waiters import AsyncioWaiter, ThreadWaiter, TrioWaiter
 from .stores import MemoryStore
-from .stores._protocol import StoreSettings
+from .stores._protocol import ClaimRecord, StoreSettings
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -81,11 +93,14 @@ class Inbox:
         overflow: What a push to a full session does: ``"reject"`` raises
             `InboxFull` and stores nothing; ``"drop_oldest"`` discards the
             session's oldest entry to make room and counts it in `dropped`.
+        dedupe_window: Seconds (on the inbox's clock) for which a push's
+            ``dedupe_key`` makes a later push with the same key a duplicate.
 
     Raises:
         TypeError: An argument has the wrong type.
         ValueError: ``max_pending`` is below 1, ``overflow`` is not one of the
-            two names, or *store* serves another inbox already.
+            two names, ``dedupe_window`` is negative, NaN or infinite, or
+            *store* serves another inbox already.
     """
 
     __slots__ = (
@@ -107,6 +122,7 @@ class Inbox:
         logger: FilteringBoundLogger | None = None,
         max_pending: int | None = None,
         overflow: Literal["reject", "drop_oldest"] = "reject",
+        dedupe_window: float = 600,
     ) -> None:
         if clock is None:
             clock = SystemClock()
@@ -126,20 +142,14 @@ class Inbox:
         overflow_name = check_text("overflow", overflow)
         if overflow_name not in _OVERFLOWS:
             raise ValueError(f"overflow must be 'reject' or 'drop_oldest', not {overflow!r}")
+        window = check_seconds("dedupe_window", dedupe_window)
+        if math.isinf(window):
+            raise ValueError(f"dedupe_window must be finite, not {dedupe_window!r}")
         if store is None:
             store = MemoryStore()
         elif isinstance(store, type) or not callable(getattr(store, "attach", None)):
             type_error("store", "a store instance (from harn_inbox.stores)", store)
         lot = ParkingLot()
-        store.attach(
-            StoreSettings(
-                max_pending=max_pending,
-                drop_oldest=overflow_name == "drop_oldest",
-                notify=lot.notify,
-                notify_all=lot.notify_all,
-            )
-        )
-        self._store = store
         self._lot = lot
         #: The sessions with parked waits: a push looks here, lock-free (see _lot.py).
         self._parked = lot.parked
@@ -148,6 +158,18 @@ class Inbox:
         self._now_ms = None if type(clock) is SystemClock else clock.now_ms
         self._telemetry = None if logger is None else Telemetry(logger)
         self._batches = BatchesRegistry()
+        store.attach(
+            StoreSettings(
+                max_pending=max_pending,
+                drop_oldest=overflow_name == "drop_oldest",
+                notify=lot.notify,
+                notify_all=lot.notify_all,
+                dedupe_window_ms=_milliseconds(window),
+                now_ms=self._read_clock,
+                expired=self._expired,
+            )
+        )
+        self._store = store
 
     def __repr__(self) -> str:
         state = "closed" if self._lot.closed else "open"
@@ -155,17 +177,46 @@ class Inbox:
 
     # -- Producing ----------------------------------------------------------------------------
 
-    def push(self, session_id: str, kind: str, content: str, source: str) -> InboxEntry:
+    def push(
+        self,
+        session_id: str,
+        kind: str,
+        content: str,
+        source: str,
+        *,
+        payload: object = None,
+        delivery: Delivery | str | None = None,
+        dedupe_key: str | None = None,
+        coalesce_key: str | None = None,
+        expires_in: float | None = None,
+    ) -> InboxEntry:
         """Append a nudge to *session_id*'s inbox and wake that session's waiters.
 
         Any thread, never blocks. The entry gets the session's next sequence
         number and ``ts_ms`` from the inbox's clock. ``""`` is a valid session.
 
+        Args:
+            payload: Structured data for the entry, a JSON value; the entry
+                keeps a read-only copy (see `InboxEntry`).
+            delivery: When the loop is meant to see it: a `Delivery`, or its name.
+            dedupe_key: If a push with this key reached this session within the
+                inbox's ``dedupe_window``, store nothing and return that push's
+                entry (pending or not): a retried producer pushes once.
+            coalesce_key: Latest wins: the pending entry of this session pushed
+                with the same key is removed, and this one appended (with the
+                next sequence number). It never needs room of its own.
+            expires_in: Seconds (on the inbox's clock) after which the entry, if
+                still pending, is dropped: no drain, wait or snapshot returns it.
+                It is counted (``statistics().expired``) and logged.
+
         Returns:
-            The stamped entry, as a later drain will return it.
+            The stamped entry, as a later drain will return it (for a
+            duplicate: the first push's entry).
 
         Raises:
-            TypeError: An argument is not a ``str`` (nothing is stored).
+            TypeError, ValueError: An argument is invalid; the message names
+                it (for a payload, the path to the part that is not JSON).
+                Nothing is stored.
             InboxClosed: The inbox is closed (nothing is stored).
             InboxFull: The session is full and ``overflow="reject"`` (nothing is stored).
         """
@@ -174,9 +225,21 @@ class Inbox:
             kind = check_text("kind", kind)
             content = check_text("content", content)
             source = check_text("source", source)
+        plain = (
+            payload is None
+            and delivery is None
+            and dedupe_key is None
+            and coalesce_key is None
+            and expires_in is None
+        )
+        if not plain:
+            options = _push_options(payload, delivery, dedupe_key, coalesce_key, expires_in)
         ts_ms = _time_ns() // 1_000_000 if self._now_ms is None else self._read_clock()
         try:
-            pushed = self._store.push(session_id, kind, content, source, ts_ms)
+            if plain:
+                pushed = self._store.push(session_id, kind, content, source, ts_ms)
+            else:
+                pushed = self._store.push_with(session_id, kind, content, source, ts_ms, options)
         except InboxFull as full:
             if self._telemetry is not None:
                 self._telemetry.emit(
@@ -189,16 +252,44 @@ class Inbox:
                     max_pending=full.max_pending,
                 )
             raise
-        entry = pushed if type(pushed) is InboxEntry else pushed.entry
+        if type(pushed) is InboxEntry:
+            entry = pushed
+        else:
+            entry = pushed.entry
+            if pushed.duplicate:  # nothing was stored: nobody to wake
+                if self._telemetry is not None:
+                    self._telemetry.pushed(session_id, kind, source, pushed)
+                return entry
         if session_id in self._parked:
             self._lot.notify(session_id)
         if self._telemetry is not None:
-            self._telemetry.pushed(entry, None if pushed is entry else pushed)  # type: ignore[arg-type]
+            self._telemetry.pushed(session_id, kind, source, pushed)
         return entry
 
+    def reserve_sequence(self, session_id: str) -> int:
+        """Take *session_id*'s next sequence number for an entry that is not queued.
+
+        For an injection delivered at once, outside the inbox, that must stay
+        ordered with the queued ones: it gets a number as a push would, and
+        the next push gets the one after. Sequences issued stay gapless;
+        pending entries skip the reserved numbers. Any thread, never blocks.
+
+        Raises:
+            TypeError: *session_id* is not a ``str``.
+            InboxClosed: The inbox is closed.
+        """
+        session_id = check_text("session_id", session_id)
+        sequence = self._store.reserve_sequence(session_id)
+        if self._telemetry is not None:
+            self._telemetry.emit(
+                "debug", "inbox.reserve_sequence", session_id=session_id, sequence=sequence
+            )
+        return sequence
+
     def _read_clock(self) -> int:
-        # A clock other than the SystemClock: read it, and refuse what is not a stamp.
-        assert self._now_ms is not None
+        # The clock, read and checked: what is not a stamp is refused.
+        if self._now_ms is None:
+            return _time_ns() // 1_000_000
         ts_ms = self._now_ms()
         if type(ts_ms) is not int:
             raise TypeError(f"clock.now_ms() must return int, not {ts_ms!r}")
@@ -280,7 +371,8 @@ class Inbox:
                 exactly as if the call had not happened.
         """
         session_id = check_text("session_id", session_id)
-        taken = Judge(self._store, session_id, check_predicate(predicate)).look()
+        predicate = check_predicate(predicate)
+        taken = Judge(self._store, session_id, predicate, self._store.take).look()
         if not isinstance(taken, list):
             taken = []
         if self._telemetry is not None:
@@ -310,6 +402,56 @@ class Inbox:
                 "info", "inbox.clear_session", session_id=session_id, dropped=dropped
             )
         return dropped
+
+    def revoke(self, session_id: str, sequence: int) -> InboxEntry | None:
+        """Remove *session_id*'s pending entry with *sequence* and return it.
+
+        ``None`` if no such entry is pending (taken already, expired, never
+        pushed). Any thread, never blocks; wakes nobody.
+
+        Raises:
+            TypeError: *session_id* is not a ``str`` or *sequence* not an ``int``.
+            ValueError: *sequence* is outside 1 .. 2**64-1.
+        """
+        session_id = check_text("session_id", session_id)
+        sequence = check_int("sequence", sequence)
+        if not 1 <= sequence <= MAX_SEQUENCE:
+            raise ValueError(f"sequence must be between 1 and 2**64-1, not {sequence!r}")
+        entry = self._store.revoke(session_id, sequence)
+        if self._telemetry is not None:
+            self._telemetry.emit(
+                "info",
+                "inbox.revoke",
+                session_id=session_id,
+                sequence=sequence,
+                revoked=entry is not None,
+            )
+        return entry
+
+    def claim(self, session_id: str, predicate: Predicate | None = None) -> Claim:
+        """Hold *session_id*'s entries for a block: ``with inbox.claim(sid) as entries:``.
+
+        Entering takes the pending entries (all, or those *predicate* accepts,
+        judged as in `drain_where`). If the block raises, they go back to the
+        head of the session in their order, with all they carried (coalesce
+        key, expiry), and its waiters wake; if it ends normally, they are
+        gone: at-least-once, where `drain` is at-most-once. ``async with``
+        works too, under trio and asyncio; a cancellation before the entries
+        are taken takes nothing, and one in the block gives them back.
+
+        Raises:
+            TypeError: *session_id* is not a ``str``, or *predicate* is not a
+                plain callable (raised here, before anything is taken).
+        """
+        session_id = check_text("session_id", session_id)
+        if predicate is not None:
+            predicate = check_predicate(predicate)
+        return Claim(
+            session_id,
+            partial(self._take_claim, session_id, predicate),
+            self._settle_claim,
+            self._release_claim,
+        )
 
     # -- Looking ------------------------------------------------------------------------------
 
@@ -387,11 +529,7 @@ class Inbox:
         """
         session_id = check_text("session_id", session_id)
         timeout = check_timeout(timeout)
-        if timeout != 0 and _loop_running_here():
-            raise RuntimeError(
-                "wait_sync() would block the event loop running in this thread; "
-                "use 'await inbox.wait(...)' there instead"
-            )
+        _refuse_blocking_a_loop(timeout, "wait_sync", "wait")
         waiter = ThreadWaiter((session_id,), self._lot)
         started = self._started()
         result = waiter.run(partial(self._look_pending, session_id), timeout, self._clock)
@@ -430,7 +568,12 @@ class Inbox:
         return found
 
     async def wait_for(
-        self, session_id: str, predicate: Predicate, timeout: float | None = None
+        self,
+        session_id: str,
+        predicate: Predicate,
+        timeout: float | None = None,
+        *,
+        limit: int | None = None,
     ) -> list[InboxEntry]:
         """Wait until entries of *session_id* match *predicate*, then take them.
 
@@ -441,6 +584,10 @@ class Inbox:
         pending, whatever arrives or is requeued meanwhile. Between rounds of
         judging it lets the event loop run others, so a steady producer holds
         up neither the loop nor the timeout.
+
+        With *limit*, it takes at most that many (the oldest) and leaves the
+        other matches queued: ``[result] = await inbox.wait_for(sid, pred,
+        limit=1)`` never takes a second match it would have to put back.
 
         Returns:
             The matching entries, in order, once there is at least one; ``[]``
@@ -457,13 +604,61 @@ class Inbox:
         session_id = check_text("session_id", session_id)
         predicate = check_predicate(predicate)
         timeout = check_timeout(timeout)
+        limit = _check_limit(limit)
         waiter = self._async_waiter((session_id,))
         started = self._started()
-        judge = Judge(self._store, session_id, predicate)
+        judge = Judge(self._store, session_id, predicate, self._store.take, limit)
         result = await waiter.run(judge.look, timeout, self._clock)
         taken = result if isinstance(result, list) else []
         self._log_wait("inbox.wait_for", waiter, taken, started, timeout)
         return taken
+
+    async def wait_any(
+        self, session_ids: Iterable[str], timeout: float | None = None
+    ) -> str | None:
+        """Wait until any of *session_ids* has something pending; return the first such one.
+
+        For a scheduler serving many sessions from one task. The first of
+        *session_ids*, in their order, with pending entries; only pushes (or
+        requeues) to them wake it. Takes nothing. Works under trio and asyncio.
+
+        Returns:
+            A session id at once if one has entries, or as soon as one gets
+            some; ``None`` if the timeout passed, every one of the sessions was
+            cleared during the wait, or the inbox is closed with nothing pending
+            in them.
+
+        Raises:
+            TypeError, ValueError: *session_ids* is not a non-empty iterable of
+                ``str`` (a single ``str`` is refused), or *timeout* is invalid.
+            trio.Cancelled, asyncio.CancelledError: The wait was cancelled.
+        """
+        sessions = _check_session_ids(session_ids)
+        timeout = check_timeout(timeout)
+        waiter = self._async_waiter(sessions)
+        started = self._started()
+        result = await waiter.run(partial(self._look_any, sessions), timeout, self._clock)
+        found = result if isinstance(result, str) else None
+        self._log_wait("inbox.wait_any", waiter, found, started, timeout)
+        return found
+
+    def wait_any_sync(self, session_ids: Iterable[str], timeout: float | None = None) -> str | None:
+        """`wait_any` for a thread: block it until one of *session_ids* has something pending.
+
+        Raises:
+            TypeError, ValueError: As for `wait_any`.
+            RuntimeError: As for `wait_sync`: in a thread running an event
+                loop, with a timeout other than 0.
+        """
+        sessions = _check_session_ids(session_ids)
+        timeout = check_timeout(timeout)
+        _refuse_blocking_a_loop(timeout, "wait_any_sync", "wait_any")
+        waiter = ThreadWaiter(sessions, self._lot)
+        started = self._started()
+        result = waiter.run(partial(self._look_any, sessions), timeout, self._clock)
+        found = result if isinstance(result, str) else None
+        self._log_wait("inbox.wait_any", waiter, found, started, timeout)
+        return found
 
     def batches(self, session_id: str) -> Batches:
         """An async channel of *session_id*'s entries, drained a batch at a time.
@@ -542,6 +737,59 @@ class Inbox:
     def _look_pending(self, session_id: str) -> Literal[True] | Look:
         return True if self._store.has_pending(session_id) else Look.NOTHING
 
+    def _look_any(self, session_ids: tuple[str, ...]) -> str | Look:
+        for session_id in session_ids:
+            if self._store.has_pending(session_id):
+                return session_id
+        return Look.NOTHING
+
+    def _take_claim(self, session_id: str, predicate: Predicate | None) -> ClaimRecord:
+        if predicate is None:
+            record = self._store.claim(session_id, None, None)
+        else:
+            judged = Judge(self._store, session_id, predicate, self._store.claim).look()
+            record = ClaimRecord(session_id, [], None) if isinstance(judged, Look) else judged
+        assert record is not None
+        if self._telemetry is not None:
+            self._telemetry.emit(
+                "debug", "inbox.claim", session_id=session_id, taken=len(record.entries)
+            )
+        return record
+
+    def _settle_claim(self, record: ClaimRecord) -> None:
+        self._store.settle(record)
+        if self._telemetry is not None and record.entries:
+            self._telemetry.emit(
+                "debug", "inbox.claim_settled", session_id=record.session_id, count=len(record)
+            )
+
+    def _release_claim(self, record: ClaimRecord) -> None:
+        restored = self._store.release(record)
+        if restored:
+            self._lot.notify(record.session_id)
+        if self._telemetry is not None and record.entries:
+            self._telemetry.emit(
+                "info",
+                "inbox.claim_released",
+                session_id=record.session_id,
+                count=len(record),
+                restored=restored,
+            )
+
+    def _expired(self, entries: list[InboxEntry]) -> None:
+        # From the store, no lock held: entries that expired before anyone took them.
+        for entry in entries:
+            fields = {
+                "session_id": entry.session_id,
+                "sequence": entry.sequence,
+                "kind": entry.kind,
+                "source": entry.source,
+            }
+            if self._telemetry is not None:
+                self._telemetry.emit("info", "inbox.expired", **fields)
+            else:
+                fallback_logger.info("harn_inbox: entry expired unread: %r", fields)
+
     def _look_batch(self, stream: Batches) -> list[InboxEntry] | Look:
         if stream.cleared or stream.closed:
             return []  # a result: the channel has ended
@@ -588,7 +836,7 @@ def _checked_entry(entry: object) -> InboxEntry:
         # plain (see check_text). InboxEntry's converters see to it, but
         # unpickling bypasses them: requeue a plain copy of such an entry.
         # (attrs' validators can be switched off: check the copy too.)
-        entry = attrs.evolve(entry)
+        entry = rebuilt(entry)
         if not has_plain_fields(entry):
             type_error("entry", "an InboxEntry of plain str and int fields", entry)
     if not (1 <= entry.sequence <= MAX_SEQUENCE and entry.ts_ms >= 0):
@@ -597,6 +845,69 @@ def _checked_entry(entry: object) -> InboxEntry:
             f"entry must have a sequence in 1 .. 2**64-1 and a non-negative ts_ms, not {entry!r}"
         )
     return entry
+
+
+def _push_options(
+    payload: object,
+    delivery: object,
+    dedupe_key: object,
+    coalesce_key: object,
+    expires_in: object,
+) -> PushOptions:
+    """The keyword arguments of a push, checked: each error names its argument."""
+    expires_in_ms = None
+    if expires_in is not None:
+        seconds = check_seconds("expires_in", expires_in)
+        if not math.isinf(seconds):
+            expires_in_ms = _milliseconds(seconds)
+    return PushOptions(
+        payload=freeze(payload, "payload"),
+        delivery=check_delivery(delivery),
+        dedupe_key=_check_key("dedupe_key", dedupe_key),
+        coalesce_key=_check_key("coalesce_key", coalesce_key),
+        expires_in_ms=expires_in_ms,
+    )
+
+
+def _check_key(name: str, value: object) -> str | None:
+    if value is None:
+        return None
+    key = check_text(name, value)
+    if not key:
+        raise ValueError(f"{name} must be a non-empty str or None, not {value!r}")
+    return key
+
+
+def _check_limit(limit: object) -> int | None:
+    if limit is None:
+        return None
+    value = check_int("limit", limit)
+    if value < 1:
+        raise ValueError(f"limit must be at least 1 or None, not {limit!r}")
+    return value
+
+
+def _check_session_ids(session_ids: object) -> tuple[str, ...]:
+    """*session_ids* as a tuple of distinct plain ``str``, in their first order."""
+    if isinstance(session_ids, str) or not isinstance(session_ids, Iterable):
+        type_error("session_ids", "an iterable of str (not a str)", session_ids)
+    sessions = tuple(dict.fromkeys(check_text("session_ids", sid) for sid in session_ids))
+    if not sessions:
+        raise ValueError("session_ids must name at least one session")
+    return sessions
+
+
+def _milliseconds(seconds: float) -> int:
+    """*seconds* (finite, non-negative) as whole milliseconds, rounded up."""
+    return math.ceil(seconds * 1000)
+
+
+def _refuse_blocking_a_loop(timeout: float | None, call: str, instead: str) -> None:
+    if timeout != 0 and _loop_running_here():
+        raise RuntimeError(
+            f"{call}() would block the event loop running in this thread; "
+            f"use 'await inbox.{instead}(...)' there instead"
+        )
 
 
 def _with_waiters(counts: SessionStatistics, waiters: int) -> SessionStatistics:

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import inspect
 import itertools
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, final
+from collections.abc import Callable, Sized
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, final
 
 from ._arguments import type_error
 from ._lot import Look
@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from .stores._protocol import Store
 
 Predicate = Callable[["InboxEntry"], object]
+#: What a take returns: the entries taken, or a claim on them (falsy when empty).
+Taken = TypeVar("Taken", bound=Sized)
 
 
 def check_predicate(predicate: object) -> Predicate:
@@ -57,15 +59,37 @@ def truth(verdict: object) -> bool:
 
 
 @final
-class Judge:
-    """What one ``drain_where`` or ``wait_for`` call has read and judged of its session."""
+class Judge(Generic[Taken]):
+    """What one ``drain_where``, ``wait_for`` or ``claim`` call has read and judged of its session.
 
-    __slots__ = ("_cursor", "_matches", "_predicate", "_seen", "_session_id", "_store", "_verdicts")
+    It takes the first *limit* matches (all, if None) with *take*.
+    """
 
-    def __init__(self, store: Store, session_id: str, predicate: Predicate) -> None:
+    __slots__ = (
+        "_cursor",
+        "_limit",
+        "_matches",
+        "_predicate",
+        "_seen",
+        "_session_id",
+        "_store",
+        "_take",
+        "_verdicts",
+    )
+
+    def __init__(
+        self,
+        store: Store,
+        session_id: str,
+        predicate: Predicate,
+        take: Callable[[str, Cursor, list[InboxEntry]], Taken | None],  # Store.take or .claim
+        limit: int | None = None,
+    ) -> None:
         self._store = store
         self._session_id = session_id
         self._predicate = predicate
+        self._take = take
+        self._limit = limit
         self._cursor: Cursor | None = None
         #: Every entry read since the last restart, in pending order, and its verdict.
         self._seen: list[InboxEntry] = []
@@ -73,8 +97,8 @@ class Judge:
         #: How many of the verdicts are true.
         self._matches = 0
 
-    def look(self) -> list[InboxEntry] | Look:
-        """Take the matches if there are any; else say whether it judged anything.
+    def look(self) -> Taken | Look:
+        """Take the matches (the first *limit*) if there are any; else say whether it judged any.
 
         `Look.CLEARED` if the session was cleared since this call first read
         it. Raises whatever the predicate raises, having taken nothing.
@@ -103,8 +127,10 @@ class Judge:
             if not self._matches:
                 self._cursor = cursor
                 return Look.JUDGED if judged_any else Look.NOTHING
-            chosen = list(itertools.compress(self._seen, self._verdicts))
-            taken = self._store.take(self._session_id, cursor, chosen)
+            chosen = list(
+                itertools.islice(itertools.compress(self._seen, self._verdicts), self._limit)
+            )
+            taken = self._take(self._session_id, cursor, chosen)
             if taken:
                 return taken
             if cursor.cleared():

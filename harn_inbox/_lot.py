@@ -213,13 +213,24 @@ class ParkingLot:
             waiter.wake()
 
     def end_session(self, session_id: str) -> None:
-        """*session_id* was cleared: every wait in progress on it ends with nothing."""
+        """*session_id* was cleared: every wait on it alone ends with nothing.
+
+        A wait on several sessions (``wait_any``) ends once all of them were
+        cleared during it; until then it goes on waiting for the others.
+        """
         with self._mutex:
             woken = []
             for waiter in list(self._waits.get(session_id, ())):
                 if waiter.abandoned():
                     self._leave_locked(waiter)
                     continue
+                if len(waiter.session_ids) > 1:
+                    cleared = waiter.cleared
+                    if cleared is None:
+                        cleared = waiter.cleared = set()
+                    cleared.add(session_id)
+                    if len(cleared) < len(waiter.session_ids):
+                        continue
                 waiter.interrupted = Interrupt.CLEARED
                 if waiter.parked:
                     self._unpark_locked(waiter)

@@ -1,9 +1,10 @@
 """`SessionState`: one session of a store, as plain data and the operations on it.
 
 Everything that decides what a session holds lives here: its pending entries,
-its sequence counter, its overflow accounting and its version. The methods are
-plain, synchronous and free of I/O; the store that owns the session calls them
-with its lock held, and a test can check them against
+its sequence counter, its overflow accounting, its version, and the producer
+controls (dedupe keys, coalesce keys, expiry). The methods are plain,
+synchronous and free of I/O; the store that owns the session calls them with
+its lock held, and a test can check them against
 `harn_inbox.testing.InboxModel` directly, without threads.
 
 Pending entries
@@ -15,8 +16,8 @@ Two insertion-ordered dicts keyed by sequence number, each ``None`` when empty:
   ``back`` is at least ``head``, in the order of pushes), never by iterating:
   a dict emptied from the front keeps its deleted slots until it is resized,
   and iteration steps over every one of them.
-- ``front``: entries put back by `requeue_front`, the newest last, since it
-  is the session's head: ``popitem`` takes it.
+- ``front``: entries put back by `requeue_front` (or a failed claim), the
+  newest last, since it is the session's head: ``popitem`` takes it.
 
 The pending order is ``reversed(front)``, then ``back``. Appending, taking the
 head, requeueing, and removing or finding a given entry are O(1); only the
@@ -30,16 +31,33 @@ scans ``front``, the one case that is not O(1) (it takes two clears).
 
 The version
 -----------
-``version`` changes on every change but three: an append, a ``drop_oldest``
-of the head by a push, and (later) entries that a push or the clock discards.
-So a selective consumer that judged the entries it read at version ``v`` knows,
+``version`` changes on every change but three: an append, an entry a push
+discards (``drop_oldest``, coalescing), and an entry that expires. So a
+selective consumer that judged the entries it read at version ``v`` knows,
 while ``version`` is still ``v``, that every judged entry still pending is where
 it was and nothing was put ahead of them: the only news is the tail appended
-since (see `read` and `take`).
+since (see `read` and `take`). A cleared session's version becomes `CLEARED`:
+its life is over, and the store starts a new `SessionState` for the next one.
+
+The controls (`Extras`, made on first use)
+------------------------------------------
+- **Dedupe keys**: key -> the entry first pushed with it, until the window
+  closes (``ts_ms + dedupe_window``). Kept in push order and dropped from the
+  front once their window has closed, so they cost memory for the window only.
+- **Coalesce keys**: key -> the entry last pushed with it; a push with the key
+  removes that entry if it is still pending. Entries are found by identity,
+  so a stale mapping (the entry was taken) costs nothing but its slot.
+- **Expiry**: a heap of ``(expires_at_ms, sequence, entry)``. `purge` takes
+  from it what is due and removes those entries still pending; the store
+  purges before every operation on a session that has any.
+- **Meta**: ``id(entry) -> (coalesce_key, expires_at_ms)`` for pending entries
+  that carry either, so a removal forgets them and a claim carries them back.
 """
 
 from __future__ import annotations
 
+import heapq
+from collections import deque
 from itertools import count
 from typing import TYPE_CHECKING, final
 
@@ -47,7 +65,8 @@ from ._entry import MAX_SEQUENCE, stamp
 from ._errors import InboxFull
 
 if TYPE_CHECKING:
-    from ._entry import InboxEntry
+    from ._entry import Delivery, InboxEntry
+    from ._json import JsonValue
 
 #: The version of a session that was cleared: its life is over (see `Cursor.cleared`).
 CLEARED = -1
@@ -55,20 +74,56 @@ CLEARED = -1
 #: Keys of strays in ``front`` (see the module docstring); only needs to be unique.
 _stray_keys = count()
 
+#: What a pending entry carries besides itself: its coalesce key and its expiry (ms), or None.
+Meta = tuple["str | None", "int | None"]
+
+
+@final
+class PushOptions:
+    """The keyword arguments of a push beyond the four fields, checked by the façade."""
+
+    __slots__ = ("coalesce_key", "dedupe_key", "delivery", "expires_in_ms", "payload")
+
+    def __init__(
+        self,
+        *,
+        payload: JsonValue = None,
+        delivery: Delivery | None = None,
+        dedupe_key: str | None = None,
+        coalesce_key: str | None = None,
+        expires_in_ms: int | None = None,
+    ) -> None:
+        self.payload = payload
+        self.delivery = delivery
+        self.dedupe_key = dedupe_key
+        self.coalesce_key = coalesce_key
+        self.expires_in_ms = expires_in_ms
+
 
 @final
 class PushNote:
-    """What a push returns when it did more than append its entry."""
+    """What a push returns when it did more than append its entry, or other than that."""
 
-    __slots__ = ("dropped", "dropped_total", "entry")
+    __slots__ = ("coalesced", "dropped", "dropped_total", "duplicate", "entry")
 
-    def __init__(self, entry: InboxEntry, dropped: InboxEntry, dropped_total: int) -> None:
-        #: The entry the push returns.
+    def __init__(
+        self,
+        entry: InboxEntry,
+        *,
+        dropped: InboxEntry | None = None,
+        dropped_total: int = 0,
+        coalesced: InboxEntry | None = None,
+        duplicate: bool = False,
+    ) -> None:
+        #: The entry the push returns (for a duplicate: the first push's).
         self.entry = entry
-        #: The entry ``drop_oldest`` discarded to make room.
+        #: The entry ``drop_oldest`` discarded to make room, and the drop count after it.
         self.dropped = dropped
-        #: The session's drop count after it.
         self.dropped_total = dropped_total
+        #: The pending entry of the same coalesce key that this push replaced.
+        self.coalesced = coalesced
+        #: Whether the push stored nothing: its dedupe key was seen within the window.
+        self.duplicate = duplicate
 
 
 @final
@@ -95,13 +150,48 @@ class Cursor:
 
 
 @final
+class Extras:
+    """A session's producer controls and counters: made by the first call that needs one."""
+
+    __slots__ = (
+        "coalesce",
+        "coalesced",
+        "dedupe",
+        "dedupe_order",
+        "duplicates",
+        "expired",
+        "expiry",
+        "meta",
+        "reserved",
+        "revoked",
+    )
+
+    def __init__(self) -> None:
+        #: Dedupe key -> the first entry pushed with it; its window's end in ``dedupe_order``.
+        self.dedupe: dict[str, InboxEntry] = {}
+        #: ``(window_end_ms, key, entry)`` in push order, to forget closed windows.
+        self.dedupe_order: deque[tuple[int, str, InboxEntry]] = deque()
+        #: Coalesce key -> the entry last pushed with it (maybe no longer pending).
+        self.coalesce: dict[str, InboxEntry] = {}
+        #: ``(expires_at_ms, sequence, entry)``, a heap; may hold entries no longer pending.
+        self.expiry: list[tuple[int, int, InboxEntry]] = []
+        #: ``id(entry) -> (coalesce_key, expires_at_ms)`` for pending entries carrying either.
+        self.meta: dict[int, Meta] = {}
+        self.duplicates = 0
+        self.coalesced = 0
+        self.expired = 0
+        self.revoked = 0
+        self.reserved = 0
+
+
+@final
 class SessionState:
-    """One session: pending entries, sequence counter, drop count and version.
+    """One session: pending entries, sequence counter, drop count, version, controls.
 
     Read and changed only under the lock of the store that owns it.
     """
 
-    __slots__ = ("back", "dropped", "front", "head", "last_sequence", "strays", "version")
+    __slots__ = ("back", "dropped", "extras", "front", "head", "last_sequence", "strays", "version")
 
     def __init__(self) -> None:
         self.back: dict[int, InboxEntry] | None = None
@@ -115,6 +205,7 @@ class SessionState:
         #: How many keys of ``front`` are ``(sequence, n)`` (see the module docstring).
         self.strays = 0
         self.version = 0
+        self.extras: Extras | None = None
 
     # -- Looking ------------------------------------------------------------------------------
 
@@ -127,14 +218,23 @@ class SessionState:
             return [] if self.back is None else list(self.back.values())
         return [*reversed(self.front.values()), *(self.back or {}).values()]
 
-    def is_idle(self) -> bool:
-        """Whether the session holds nothing at all: a fresh session would behave the same."""
-        return (
-            self.back is None
-            and self.front is None
-            and self.last_sequence == 0
-            and self.dropped == 0
-        )
+    def counters(self) -> dict[str, int]:
+        """The counters `SessionStatistics` reports (all but ``waiters``)."""
+        extras = self.extras or _NO_EXTRAS
+        return {
+            "pending": self.pending_count(),
+            "last_sequence": self.last_sequence,
+            "dropped": self.dropped,
+            "duplicates": extras.duplicates,
+            "coalesced": extras.coalesced,
+            "expired": extras.expired,
+            "revoked": extras.revoked,
+            "reserved": extras.reserved,
+        }
+
+    def expires(self) -> bool:
+        """Whether entries may expire here: the store must `purge` before looking."""
+        return self.extras is not None and bool(self.extras.expiry)
 
     # -- Producing ----------------------------------------------------------------------------
 
@@ -156,25 +256,83 @@ class SessionState:
         """
         dropped = None
         if max_pending is not None and self.pending_count() >= max_pending:
-            if not drop_oldest:
-                raise InboxFull(session_id, self.pending_count(), max_pending)
-            dropped = self._pop_head()
-            self.dropped += 1
-        sequence = self.last_sequence + 1
-        if sequence > MAX_SEQUENCE:
-            sequence = 1  # u64 wraps to 1, never 0
-            self.version += 1  # keys of `back` stop going up: readers start over
-        entry = stamp(sequence, session_id, kind, content, source, ts_ms)
-        self.last_sequence = sequence
-        back = self.back
-        if back is None:
-            self.back = {sequence: entry}
-            self.head = sequence
-        else:
-            back[sequence] = entry
+            dropped = self._make_room(session_id, max_pending, drop_oldest)
+        entry = stamp(self._next_sequence(), session_id, kind, content, source, ts_ms)
+        self._append(entry)
         if dropped is None:
             return entry
-        return PushNote(entry, dropped, self.dropped)
+        return PushNote(entry, dropped=dropped, dropped_total=self.dropped)
+
+    def push_with(
+        self,
+        session_id: str,
+        kind: str,
+        content: str,
+        source: str,
+        ts_ms: int,
+        max_pending: int | None,
+        drop_oldest: bool,
+        options: PushOptions,
+        dedupe_window_ms: int,
+    ) -> InboxEntry | PushNote:
+        """`push` with *options*: a payload, a delivery class, and the producer controls.
+
+        A dedupe key seen within its window stores nothing and returns the
+        first push's entry. A coalesce key removes the pending entry pushed
+        with it before the new one is appended (so it never needs room).
+
+        Raises:
+            InboxFull: As for `push`; nothing changed.
+        """
+        extras = self._extras()
+        key = options.dedupe_key
+        if key is not None:
+            self._forget_closed_windows(ts_ms)
+            first = extras.dedupe.get(key)
+            if first is not None:
+                extras.duplicates += 1
+                return PushNote(first, duplicate=True)
+        coalesce_key = options.coalesce_key
+        previous = None
+        if coalesce_key is not None:
+            previous = extras.coalesce.get(coalesce_key)
+            if previous is not None and not self._is_pending(previous):
+                previous = None
+        # Refuse before changing anything: the entry it replaces makes room.
+        full = max_pending is not None and (
+            self.pending_count() - (previous is not None) >= max_pending
+        )
+        if full and not drop_oldest:
+            raise InboxFull(session_id, self.pending_count(), max_pending)  # type: ignore[arg-type]
+        if previous is not None:
+            self._remove(previous)
+            extras.coalesced += 1
+        dropped = None
+        if full:
+            dropped = self._make_room(session_id, max_pending, drop_oldest)  # type: ignore[arg-type]
+        sequence = self._next_sequence()
+        entry = stamp(
+            sequence, session_id, kind, content, source, ts_ms, options.payload, options.delivery
+        )
+        self._append(entry)
+        expires_at = None if options.expires_in_ms is None else ts_ms + options.expires_in_ms
+        if coalesce_key is not None or expires_at is not None:
+            extras.meta[id(entry)] = (coalesce_key, expires_at)
+            if coalesce_key is not None:
+                extras.coalesce[coalesce_key] = entry
+            if expires_at is not None:
+                heapq.heappush(extras.expiry, (expires_at, sequence, entry))
+        if key is not None:
+            extras.dedupe[key] = entry
+            extras.dedupe_order.append((ts_ms + dedupe_window_ms, key, entry))
+        if dropped is None and previous is None:
+            return entry
+        return PushNote(entry, dropped=dropped, dropped_total=self.dropped, coalesced=previous)
+
+    def reserve_sequence(self) -> int:
+        """Issue the next sequence number to nobody's entry (an injection delivered at once)."""
+        self._extras().reserved += 1
+        return self._next_sequence()
 
     def requeue_front(self, entry: InboxEntry) -> None:
         """Put *entry* first.
@@ -182,33 +340,30 @@ class SessionState:
         Raises:
             ValueError: An equal entry is pending (nothing changed).
         """
-        sequence = entry.sequence
-        back, front = self.back, self.front
-        if (back is not None and back.get(sequence) == entry) or (
-            front is not None
-            and (front.get(sequence) == entry or (self.strays and entry in front.values()))
-        ):
+        if self._find_equal(entry):
             raise ValueError(
                 f"entry is already pending: session {entry.session_id!r} "
-                f"holds an equal entry, sequence {sequence}"
+                f"holds an equal entry, sequence {entry.sequence}"
             )
-        if front is None:
-            self.front = {sequence: entry}
-        elif sequence in front:
-            front[(sequence, next(_stray_keys))] = entry
-            self.strays += 1
-        else:
-            front[sequence] = entry
+        self._put_first(entry)
         self.version += 1
 
     # -- Consuming ----------------------------------------------------------------------------
 
-    def drain(self) -> list[InboxEntry]:
-        """Take every pending entry, oldest first."""
+    def drain(self, metas: list[Meta] | None = None) -> list[InboxEntry]:
+        """Take every pending entry, oldest first (their metas into *metas*, if given)."""
         entries = self.entries()
         if entries:
+            extras = self.extras
+            if metas is not None:
+                held = {} if extras is None else extras.meta
+                metas.extend(held.get(id(entry), _NO_META) for entry in entries)
             self.back = self.front = None
             self.strays = 0
+            if extras is not None:
+                extras.meta = {}
+                extras.coalesce = {}
+                extras.expiry = []
             self.version += 1
         return entries
 
@@ -235,18 +390,82 @@ class SessionState:
         tail.reverse()
         return Cursor(self, self.version, last), tail, False
 
-    def take(self, cursor: Cursor, chosen: list[InboxEntry]) -> list[InboxEntry] | None:
+    def take(
+        self, cursor: Cursor, chosen: list[InboxEntry], metas: list[Meta] | None = None
+    ) -> list[InboxEntry] | None:
         """Remove those of *chosen* (read at *cursor*) that are still pending, in order.
 
         ``None`` if the version moved since *cursor*: something judged may have
-        been taken, or something put ahead of it; read again.
+        been taken, or something put ahead of it; read again. The taken
+        entries' metas go into *metas*, if given.
         """
         if not cursor.reads(self):
             return None
-        taken = [entry for entry in chosen if self._remove(entry)]
+        taken = []
+        for entry in chosen:
+            meta = self._remove(entry)
+            if meta is not None:
+                taken.append(entry)
+                if metas is not None:
+                    metas.append(meta)
         if taken:
             self.version += 1
         return taken
+
+    def revoke(self, sequence: int) -> InboxEntry | None:
+        """Remove the pending entry with *sequence* (the one nearest the head) and return it."""
+        entry = self._find_sequence(sequence)
+        if entry is None:
+            return None
+        self._remove(entry)
+        self._extras().revoked += 1
+        self.version += 1
+        return entry
+
+    def restore(self, entries: list[InboxEntry], metas: list[Meta]) -> int:
+        """Put claimed *entries* back at the head, in their order, with what they carried.
+
+        An entry whose coalesce key a newer pending entry took meanwhile stays
+        out (latest wins: counted as coalesced); one already pending (put back
+        by hand) is not put back twice. Returns how many went back.
+        """
+        extras = self.extras
+        restored = 0
+        for entry, meta in zip(reversed(entries), reversed(metas), strict=True):
+            coalesce_key, expires_at = meta
+            if coalesce_key is not None and extras is not None:
+                newer = extras.coalesce.get(coalesce_key)
+                if newer is not None and newer is not entry and self._is_pending(newer):
+                    extras.coalesced += 1
+                    continue
+            if self._find_equal(entry):
+                continue
+            self._put_first(entry)
+            restored += 1
+            if meta != _NO_META:
+                extras = self._extras()
+                extras.meta[id(entry)] = meta
+                if coalesce_key is not None:
+                    extras.coalesce[coalesce_key] = entry
+                if expires_at is not None:
+                    heapq.heappush(extras.expiry, (expires_at, entry.sequence, entry))
+        if restored:
+            self.version += 1
+        return restored
+
+    def purge(self, now_ms: int) -> list[InboxEntry]:
+        """Remove the pending entries whose expiry is *now_ms* or earlier; return them."""
+        extras = self.extras
+        expired: list[InboxEntry] = []
+        if extras is None:
+            return expired
+        expiry = extras.expiry
+        while expiry and expiry[0][0] <= now_ms:
+            entry = heapq.heappop(expiry)[2]
+            if self._remove(entry) is not None:
+                expired.append(entry)
+        extras.expired += len(expired)
+        return expired
 
     def clear(self) -> int:
         """End this life of the session; return how many entries were pending.
@@ -254,12 +473,53 @@ class SessionState:
         The store forgets this object: the session's next life is a new one.
         """
         pending = self.pending_count()
-        self.back = self.front = None
+        self.back = self.front = self.extras = None
         self.last_sequence = self.dropped = self.strays = 0
         self.version = CLEARED
         return pending
 
     # -- Inside -------------------------------------------------------------------------------
+
+    def _extras(self) -> Extras:
+        extras = self.extras
+        if extras is None:
+            extras = self.extras = Extras()
+        return extras
+
+    def _next_sequence(self) -> int:
+        sequence = self.last_sequence + 1
+        if sequence > MAX_SEQUENCE:
+            sequence = 1  # u64 wraps to 1, never 0
+            self.version += 1  # keys of `back` stop going up: readers start over
+        self.last_sequence = sequence
+        return sequence
+
+    def _append(self, entry: InboxEntry) -> None:
+        back = self.back
+        if back is None:
+            self.back = {entry.sequence: entry}
+            self.head = entry.sequence
+        else:
+            back[entry.sequence] = entry
+
+    def _make_room(self, session_id: str, max_pending: int, drop_oldest: bool) -> InboxEntry:
+        # The session is full: refuse (changing nothing), or drop the oldest entry.
+        if not drop_oldest:
+            raise InboxFull(session_id, self.pending_count(), max_pending)
+        dropped = self._pop_head()
+        self.dropped += 1
+        return dropped
+
+    def _put_first(self, entry: InboxEntry) -> None:
+        front = self.front
+        sequence = entry.sequence
+        if front is None:
+            self.front = {sequence: entry}
+        elif sequence in front:
+            front[(sequence, next(_stray_keys))] = entry
+            self.strays += 1
+        else:
+            front[sequence] = entry
 
     def _pop_head(self) -> InboxEntry:
         # The oldest pending entry, removed. The session holds one.
@@ -270,41 +530,107 @@ class SessionState:
                 self.strays -= 1
             if not front:
                 self.front = None
-            return entry
-        back = self.back
-        assert back is not None
-        head = self.head
-        while head not in back:
-            head = 1 if head == MAX_SEQUENCE else head + 1
-        entry = back.pop(head)
-        if back:
-            self.head = head
         else:
-            self.back = None
+            back = self.back
+            assert back is not None
+            head = self.head
+            while head not in back:
+                head = 1 if head == MAX_SEQUENCE else head + 1
+            entry = back.pop(head)
+            if back:
+                self.head = head
+            else:
+                self.back = None
+        if self.extras is not None:
+            self._forget_meta(entry)
         return entry
 
-    def _remove(self, entry: InboxEntry) -> bool:
-        # Remove this very entry (by identity) if it is pending; say whether it was.
+    def _remove(self, entry: InboxEntry) -> Meta | None:
+        # Remove this very entry (by identity) if it is pending: return its
+        # meta (`_NO_META` if it carries none), or None if it was not pending.
         sequence = entry.sequence
         back = self.back
         if back is not None and back.get(sequence) is entry:
             del back[sequence]
             if not back:
                 self.back = None
+        else:
+            front = self.front
+            if front is None:
+                return None
+            key: object = sequence
+            if front.get(sequence) is not entry:
+                if not self.strays:
+                    return None
+                key = next((key for key, held in front.items() if held is entry), None)
+                if key is None:
+                    return None
+            del front[key]
+            if type(key) is tuple:
+                self.strays -= 1
+            if not front:
+                self.front = None
+        if self.extras is None:
+            return _NO_META
+        return self._forget_meta(entry)
+
+    def _forget_meta(self, entry: InboxEntry) -> Meta:
+        # *entry* left the queue: drop what it carried; return it.
+        assert self.extras is not None
+        meta = self.extras.meta.pop(id(entry), _NO_META)
+        coalesce_key = meta[0]
+        if coalesce_key is not None and self.extras.coalesce.get(coalesce_key) is entry:
+            del self.extras.coalesce[coalesce_key]
+        return meta
+
+    def _is_pending(self, entry: InboxEntry) -> bool:
+        sequence = entry.sequence
+        if self.back is not None and self.back.get(sequence) is entry:
             return True
         front = self.front
         if front is None:
             return False
-        key: object = sequence
-        if front.get(sequence) is not entry:
-            if not self.strays:
-                return False
-            key = next((key for key, held in front.items() if held is entry), None)
-            if key is None:
-                return False
-        del front[key]
-        if type(key) is tuple:
-            self.strays -= 1
-        if not front:
-            self.front = None
-        return True
+        if front.get(sequence) is entry:
+            return True
+        return bool(self.strays) and any(held is entry for held in front.values())
+
+    def _find_equal(self, entry: InboxEntry) -> bool:
+        # Whether an entry equal to *entry* is pending (O(1) but for strays).
+        sequence = entry.sequence
+        back, front = self.back, self.front
+        return (back is not None and back.get(sequence) == entry) or (
+            front is not None
+            and (front.get(sequence) == entry or (bool(self.strays) and entry in front.values()))
+        )
+
+    def _find_sequence(self, sequence: int) -> InboxEntry | None:
+        # The pending entry with *sequence* nearest the head.
+        front = self.front
+        if front is not None:
+            if self.strays:
+                for held in reversed(front.values()):
+                    if held.sequence == sequence:
+                        return held
+            else:
+                found = front.get(sequence)
+                if found is not None:
+                    return found
+        back = self.back
+        return None if back is None else back.get(sequence)
+
+    def _forget_closed_windows(self, now_ms: int) -> None:
+        # Dedupe keys in push order: forget those whose window has closed.
+        extras = self.extras
+        assert extras is not None
+        order = extras.dedupe_order
+        while order and order[0][0] <= now_ms:
+            _, key, entry = order.popleft()
+            if extras.dedupe.get(key) is entry:
+                del extras.dedupe[key]
+
+
+#: The meta of an entry that carries no coalesce key and no expiry.
+_NO_META: Meta = (None, None)
+
+#: What a session without controls reads as. Never changed: only looked at.
+_NO_EXTRAS = Extras()

@@ -20,6 +20,15 @@ class SessionStatistics:
             began or was last cleared; 0 if none.
         dropped: Entries that ``overflow="drop_oldest"`` discarded since then
             (what `Inbox.dropped` says).
+        duplicates: Pushes that stored nothing because their ``dedupe_key``
+            was pushed within the dedupe window.
+        coalesced: Pending entries that a push with the same
+            ``coalesce_key`` replaced.
+        expired: Entries that expired before anyone took them.
+        revoked: Entries that `Inbox.revoke` removed.
+        reserved: Sequence numbers that `Inbox.reserve_sequence` issued.
+
+    Every count is since the session began or was last cleared.
     """
 
     session_id: str
@@ -27,3 +36,8 @@ class SessionStatistics:
     waiters: int
     last_sequence: int
     dropped: int
+    duplicates: int = 0
+    coalesced: int = 0
+    expired: int = 0
+    revoked: int = 0
+    reserved: int = 0

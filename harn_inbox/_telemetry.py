@@ -10,13 +10,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, final
 
 from ._lot import fallback_logger
+from ._session import PushNote
 
 if TYPE_CHECKING:
     from structlog.typing import FilteringBoundLogger
 
     from ._entry import InboxEntry
     from ._lot import Interrupt
-    from ._session import PushNote
 
 
 @final
@@ -34,24 +34,27 @@ class Telemetry:
         except Exception:
             fallback_logger.exception("harn_inbox: logging %s failed", event)
 
-    def pushed(self, entry: InboxEntry, note: PushNote | None) -> None:
-        fields: dict[str, object] = {
-            "session_id": entry.session_id,
-            "kind": entry.kind,
-            "source": entry.source,
-            "sequence": entry.sequence,
-        }
-        if note is None:
-            self.emit("debug", "inbox.push", **fields)
-        else:
-            self.emit(
-                "warning",
-                "inbox.push",
-                **fields,
-                outcome="dropped_oldest",
-                dropped_sequence=note.dropped.sequence,
-                dropped_total=note.dropped_total,
-            )
+    def pushed(
+        self, session_id: str, kind: str, source: str, pushed: InboxEntry | PushNote
+    ) -> None:
+        """One ``inbox.push`` event: debug, or a warning for a drop; its outcome if not plain."""
+        fields: dict[str, object] = {"session_id": session_id, "kind": kind, "source": source}
+        if type(pushed) is not PushNote:
+            self.emit("debug", "inbox.push", **fields, sequence=pushed.sequence)
+            return
+        fields["sequence"] = pushed.entry.sequence
+        level = "debug"
+        if pushed.duplicate:
+            fields["outcome"] = "duplicate"
+        if pushed.coalesced is not None:
+            fields["outcome"] = "coalesced"
+            fields["coalesced_sequence"] = pushed.coalesced.sequence
+        if pushed.dropped is not None:
+            level = "warning"
+            fields["outcome"] = "dropped_oldest"
+            fields["dropped_sequence"] = pushed.dropped.sequence
+            fields["dropped_total"] = pushed.dropped_total
+        self.emit(level, "inbox.push", **fields)
 
     def waited(
         self,

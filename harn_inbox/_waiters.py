@@ -29,10 +29,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-
-# asyncio's own test for "is a loop running here", without get_running_loop()'s
-# RuntimeError, whose cost a producer thread paid on every wake.
-from asyncio.events import _get_running_loop as _running_loop
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import trio
@@ -51,14 +47,24 @@ T = TypeVar("T")
 class Waiter:
     """One wait call: what the lot knows of it, and how to wake it."""
 
-    __slots__ = ("framework_timeout", "interrupted", "parked", "registered", "session_ids")
+    __slots__ = (
+        "cleared",
+        "framework_timeout",
+        "interrupted",
+        "parked",
+        "registered",
+        "session_ids",
+    )
 
     #: Waiters sharing a key share one event loop: `wake_group` wakes them all at once.
     loop_key: object = None
 
     def __init__(self, session_ids: tuple[str, ...]) -> None:
+        #: The sessions it waits on (distinct): one, or several for ``wait_any``.
         self.session_ids = session_ids
-        # The next three are written under the lot's lock only.
+        # The next four are written under the lot's lock only.
+        #: Those of several sessions that were cleared during the wait (made on demand).
+        self.cleared: set[str] | None = None
         self.interrupted: Interrupt | None = None
         self.registered = False
         self.parked = False
@@ -237,12 +243,13 @@ class TrioWaiter(Waiter):
 class AsyncioWaiter(Waiter):
     """An asyncio task: sleeps on a future, resolved from its own loop only."""
 
-    __slots__ = ("_future", "_loop", "_lot", "_task")
+    __slots__ = ("_future", "_loop", "_lot", "_task", "_thread")
 
     def __init__(self, session_ids: tuple[str, ...], lot: ParkingLot) -> None:
         super().__init__(session_ids)
         self._lot = lot
         self._loop = asyncio.get_running_loop()
+        self._thread = threading.get_ident()
         # Pinned by the waiter, so by the lot while registered: once its future
         # is resolved nothing else holds the task but the loop's ready queue,
         # which a loop.close() drops; its coroutine must not be finalized (and
@@ -262,9 +269,17 @@ class AsyncioWaiter(Waiter):
         if self._future.done():
             self._future = self._loop.create_future()
 
+    def _in_own_loop(self) -> bool:
+        # Directly only from a task of our own loop (see the module docstring):
+        # our loop's thread (a cheap test, and no exception raised elsewhere),
+        # inside one of its tasks.
+        return (
+            threading.get_ident() == self._thread and asyncio.current_task(self._loop) is not None
+        )
+
     def wake(self) -> None:
         future = self._future
-        if _running_loop() is self._loop and asyncio.current_task(self._loop) is not None:
+        if self._in_own_loop():
             _resolve(future)
             return
         try:
@@ -277,7 +292,7 @@ class AsyncioWaiter(Waiter):
 
     def wake_group(self, group: Sequence[Any]) -> None:
         futures = [waiter._future for waiter in group]
-        if _running_loop() is self._loop and asyncio.current_task(self._loop) is not None:
+        if self._in_own_loop():
             _resolve_all(futures)
             return
         try:

@@ -39,8 +39,12 @@ def entry_dict(**overrides: Any) -> dict[str, Any]:
 # -- Shape -------------------------------------------------------------------------------------
 
 
-def test_fields_are_the_six_promised_in_order() -> None:
-    assert tuple(field.name for field in attrs.fields(InboxEntry)) == FIELDS
+def test_fields_are_the_eight_promised_in_order() -> None:
+    assert tuple(field.name for field in attrs.fields(InboxEntry)) == (
+        *FIELDS,
+        "payload",
+        "delivery",
+    )
 
 
 def test_positional_construction_follows_field_order() -> None:
@@ -124,9 +128,9 @@ def test_negative_timestamp_raises_value_error() -> None:
 # -- to_dict / from_dict -------------------------------------------------------------------------
 
 
-def test_to_dict_has_exactly_the_six_keys_in_order() -> None:
+def test_to_dict_has_exactly_the_eight_keys_in_order() -> None:
     data = make_entry().to_dict()
-    assert tuple(data) == FIELDS
+    assert tuple(data) == (*FIELDS, "payload", "delivery")
     assert data == {
         "sequence": 7,
         "session_id": "session-a",
@@ -134,6 +138,8 @@ def test_to_dict_has_exactly_the_six_keys_in_order() -> None:
         "content": "done",
         "source": "worker-1",
         "ts_ms": 1_700_000_000_000,
+        "payload": None,
+        "delivery": None,
     }
 
 

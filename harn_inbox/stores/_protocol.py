@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from .._entry import InboxEntry
-    from .._session import Cursor, PushNote
+    from .._session import Cursor, PushNote, PushOptions
     from .._statistics import SessionStatistics
 
 
@@ -62,6 +62,28 @@ class StoreSettings:
     notify: Callable[[str], None]
     #: Call when changes made elsewhere may have been missed (a reconnect).
     notify_all: Callable[[], None]
+    #: How long a dedupe key holds (milliseconds on the inbox's clock).
+    dedupe_window_ms: int
+    #: The inbox's clock (a checked ``int``): when entries expire.
+    now_ms: Callable[[], int]
+    #: Call, with no lock held, with the entries that expired in an operation.
+    expired: Callable[[list[InboxEntry]], None]
+
+
+@final
+class ClaimRecord:
+    """Entries a claim took, until it is settled (they are gone) or released (they go back)."""
+
+    __slots__ = ("entries", "session_id", "token")
+
+    def __init__(self, session_id: str, entries: list[InboxEntry], token: object) -> None:
+        self.session_id = session_id
+        self.entries = entries
+        #: What the store needs to settle or release it (what the entries carried, a lease).
+        self.token = token
+
+    def __len__(self) -> int:
+        return len(self.entries)
 
 
 class Store(Protocol):
@@ -79,6 +101,20 @@ class Store(Protocol):
         that rejects; either way nothing changed.
         """
 
+    def push_with(
+        self,
+        session_id: str,
+        kind: str,
+        content: str,
+        source: str,
+        ts_ms: int,
+        options: PushOptions,
+    ) -> InboxEntry | PushNote:
+        """`push` with a payload, a delivery class, dedupe and coalesce keys, an expiry."""
+
+    def reserve_sequence(self, session_id: str) -> int:
+        """Issue the session's next sequence number to no entry."""
+
     def requeue_front(self, entry: InboxEntry) -> None:
         """Put *entry* first in its session; `ValueError` if an equal one is pending."""
 
@@ -92,6 +128,24 @@ class Store(Protocol):
         self, session_id: str, cursor: Cursor, chosen: list[InboxEntry]
     ) -> list[InboxEntry] | None:
         """Take those of *chosen* still pending; ``None`` if the version moved since *cursor*."""
+
+    def claim(
+        self, session_id: str, cursor: Cursor | None, chosen: list[InboxEntry] | None
+    ) -> ClaimRecord | None:
+        """Take every pending entry (no *cursor*), or *chosen* as `take` does, into a claim.
+
+        ``None`` if the version moved since *cursor*. The entries stay the
+        store's business until `settle` or `release`.
+        """
+
+    def settle(self, claim: ClaimRecord) -> None:
+        """The claim's entries were handled: forget them."""
+
+    def release(self, claim: ClaimRecord) -> int:
+        """Put the claim's entries back at the head, in order, with all they carried."""
+
+    def revoke(self, session_id: str, sequence: int) -> InboxEntry | None:
+        """Remove the pending entry with *sequence* and return it; None if none is pending."""
 
     def clear(self, session_id: str) -> int:
         """Forget the session's entries and counters; return how many entries it held."""
