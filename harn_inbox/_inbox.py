@@ -818,7 +818,7 @@ class Inbox:
             waited_ms = -1
         self._telemetry.waited(
             event,
-            waiter.session_ids[0],
+            waiter.session_ids,
             result,
             waiter.interrupted,
             self._lot.closed,

@@ -59,7 +59,7 @@ class Telemetry:
     def waited(
         self,
         event: str,
-        session_id: str,
+        session_ids: tuple[str, ...],
         result: object,
         interrupted: Interrupt | None,
         closed: bool,
@@ -75,11 +75,15 @@ class Telemetry:
         else:
             outcome = "empty"
         fields: dict[str, Any] = {
-            "session_id": session_id,
             "outcome": outcome,
             "timeout": timeout,
             "waited_ms": waited_ms,
         }
+        if len(session_ids) == 1:
+            fields["session_id"] = session_ids[0]
+        else:  # wait_any: the sessions waited on, and the one found
+            fields["session_ids"] = list(session_ids)
+            fields["session_id"] = result
         if isinstance(result, list):
             fields["taken"] = len(result)
         self.emit("debug", event, **fields)

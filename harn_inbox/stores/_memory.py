@@ -145,7 +145,13 @@ class MemoryStore:
 
     def reserve_sequence(self, session_id: str) -> int:
         with self._mutex:
-            return self._session(session_id, None).reserve_sequence()
+            if self._closed:
+                raise InboxClosed(
+                    f"reserve_sequence for session {session_id!r} after the inbox was closed"
+                )
+            sequence = self._session(session_id, None).reserve_sequence()
+        self._report_expired()
+        return sequence
 
     def requeue_front(self, entry: InboxEntry) -> None:
         session_id = entry.session_id
