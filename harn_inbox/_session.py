@@ -257,8 +257,19 @@ class SessionState:
         dropped = None
         if max_pending is not None and self.pending_count() >= max_pending:
             dropped = self._make_room(session_id, max_pending, drop_oldest)
-        entry = stamp(self._next_sequence(), session_id, kind, content, source, ts_ms)
-        self._append(entry)
+        # _next_sequence and _append, inline: this is every push's path.
+        sequence = self.last_sequence + 1
+        if sequence > MAX_SEQUENCE:
+            sequence = 1  # u64 wraps to 1, never 0
+            self.version += 1  # keys of `back` stop going up: readers start over
+        self.last_sequence = sequence
+        entry = stamp(sequence, session_id, kind, content, source, ts_ms)
+        back = self.back
+        if back is None:
+            self.back = {sequence: entry}
+            self.head = sequence
+        else:
+            back[sequence] = entry
         if dropped is None:
             return entry
         return PushNote(entry, dropped=dropped, dropped_total=self.dropped)

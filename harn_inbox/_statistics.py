@@ -27,6 +27,8 @@ class SessionStatistics:
         expired: Entries that expired before anyone took them.
         revoked: Entries that `Inbox.revoke` removed.
         reserved: Sequence numbers that `Inbox.reserve_sequence` issued.
+        durable: Whether the session's state survives the process (the
+            inbox's store keeps it in a file or a server, not in memory).
 
     Every count is since the session began or was last cleared.
     """
@@ -41,3 +43,4 @@ class SessionStatistics:
     expired: int = 0
     revoked: int = 0
     reserved: int = 0
+    durable: bool = False

@@ -1,0 +1,368 @@
+"""`LocalStore`: sessions kept as `SessionState` objects in this process, under one lock.
+
+The in-memory store is exactly this; the durable store is this plus a journal
+that writes every change to a file before the operation returns. So every
+control a session has (dedupe, coalescing, expiry, claims) lives once, in
+`harn_inbox._session`, and both stores have it.
+
+Each operation is one critical section of the store's `Mutex`, in which it
+purges what has expired from the sessions it touches, changes or reads them,
+and calls `_settle` for each session it changed. After the lock is released
+it calls `_after`: reporting what expired (and, in a durable store, waiting
+until the change is safe). Subclasses hook into `_new_session`, `_settle` and
+`_after`; nothing else.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .._errors import InboxClosed
+from .._mutex import Mutex, acquire_contended, reentered
+from .._session import SessionState
+from .._statistics import SessionStatistics
+from ._protocol import ClaimRecord
+
+if TYPE_CHECKING:
+    from .._entry import InboxEntry
+    from .._session import Cursor, Meta, PushNote, PushOptions
+    from ._protocol import StoreSettings
+
+
+class LocalStore:
+    """What `MemoryStore` and `SqliteStore` share: see the module docstring."""
+
+    __slots__ = (
+        "_active",
+        "_closed",
+        "_expired",
+        "_expiring",
+        "_mutex",
+        "_sessions",
+        "_settings",
+    )
+
+    def __init__(self, name: str) -> None:
+        self._mutex = Mutex(f"inbox's {name} lock")
+        #: Every session with a record: pending entries, or a counter to keep.
+        self._sessions: dict[str, SessionState] = {}
+        #: The sessions with pending entries (a dict as an ordered set), so that
+        #: `sessions` costs what they number, not what every session ever seen does.
+        self._active: dict[str, None] = {}
+        #: The sessions with entries that may expire: purged before they are looked at.
+        self._expiring: dict[str, None] = {}
+        #: Entries that expired under the lock, to report once it is released.
+        self._expired: list[InboxEntry] = []
+        self._settings: StoreSettings | None = None
+        self._closed = False
+
+    def __repr__(self) -> str:
+        with self._mutex:
+            sessions, active = len(self._sessions), len(self._active)
+        return f"<{type(self).__name__} sessions={sessions} with_pending={active}>"
+
+    def attach(self, settings: StoreSettings) -> None:
+        """Serve the inbox whose *settings* these are; once only.
+
+        Raises:
+            ValueError: Another inbox uses this store already.
+        """
+        with self._mutex:
+            if self._settings is not None:
+                raise ValueError("store is already used by another Inbox; make one store per inbox")
+            self._settings = settings
+
+    # -- Producing ----------------------------------------------------------------------------
+
+    def push(
+        self, session_id: str, kind: str, content: str, source: str, ts_ms: int
+    ) -> InboxEntry | PushNote:
+        settings = self._settings
+        assert settings is not None
+        # The mutex, entered inline: one Python call fewer on the hot path.
+        mutex = self._mutex
+        lock = mutex.lock
+        if not lock.acquire(False):
+            acquire_contended(lock)
+        if mutex.busy:
+            lock.release()
+            raise reentered(mutex.name)
+        mutex.busy = True
+        try:
+            if self._closed:
+                raise InboxClosed(f"push to session {session_id!r} after the inbox was closed")
+            session = self._sessions.get(session_id)
+            if session is None:
+                session = self._sessions[session_id] = self._new_session()
+            elif session.extras is not None and session.extras.expiry:
+                self._purge(session_id, session, ts_ms)
+            if session.back is None:  # it may have had nothing pending
+                self._active[session_id] = None
+            pushed = session.push(
+                session_id,
+                kind,
+                content,
+                source,
+                ts_ms,
+                settings.max_pending,
+                settings.drop_oldest,
+            )
+        finally:
+            mutex.busy = False
+            lock.release()
+        if self._expired:
+            self._after()
+        return pushed
+
+    def push_with(
+        self,
+        session_id: str,
+        kind: str,
+        content: str,
+        source: str,
+        ts_ms: int,
+        options: PushOptions,
+    ) -> InboxEntry | PushNote:
+        settings = self._settings
+        assert settings is not None
+        with self._mutex:
+            if self._closed:
+                raise InboxClosed(f"push to session {session_id!r} after the inbox was closed")
+            session = self._session(session_id, ts_ms)
+            pushed = session.push_with(
+                session_id,
+                kind,
+                content,
+                source,
+                ts_ms,
+                settings.max_pending,
+                settings.drop_oldest,
+                options,
+                settings.dedupe_window_ms,
+            )
+            self._settle(session_id, session)
+        self._after()
+        return pushed
+
+    def reserve_sequence(self, session_id: str) -> int:
+        with self._mutex:
+            if self._closed:
+                raise InboxClosed(
+                    f"reserve_sequence for session {session_id!r} after the inbox was closed"
+                )
+            session = self._session(session_id, None)
+            sequence = session.reserve_sequence()
+            self._settle(session_id, session)
+        self._after()
+        return sequence
+
+    def requeue_front(self, entry: InboxEntry) -> None:
+        session_id = entry.session_id
+        with self._mutex:
+            session = self._session(session_id, None)
+            session.requeue_front(entry)
+            self._settle(session_id, session)
+        self._after()
+
+    # -- Consuming ----------------------------------------------------------------------------
+
+    def drain(self, session_id: str) -> list[InboxEntry]:
+        with self._mutex:
+            session = self._existing(session_id)
+            entries = [] if session is None else session.drain()
+            self._settle(session_id, session)
+        self._after()
+        return entries
+
+    def read(
+        self, session_id: str, cursor: Cursor | None
+    ) -> tuple[Cursor, list[InboxEntry], bool]:
+        with self._mutex:
+            session = self._existing(session_id) or _EMPTY_SESSION
+            reading = session.read(cursor)
+        self._after()
+        return reading
+
+    def take(
+        self, session_id: str, cursor: Cursor, chosen: list[InboxEntry]
+    ) -> list[InboxEntry] | None:
+        with self._mutex:
+            session = self._existing(session_id)
+            taken = None if session is None else session.take(cursor, chosen)
+            self._settle(session_id, session)
+        self._after()
+        return taken
+
+    def claim(
+        self, session_id: str, cursor: Cursor | None, chosen: list[InboxEntry] | None
+    ) -> ClaimRecord | None:
+        metas: list[Meta] = []
+        with self._mutex:
+            session = self._existing(session_id)
+            if session is None:
+                taken: list[InboxEntry] | None = None if cursor is not None else []
+            elif cursor is None:
+                taken = session.drain(metas)
+            else:
+                assert chosen is not None
+                taken = session.take(cursor, chosen, metas)
+            record = None if taken is None else self._new_claim(session_id, taken, metas)
+            self._settle(session_id, session)
+        self._after()
+        return record
+
+    def settle(self, claim: ClaimRecord) -> None:
+        """The claim's entries were handled: they are gone for good (here they already are)."""
+
+    def release(self, claim: ClaimRecord) -> int:
+        """Put the claim's entries back at the head of their session; return how many went back."""
+        if not claim.entries:
+            return 0
+        metas: list[Meta] = claim.token  # type: ignore[assignment]
+        with self._mutex:
+            session = self._session(claim.session_id, None)
+            restored = session.restore(claim.entries, metas)
+            self._settle(claim.session_id, session)
+        self._after()
+        return restored
+
+    def revoke(self, session_id: str, sequence: int) -> InboxEntry | None:
+        with self._mutex:
+            session = self._existing(session_id)
+            entry = None if session is None else session.revoke(sequence)
+            self._settle(session_id, session)
+        self._after()
+        return entry
+
+    def clear(self, session_id: str) -> int:
+        with self._mutex:
+            session = self._sessions.pop(session_id, None)
+            self._active.pop(session_id, None)
+            self._expiring.pop(session_id, None)
+            dropped = 0 if session is None else session.clear()
+            self._settle(session_id, session)
+        self._after()
+        return dropped
+
+    def close(self) -> None:
+        """Refuse pushes from now on; everything else goes on working."""
+        with self._mutex:
+            self._closed = True
+
+    # -- Looking ------------------------------------------------------------------------------
+
+    def has_pending(self, session_id: str) -> bool:
+        # Lock-free, the common case: one dict lookup is atomic. A session with
+        # entries that may expire is purged first, under the lock.
+        if session_id not in self._active:
+            return False
+        if session_id not in self._expiring:
+            return True
+        with self._mutex:
+            self._existing(session_id)
+            pending = session_id in self._active
+        self._after()
+        return pending
+
+    def pending_count(self, session_id: str) -> int:
+        with self._mutex:
+            session = self._existing(session_id)
+            count = 0 if session is None else session.pending_count()
+        self._after()
+        return count
+
+    def snapshot(self, session_id: str) -> list[InboxEntry]:
+        with self._mutex:
+            session = self._existing(session_id)
+            entries = [] if session is None else session.entries()
+        self._after()
+        return entries
+
+    def sessions(self) -> list[str]:
+        with self._mutex:
+            for session_id in list(self._expiring):
+                self._existing(session_id)
+            active = list(self._active)
+        self._after()
+        return active
+
+    def statistics(self, session_id: str) -> SessionStatistics:
+        with self._mutex:
+            session = self._existing(session_id) or _EMPTY_SESSION
+            counters = session.counters()
+        self._after()
+        return SessionStatistics(
+            session_id=session_id, waiters=0, durable=self._durable(), **counters
+        )
+
+    # -- Hooks for subclasses -----------------------------------------------------------------
+
+    def _new_session(self) -> SessionState:
+        """A new session's record (under the lock)."""
+        return SessionState()
+
+    def _new_claim(
+        self, session_id: str, entries: list[InboxEntry], metas: list[Meta]
+    ) -> ClaimRecord:
+        """The record of a claim that took *entries* (under the lock)."""
+        return ClaimRecord(session_id, entries, metas)
+
+    def _settle(self, session_id: str, session: SessionState | None) -> None:
+        """After a change to *session* (None: it had no record), under the lock.
+
+        Keeps the indexes of sessions with pending and expiring entries true.
+        """
+        if session is None or session.version < 0:  # gone, or cleared
+            return
+        if session.back is None and session.front is None:
+            self._active.pop(session_id, None)
+        else:
+            self._active[session_id] = None
+        if session.expires():
+            self._expiring[session_id] = None
+        else:
+            self._expiring.pop(session_id, None)
+
+    def _after(self) -> None:
+        """After an operation, with the lock released: report what expired."""
+        # (Read unlocked first: most calls have nothing to report.)
+        if self._expired:
+            with self._mutex:
+                expired, self._expired = self._expired, []
+            if expired:
+                assert self._settings is not None
+                self._settings.expired(expired)
+
+    def _durable(self) -> bool:
+        """Whether what this store holds survives the process."""
+        return False
+
+    # -- Inside (with the lock held) ----------------------------------------------------------
+
+    def _existing(self, session_id: str) -> SessionState | None:
+        # The session's record, purged of what has expired; None if it has none.
+        session = self._sessions.get(session_id)
+        if session is not None and session_id in self._expiring:
+            assert self._settings is not None
+            self._purge(session_id, session, self._settings.now_ms())
+        return session
+
+    def _session(self, session_id: str, now_ms: int | None) -> SessionState:
+        # The session's record, made if it has none; purged at *now_ms* (or the clock's now).
+        session = self._sessions.get(session_id)
+        if session is None:
+            session = self._sessions[session_id] = self._new_session()
+        elif session_id in self._expiring:
+            assert self._settings is not None
+            self._purge(session_id, session, self._settings.now_ms() if now_ms is None else now_ms)
+        return session
+
+    def _purge(self, session_id: str, session: SessionState, now_ms: int) -> None:
+        expired = session.purge(now_ms)
+        if expired:
+            self._expired += expired
+            self._settle(session_id, session)
+
+
+#: What an unknown session reads as. Never changed: only looked at.
+_EMPTY_SESSION = SessionState()
