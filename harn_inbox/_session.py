@@ -184,11 +184,14 @@ class Extras:
         self.reserved = 0
 
 
-@final
 class SessionState:
     """One session: pending entries, sequence counter, drop count, version, controls.
 
-    Read and changed only under the lock of the store that owns it.
+    Read and changed only under the lock of the store that owns it. A durable
+    store extends it to write down each change; everything that changes the
+    queue goes through `push`, `_append`, `_put_first`, `_remove`,
+    `_pop_head`, `drain`, `clear` and the two dedupe-key methods, so that is
+    where it looks.
     """
 
     __slots__ = ("back", "dropped", "extras", "front", "head", "last_sequence", "strays", "version")
@@ -325,17 +328,10 @@ class SessionState:
         entry = stamp(
             sequence, session_id, kind, content, source, ts_ms, options.payload, options.delivery
         )
-        self._append(entry)
         expires_at = None if options.expires_in_ms is None else ts_ms + options.expires_in_ms
-        if coalesce_key is not None or expires_at is not None:
-            extras.meta[id(entry)] = (coalesce_key, expires_at)
-            if coalesce_key is not None:
-                extras.coalesce[coalesce_key] = entry
-            if expires_at is not None:
-                heapq.heappush(extras.expiry, (expires_at, sequence, entry))
+        self._append(entry, (coalesce_key, expires_at))
         if key is not None:
-            extras.dedupe[key] = entry
-            extras.dedupe_order.append((ts_ms + dedupe_window_ms, key, entry))
+            self._remember_key(key, entry, ts_ms + dedupe_window_ms)
         if dropped is None and previous is None:
             return entry
         return PushNote(entry, dropped=dropped, dropped_total=self.dropped, coalesced=previous)
@@ -451,15 +447,8 @@ class SessionState:
                     continue
             if self._find_equal(entry):
                 continue
-            self._put_first(entry)
+            self._put_first(entry, meta)
             restored += 1
-            if meta != _NO_META:
-                extras = self._extras()
-                extras.meta[id(entry)] = meta
-                if coalesce_key is not None:
-                    extras.coalesce[coalesce_key] = entry
-                if expires_at is not None:
-                    heapq.heappush(extras.expiry, (expires_at, entry.sequence, entry))
         if restored:
             self.version += 1
         return restored
@@ -505,13 +494,16 @@ class SessionState:
         self.last_sequence = sequence
         return sequence
 
-    def _append(self, entry: InboxEntry) -> None:
+    def _append(self, entry: InboxEntry, meta: Meta = (None, None)) -> None:
+        # Every appended entry but a plain push's comes here (push inlines it).
         back = self.back
         if back is None:
             self.back = {entry.sequence: entry}
             self.head = entry.sequence
         else:
             back[entry.sequence] = entry
+        if meta != _NO_META:
+            self._carry(entry, meta)
 
     def _make_room(self, session_id: str, max_pending: int, drop_oldest: bool) -> InboxEntry:
         # The session is full: refuse (changing nothing), or drop the oldest entry.
@@ -521,7 +513,7 @@ class SessionState:
         self.dropped += 1
         return dropped
 
-    def _put_first(self, entry: InboxEntry) -> None:
+    def _put_first(self, entry: InboxEntry, meta: Meta = (None, None)) -> None:
         front = self.front
         sequence = entry.sequence
         if front is None:
@@ -531,6 +523,24 @@ class SessionState:
             self.strays += 1
         else:
             front[sequence] = entry
+        if meta != _NO_META:
+            self._carry(entry, meta)
+
+    def _carry(self, entry: InboxEntry, meta: Meta) -> None:
+        # *entry* just became pending with a coalesce key or an expiry.
+        extras = self._extras()
+        coalesce_key, expires_at = meta
+        extras.meta[id(entry)] = meta
+        if coalesce_key is not None:
+            extras.coalesce[coalesce_key] = entry
+        if expires_at is not None:
+            heapq.heappush(extras.expiry, (expires_at, entry.sequence, entry))
+
+    def _remember_key(self, key: str, entry: InboxEntry, window_end: int) -> None:
+        # A dedupe key, until *window_end* (ms on the inbox's clock).
+        extras = self._extras()
+        extras.dedupe[key] = entry
+        extras.dedupe_order.append((window_end, key, entry))
 
     def _pop_head(self) -> InboxEntry:
         # The oldest pending entry, removed. The session holds one.
