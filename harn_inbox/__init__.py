@@ -9,7 +9,7 @@ them, under trio or asyncio. Where the sessions live is the inbox's store
 from ._batches import Batches
 from ._clock import Clock, ManualClock, SystemClock
 from ._entry import InboxEntry
-from ._errors import InboxClosed, InboxError, InboxFull
+from ._errors import InboxClosed, InboxError, InboxFull, StoreError
 from ._inbox import Inbox
 from ._protocol import InboxLike
 from ._statistics import SessionStatistics
@@ -25,6 +25,7 @@ __all__ = [
     "InboxLike",
     "ManualClock",
     "SessionStatistics",
+    "StoreError",
     "SystemClock",
 ]
 

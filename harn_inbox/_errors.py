@@ -40,3 +40,13 @@ class InboxFull(InboxError):
     def __reduce__(self) -> tuple[type[InboxFull], tuple[str, int, int]]:
         # Rebuild from the three fields, not from the message (pickle, copy).
         return (InboxFull, (self.session_id, self.pending, self.max_pending))
+
+
+@final
+class StoreError(InboxError):
+    """The inbox's store cannot do what was asked: its file or server failed or refused.
+
+    The message names the store (a file's path, a server's address) and why.
+    The operation that raised changed nothing: what was accepted before it is
+    still there, and what it tried to store is not.
+    """

@@ -167,6 +167,7 @@ class Inbox:
                 dedupe_window_ms=_milliseconds(window),
                 now_ms=self._read_clock,
                 expired=self._expired,
+                emit=None if self._telemetry is None else self._telemetry.emit_fields,
             )
         )
         self._store = store
@@ -705,7 +706,7 @@ class Inbox:
         """
         if self._lot.closed:
             return
-        self._store.close()
+        self._store.refuse_pushes()
         woken = self._lot.close()
         if self._telemetry is not None:
             self._telemetry.emit("info", "inbox.close", woken=woken)
@@ -748,7 +749,7 @@ class Inbox:
             record = self._store.claim(session_id, None, None)
         else:
             judged = Judge(self._store, session_id, predicate, self._store.claim).look()
-            record = ClaimRecord(session_id, [], None) if isinstance(judged, Look) else judged
+            record = ClaimRecord(session_id, [], [], None) if isinstance(judged, Look) else judged
         assert record is not None
         if self._telemetry is not None:
             self._telemetry.emit(

@@ -34,6 +34,10 @@ class Telemetry:
         except Exception:
             fallback_logger.exception("harn_inbox: logging %s failed", event)
 
+    def emit_fields(self, level: str, event: str, fields: dict[str, object]) -> None:
+        """`emit` with the fields as a dict (for a store's own events)."""
+        self.emit(level, event, **fields)
+
     def pushed(
         self, session_id: str, kind: str, source: str, pushed: InboxEntry | PushNote
     ) -> None:

@@ -5,8 +5,9 @@ passes the same conformance kit (``harn_inbox.testing``).
 """
 
 from ._memory import MemoryStore
+from ._sqlite import SqliteStore
 
-__all__ = ["MemoryStore"]
+__all__ = ["MemoryStore", "SqliteStore"]
 
 # Say harn_inbox.stores.MemoryStore, not harn_inbox.stores._memory.MemoryStore.
 for _name in __all__:

@@ -93,7 +93,7 @@ class LocalStore:
                 raise InboxClosed(f"push to session {session_id!r} after the inbox was closed")
             session = self._sessions.get(session_id)
             if session is None:
-                session = self._sessions[session_id] = self._new_session()
+                session = self._sessions[session_id] = self._new_session(session_id)
             elif session.extras is not None and session.extras.expiry:
                 self._purge(session_id, session, ts_ms)
             if session.back is None:  # it may have had nothing pending
@@ -174,9 +174,7 @@ class LocalStore:
         self._after()
         return entries
 
-    def read(
-        self, session_id: str, cursor: Cursor | None
-    ) -> tuple[Cursor, list[InboxEntry], bool]:
+    def read(self, session_id: str, cursor: Cursor | None) -> tuple[Cursor, list[InboxEntry], bool]:
         with self._mutex:
             session = self._existing(session_id) or _EMPTY_SESSION
             reading = session.read(cursor)
@@ -218,10 +216,10 @@ class LocalStore:
         """Put the claim's entries back at the head of their session; return how many went back."""
         if not claim.entries:
             return 0
-        metas: list[Meta] = claim.token  # type: ignore[assignment]
         with self._mutex:
             session = self._session(claim.session_id, None)
-            restored = session.restore(claim.entries, metas)
+            restored = session.restore(claim.entries, claim.metas)
+            self._released(claim)
             self._settle(claim.session_id, session)
         self._after()
         return restored
@@ -244,8 +242,8 @@ class LocalStore:
         self._after()
         return dropped
 
-    def close(self) -> None:
-        """Refuse pushes from now on; everything else goes on working."""
+    def refuse_pushes(self) -> None:
+        """Refuse pushes from now on (`Inbox.close`); everything else goes on working."""
         with self._mutex:
             self._closed = True
 
@@ -297,15 +295,18 @@ class LocalStore:
 
     # -- Hooks for subclasses -----------------------------------------------------------------
 
-    def _new_session(self) -> SessionState:
-        """A new session's record (under the lock)."""
+    def _new_session(self, session_id: str) -> SessionState:
+        """A new record for *session_id* (under the lock)."""
         return SessionState()
 
     def _new_claim(
         self, session_id: str, entries: list[InboxEntry], metas: list[Meta]
     ) -> ClaimRecord:
         """The record of a claim that took *entries* (under the lock)."""
-        return ClaimRecord(session_id, entries, metas)
+        return ClaimRecord(session_id, entries, metas, None)
+
+    def _released(self, claim: ClaimRecord) -> None:
+        """*claim*'s entries went back to their session (under the lock)."""
 
     def _settle(self, session_id: str, session: SessionState | None) -> None:
         """After a change to *session* (None: it had no record), under the lock.
@@ -351,7 +352,7 @@ class LocalStore:
         # The session's record, made if it has none; purged at *now_ms* (or the clock's now).
         session = self._sessions.get(session_id)
         if session is None:
-            session = self._sessions[session_id] = self._new_session()
+            session = self._sessions[session_id] = self._new_session(session_id)
         elif session_id in self._expiring:
             assert self._settings is not None
             self._purge(session_id, session, self._settings.now_ms() if now_ms is None else now_ms)

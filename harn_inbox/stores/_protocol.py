@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from .._entry import InboxEntry
-    from .._session import Cursor, PushNote, PushOptions
+    from .._session import Cursor, Meta, PushNote, PushOptions
     from .._statistics import SessionStatistics
 
 
@@ -68,18 +68,24 @@ class StoreSettings:
     now_ms: Callable[[], int]
     #: Call, with no lock held, with the entries that expired in an operation.
     expired: Callable[[list[InboxEntry]], None]
+    #: ``emit(level, event, fields)`` for the store's own telemetry, or None (no logger).
+    emit: Callable[[str, str, dict[str, object]], None] | None
 
 
 @final
 class ClaimRecord:
     """Entries a claim took, until it is settled (they are gone) or released (they go back)."""
 
-    __slots__ = ("entries", "session_id", "token")
+    __slots__ = ("entries", "metas", "session_id", "token")
 
-    def __init__(self, session_id: str, entries: list[InboxEntry], token: object) -> None:
+    def __init__(
+        self, session_id: str, entries: list[InboxEntry], metas: list[Meta], token: object
+    ) -> None:
         self.session_id = session_id
         self.entries = entries
-        #: What the store needs to settle or release it (what the entries carried, a lease).
+        #: What each entry carried (coalesce key, expiry), to put back with it.
+        self.metas = metas
+        #: What else the store needs to settle or release it (a row id, a lease), or None.
         self.token = token
 
     def __len__(self) -> int:
@@ -150,8 +156,8 @@ class Store(Protocol):
     def clear(self, session_id: str) -> int:
         """Forget the session's entries and counters; return how many entries it held."""
 
-    def close(self) -> None:
-        """Refuse pushes from now on."""
+    def refuse_pushes(self) -> None:
+        """Refuse pushes (and reserved sequences) from now on: `Inbox.close`."""
 
     def has_pending(self, session_id: str) -> bool: ...
 
