@@ -7,22 +7,28 @@ them, under trio or asyncio. Where the sessions live is the inbox's store
 """
 
 from ._batches import Batches
+from ._claim import Claim
 from ._clock import Clock, ManualClock, SystemClock
-from ._entry import InboxEntry
+from ._entry import Delivery, InboxEntry
 from ._errors import InboxClosed, InboxError, InboxFull, StoreError
 from ._inbox import Inbox
+from ._json import JsonArray, JsonObject
 from ._protocol import InboxLike
 from ._statistics import SessionStatistics
 
 __all__ = [
     "Batches",
+    "Claim",
     "Clock",
+    "Delivery",
     "Inbox",
     "InboxClosed",
     "InboxEntry",
     "InboxError",
     "InboxFull",
     "InboxLike",
+    "JsonArray",
+    "JsonObject",
     "ManualClock",
     "SessionStatistics",
     "StoreError",

@@ -145,7 +145,9 @@ class InboxEntry(_EntrySlots):
     content: str = attrs.field(converter=_plain_text, validator=_text)
     source: str = attrs.field(converter=_plain_text, validator=_text)
     ts_ms: int = attrs.field(converter=_plain_int, validator=_timestamp)
-    payload: JsonValue = attrs.field(default=None, converter=_frozen_payload)
+    # Typed Any, as json.loads is: a JSON value's shape is the producer's to
+    # know (entry.payload["handle"] must type-check in a predicate).
+    payload: Any = attrs.field(default=None, converter=_frozen_payload)
     delivery: Delivery | None = attrs.field(default=None, converter=_delivery)
 
     def to_dict(self) -> dict[str, Any]:

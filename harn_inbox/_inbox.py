@@ -312,8 +312,8 @@ class Inbox:
         Raises:
             TypeError: *entry* is not an `InboxEntry`, or holds a field of
                 another type (only if built with attrs' validators off).
-            ValueError: An equal entry (all six fields) is already pending in
-                that session: requeueing it would deliver it twice. (Two
+            ValueError: An equal entry (every field alike) is already pending
+                in that session: requeueing it would deliver it twice. (Two
                 distinct entries are equal only across a `clear_session`, on
                 a clock that did not move in between: the second is refused.)
                 Or a field is out of range (only if built with attrs'
