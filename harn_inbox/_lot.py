@@ -69,7 +69,7 @@ from typing import TYPE_CHECKING, Any, final
 from ._mutex import Mutex
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Generator, Iterable
+    from collections.abc import Callable, Generator
 
     from ._clock import Clock
     from ._waiters import Waiter
@@ -364,8 +364,11 @@ def forget_timer(forget: Callable[[], object]) -> None:
         fallback_logger.exception("harn_inbox: the clock could not forget a timer")
 
 
-def wake_all(waiters: Iterable[Waiter]) -> None:
+def wake_all(waiters: list[Waiter]) -> None:
     """Wake each of *waiters*: one call per event loop (or thread), however many wait on it."""
+    if len(waiters) == 1:  # the usual case: no grouping to do
+        waiters[0].wake()
+        return
     groups: dict[object, list[Waiter]] = {}
     for waiter in waiters:
         key = waiter.loop_key

@@ -51,15 +51,15 @@ class Waiter:
         "cleared",
         "framework_timeout",
         "interrupted",
+        "loop_key",
         "parked",
         "registered",
         "session_ids",
     )
 
-    #: Waiters sharing a key share one event loop: `wake_group` wakes them all at once.
-    loop_key: object = None
-
-    def __init__(self, session_ids: tuple[str, ...]) -> None:
+    def __init__(self, session_ids: tuple[str, ...], loop_key: object = None) -> None:
+        #: Waiters sharing a key share one event loop: `wake_group` wakes them all at once.
+        self.loop_key = loop_key
         #: The sessions it waits on (distinct): one, or several for ``wait_any``.
         self.session_ids = session_ids
         # The next four are written under the lot's lock only.
@@ -132,9 +132,10 @@ class TrioWaiter(Waiter):
     __slots__ = ("_lot", "_owner", "_task", "_thread", "_token", "_woken")
 
     def __init__(self, session_ids: tuple[str, ...], lot: ParkingLot) -> None:
-        super().__init__(session_ids)
+        token = trio.lowlevel.current_trio_token()
+        super().__init__(session_ids, token)
         self._lot = lot
-        self._token = trio.lowlevel.current_trio_token()
+        self._token = token
         self._thread = threading.get_ident()
         #: The task that waits (wait calls run in the task that awaits them).
         self._owner = trio.lowlevel.current_task()
@@ -143,10 +144,6 @@ class TrioWaiter(Waiter):
         self._task: trio.lowlevel.Task | None = None
         #: A wake that came while the task was not asleep: its next sleep returns at once.
         self._woken = False
-
-    @property
-    def loop_key(self) -> object:  # type: ignore[override]
-        return self._token
 
     def wake(self) -> None:
         if self._in_own_run():
@@ -246,9 +243,10 @@ class AsyncioWaiter(Waiter):
     __slots__ = ("_future", "_loop", "_lot", "_task", "_thread")
 
     def __init__(self, session_ids: tuple[str, ...], lot: ParkingLot) -> None:
-        super().__init__(session_ids)
+        loop = asyncio.get_running_loop()
+        super().__init__(session_ids, loop)
         self._lot = lot
-        self._loop = asyncio.get_running_loop()
+        self._loop = loop
         self._thread = threading.get_ident()
         # Pinned by the waiter, so by the lot while registered: once its future
         # is resolved nothing else holds the task but the loop's ready queue,
@@ -260,10 +258,6 @@ class AsyncioWaiter(Waiter):
         # lock, so a wake owed for that park finds the future the task is
         # about to await. (One future per park, not per wake.)
         self._future: asyncio.Future[None] = self._loop.create_future()
-
-    @property
-    def loop_key(self) -> object:  # type: ignore[override]
-        return self._loop
 
     def arm(self) -> None:
         if self._future.done():
