@@ -21,15 +21,33 @@ below, and the lot (``harn_inbox._lot``) relies on four promises:
 3. **Looks never block for long** and never call back into the inbox.
    ``has_pending``, ``read``, ``take`` and ``drain`` run inside wait calls.
 4. **Versions move on every change but appends** (and but what pushes and
-   the clock discard: ``drop_oldest``): `harn_inbox._session.SessionState`
-   defines it, and ``take`` refuses a cursor whose version has moved. That is
-   what lets predicates run outside every lock (``harn_inbox._judging``).
+   the clock discard: ``drop_oldest``, coalescing, expiry):
+   `harn_inbox._session.SessionState` defines it, and ``take`` refuses a
+   cursor whose version has moved. That is what lets predicates run outside
+   every lock (``harn_inbox._judging``). A cursor also says whether its
+   session was cleared since (its life ended): a selective wait ends then.
 
 A store serves one inbox (`attach` refuses a second), and durability, if it
 has any, is its own: a durable store returns from a change once the change is
-safe. The in-memory `MemoryStore` keeps each session as a
-`harn_inbox._session.SessionState` under one lock; every store is checked by
-the same conformance kit (``harn_inbox.testing``).
+safe, and raises `harn_inbox.StoreError` (having changed nothing) when it
+cannot make it safe. Every store is checked by the same conformance kit
+(``harn_inbox.testing``); a store's own tests add only what is its own
+(crashes, restarts, network faults).
+
+The stores
+----------
+- `MemoryStore` and `SqliteStore` are `LocalStore` (``_local.py``): each
+  session a `SessionState` under one lock, the durable one writing every change
+  to its file before returning. Their looks are memory reads.
+- A store whose state lives in another process (the Redis store to come)
+  keeps the same methods, each one server round trip (a script), and its
+  session versions and cursors on the server. Its changes from other
+  processes reach this one as notifications (a subscription), which it passes
+  to ``notify``; after the subscription drops and returns, ``notify_all``.
+  Because waiters are armed before they look, a look may take a round trip
+  with no lock of ours held: a change it misses is notified after it. Async
+  waiters will need awaitable forms of the looks (the wait steps pause for
+  them as they pause to sleep), so no event loop blocks on the network.
 
 This interface is how harn_inbox's own stores plug in; it is not yet a
 promise to code outside the package.
