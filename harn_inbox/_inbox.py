@@ -108,6 +108,7 @@ class Inbox:
         "_batches",
         "_clock",
         "_lot",
+        "_lot_mutex",
         "_now_ms",
         "_parked",
         "_store",
@@ -151,6 +152,7 @@ class Inbox:
             type_error("store", "a store instance (from harn_inbox.stores)", store)
         lot = ParkingLot()
         self._lot = lot
+        self._lot_mutex = lot.mutex
         #: The sessions with parked waits: a push looks here, lock-free (see _lot.py).
         self._parked = lot.parked
         self._clock = clock
@@ -226,6 +228,8 @@ class Inbox:
             kind = check_text("kind", kind)
             content = check_text("content", content)
             source = check_text("source", source)
+        if self._lot_mutex.busy:  # a finalizer inside the lot's lock must not store, then fail
+            self._lot_mutex.refuse_reentry()
         plain = (
             payload is None
             and delivery is None
@@ -320,6 +324,7 @@ class Inbox:
                 validators off).
         """
         entry = _checked_entry(entry)
+        self._lot_mutex.refuse_reentry()
         self._store.requeue_front(entry)
         self._lot.notify(entry.session_id)
         if self._telemetry is not None:
@@ -395,6 +400,7 @@ class Inbox:
             TypeError: *session_id* is not a ``str``.
         """
         session_id = check_text("session_id", session_id)
+        self._lot_mutex.refuse_reentry()
         dropped = self._store.clear(session_id)
         self._batches.end_session(session_id)
         self._lot.end_session(session_id)
@@ -706,6 +712,7 @@ class Inbox:
         """
         if self._lot.closed:
             return
+        self._lot_mutex.refuse_reentry()
         self._store.refuse_pushes()
         woken = self._lot.close()
         if self._telemetry is not None:
@@ -765,6 +772,7 @@ class Inbox:
             )
 
     def _release_claim(self, record: ClaimRecord) -> None:
+        self._lot_mutex.refuse_reentry()
         restored = self._store.release(record)
         if restored:
             self._lot.notify(record.session_id)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import inspect
 import itertools
 from collections.abc import Callable, Sized
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, final
+from typing import TYPE_CHECKING, Generic, TypeVar, final
 
 from ._arguments import type_error
 from ._lot import Look
@@ -140,17 +140,27 @@ class Judge(Generic[Taken]):
             self._cursor = None
 
     def _judge(self, entries: list[InboxEntry], known: dict[int, bool] | None) -> list[bool]:
-        # Outside every lock. A plain loop, not map(): a StopIteration from the
-        # predicate must propagate, not end the iteration and shorten the verdicts.
+        # Outside every lock. Comprehensions, not map(): a StopIteration from
+        # the predicate must propagate, not end the iteration and shorten the
+        # verdicts. A verdict that is not a bool has its truth taken (`truth`).
         predicate = self._predicate
-        verdicts = []
-        for entry in entries:
-            if known is not None and id(entry) in known:
-                verdicts.append(known[id(entry)])
-                continue
-            verdict: Any = predicate(entry)
-            verdicts.append(verdict if type(verdict) is bool else truth(verdict))
-        return verdicts
+        if known is None:
+            return [
+                verdict
+                if (verdict := predicate(entry)) is True or verdict is False
+                else truth(verdict)
+                for entry in entries
+            ]
+        return [
+            known[id(entry)]
+            if id(entry) in known
+            else (
+                verdict
+                if (verdict := predicate(entry)) is True or verdict is False
+                else truth(verdict)
+            )
+            for entry in entries
+        ]
 
 
 def _verdicts_by_identity(seen: list[InboxEntry], verdicts: list[bool]) -> dict[int, bool] | None:

@@ -266,6 +266,11 @@ class ParkingLot:
         """Whether some thread is inside the lot's critical section (for tests)."""
         return self._mutex.held()
 
+    @property
+    def mutex(self) -> Mutex:
+        """The lot's lock: a change that will notify refuses, before it is made, to re-enter it."""
+        return self._mutex
+
     # -- Inside (with the lock held) ----------------------------------------------------------
 
     def _unpark_locked(self, waiter: Waiter) -> None:

@@ -70,6 +70,23 @@ class Mutex:
         """Whether some thread is inside a critical section (for tests and reprs)."""
         return self.busy
 
+    def refuse_reentry(self) -> None:
+        """Raise `reentered` if the calling thread is inside a critical section of this mutex.
+
+        For a call that will need the mutex only after changing something
+        elsewhere: it must refuse before that change. Cheap unless some thread
+        is inside (``busy``): then the re-entrant lock tells whether it is this one.
+        """
+        if self.busy:
+            lock = self.lock
+            if lock.acquire(False):
+                # Got it while busy: either its holder just left (busy is now
+                # False), or this thread holds it already (busy stays True).
+                mine = self.busy
+                lock.release()
+                if mine:
+                    raise reentered(self.name)
+
 
 def reentered(name: str) -> RuntimeError:
     return RuntimeError(

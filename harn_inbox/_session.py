@@ -191,7 +191,7 @@ class SessionState:
     store extends it to write down each change; everything that changes the
     queue goes through `push`, `_append`, `_put_first`, `_remove`,
     `_pop_head`, `drain`, `clear` and the two dedupe-key methods, so that is
-    where it looks.
+    where it looks (and `_removed`, for many removed at once).
     """
 
     __slots__ = ("back", "dropped", "extras", "front", "head", "last_sequence", "strays", "version")
@@ -408,13 +408,26 @@ class SessionState:
         """
         if not cursor.reads(self):
             return None
-        taken = []
-        for entry in chosen:
-            meta = self._remove(entry)
-            if meta is not None:
-                taken.append(entry)
-                if metas is not None:
-                    metas.append(meta)
+        back = self.back
+        if back is not None and self.front is None and self.extras is None:
+            # The common case, in one pass: every pending entry is in `back`
+            # and carries nothing (the judged ones taken may be thousands).
+            taken = [entry for entry in chosen if back.get(entry.sequence) is entry]
+            for entry in taken:
+                del back[entry.sequence]
+            if not back:
+                self.back = None
+            if metas is not None:
+                metas += [_NO_META] * len(taken)
+            self._removed(taken)
+        else:
+            taken = []
+            for entry in chosen:
+                meta = self._remove(entry)
+                if meta is not None:
+                    taken.append(entry)
+                    if metas is not None:
+                        metas.append(meta)
         if taken:
             self.version += 1
         return taken
@@ -439,7 +452,7 @@ class SessionState:
         extras = self.extras
         restored = 0
         for entry, meta in zip(reversed(entries), reversed(metas), strict=True):
-            coalesce_key, expires_at = meta
+            coalesce_key = meta[0]
             if coalesce_key is not None and extras is not None:
                 newer = extras.coalesce.get(coalesce_key)
                 if newer is not None and newer is not entry and self._is_pending(newer):
@@ -594,6 +607,9 @@ class SessionState:
         if self.extras is None:
             return _NO_META
         return self._forget_meta(entry)
+
+    def _removed(self, entries: list[InboxEntry]) -> None:
+        """*entries* left `back` together, carrying nothing (`take`'s fast path)."""
 
     def _forget_meta(self, entry: InboxEntry) -> Meta:
         # *entry* left the queue: drop what it carried; return it.

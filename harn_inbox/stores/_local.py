@@ -237,6 +237,10 @@ class LocalStore:
             session = self._sessions.pop(session_id, None)
             self._active.pop(session_id, None)
             self._expiring.pop(session_id, None)
+            if not self._sessions:
+                # A dict never shrinks as keys go: once the last record goes,
+                # let the tables of a busier past go too.
+                self._sessions, self._active, self._expiring = {}, {}, {}
             dropped = 0 if session is None else session.clear()
             self._settle(session_id, session)
         self._after()

@@ -438,6 +438,10 @@ class _JournaledSession(SessionState):
         self._erase_entry(entry)
         return entry
 
+    def _removed(self, entries: list[InboxEntry]) -> None:
+        for entry in entries:
+            self._erase_entry(entry)
+
     def drain(self, metas: list[Meta] | None = None) -> list[InboxEntry]:
         entries = super().drain(metas)
         if entries:
