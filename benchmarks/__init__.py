@@ -1,13 +1,16 @@
-"""Benchmarks of harn_inbox against a floor built from the same parts and against its peers.
+"""Benchmarks of harn_inbox against its peers, its own earlier commits, and its own tricks.
 
 Run them with ``nox -s bench`` (``-- --quick`` for a smoke run) or
-``python -m benchmarks``. Every scenario measures harn_inbox side by side with
-its references in one process and one run, interleaving their rounds, and
-states its targets as ratios, never as absolute times: see
-``benchmarks/README.md``.
+``python -m benchmarks``; compare two pushes with ``python -m
+benchmarks.push_ab``. Every scenario measures harn_inbox side by side with its
+references in one process and one run, interleaving their rounds, and states
+its targets as ratios (or, where the contract names one, a time or a growth
+factor): see ``benchmarks/README.md``.
 
 The modules, one per scenario: `push_cost`, `drain_cost`, `wakeup_latency`
-(which holds the fan-out scenario too), `memory`, `throughput`; `measure`
-holds the timing and statistics they share and `report` the result records
-and their JSON and Markdown renderings.
+(which holds the fan-out scenario too), `memory`, `throughput`, `selective`,
+`scale`, `controls`, `tricks`. `measure` holds the timing and statistics they
+share, `report` the result records and their JSON and Markdown renderings,
+`revisions` the earlier commits of the package, imported beside the working
+tree's, and `push_ab` the paired push comparison.
 """

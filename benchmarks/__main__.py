@@ -8,7 +8,18 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import drain_cost, memory, push_cost, report, throughput, wakeup_latency
+from . import (
+    controls,
+    drain_cost,
+    memory,
+    push_cost,
+    report,
+    scale,
+    selective,
+    throughput,
+    tricks,
+    wakeup_latency,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -23,6 +34,10 @@ SCENARIOS: dict[str, Callable[[bool], ScenarioResult]] = {
     "fanout": wakeup_latency.run_fan_out,
     "memory": memory.run,
     "throughput": throughput.run,
+    "selective": selective.run,
+    "scale": scale.run,
+    "controls": controls.run,
+    "tricks": tricks.run,
 }
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
@@ -32,7 +47,8 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks",
-        description="Benchmarks of harn_inbox against a floor of the same parts and its peers.",
+        description="Benchmarks of harn_inbox against its peers, its earlier commits and its "
+        "own tricks (python -m benchmarks.push_ab compares two pushes).",
     )
     parser.add_argument(
         "--quick",

@@ -22,16 +22,14 @@ import janus
 
 from harn_inbox import Inbox, InboxEntry
 
-from .measure import collector_paused, interleave
+from .measure import CONTENT, KIND, SOURCE, collector_paused, interleave
 from .report import HARN, ScenarioResult, Verdict, method_of, ratio_verdict
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
-KIND_TAKEN = "tool_result"
+KIND_TAKEN = KIND
 KIND_KEPT = "mcp_progress"
-CONTENT = "the build finished: 0 errors, 2 warnings"
-SOURCE = "tool:build"
 
 METHOD = method_of(__doc__)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import gc
 import statistics
 from contextlib import contextmanager
+from time import perf_counter_ns
 from typing import TYPE_CHECKING, TypeVar
 
 import attrs
@@ -20,6 +21,17 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping, Sequence
 
 T = TypeVar("T")
+
+#: What the scenarios push: one session, and the three strings of a typical tool result.
+SESSION = "session-1"
+KIND = "tool_result"
+CONTENT = "the build finished: 0 errors, 2 warnings"
+SOURCE = "tool:build"
+
+#: How far a row meant to be flat (O(1) in the size varied) may rise from its smallest case:
+#: room for caches (a dict of 100,000 entries does not fit in them), far below what a scan
+#: of the size would cost (hundreds of times, at 10,000 and more).
+FLAT = 1.5
 
 
 @attrs.frozen
@@ -88,3 +100,14 @@ def collector_paused() -> Iterator[None]:
         if was_enabled:
             gc.enable()
         gc.collect()
+
+
+def time_pushes(
+    push: Callable[[str, str, str, str], object], ops: int, session_id: str = SESSION
+) -> float:
+    """ns per call of *ops* calls ``push(session_id, KIND, CONTENT, SOURCE)`` in a plain loop."""
+    kind, content, source = KIND, CONTENT, SOURCE
+    started = perf_counter_ns()
+    for _ in range(ops):
+        push(session_id, kind, content, source)
+    return (perf_counter_ns() - started) / ops

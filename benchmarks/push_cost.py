@@ -1,15 +1,16 @@
 """Scenario 1: what one ``push`` costs, one thread, one session.
 
-Against a floor built from the same parts and against the thread-safe queues
-a user might have reached for instead. The floor and push have the same call
-shape, a method taking the same four ``str`` arguments. Each queue is measured
-twice: its bare ``put`` of one prebuilt item (shown for reference), and the
-push a user would write on top of it to get what ``Inbox.push`` returns, a
-stamped entry (the floor's six-field object with a sequence from one
-``itertools.count`` and a wall-clock read, then ``put``); the targets compare
-like with like, push against push. Every round
-times *ops* calls in a plain loop, then drains what they stored (untimed), so
-no list grows without bound; rounds rotate across the candidates.
+Against the push a user would write on a thread-safe queue to get what
+``Inbox.push`` returns, a stamped entry (a six-field object with a sequence
+from one ``itertools.count`` and a wall-clock read, then ``put``), and against
+harn_inbox itself at two earlier commits, extracted from git and imported side
+by side: before the redesign (issue #13) and before the entries' payload and
+the producer controls (issue #14). For reference only: a floor of the same
+parts (a lock, a dict lookup, the six-field object, a clock read, a deque
+append) behind the same four-``str`` call, and each queue's bare ``put`` of
+one prebuilt item. Every round times *ops* calls in a plain loop, then drains
+what they stored (untimed), so no list grows without bound; rounds rotate
+across the candidates.
 """
 
 from __future__ import annotations
@@ -24,20 +25,23 @@ from typing import TYPE_CHECKING
 import culsans
 import janus
 
-from harn_inbox import Inbox
+import harn_inbox
 
-from .measure import collector_paused, interleave
+from . import revisions
+from .measure import CONTENT, KIND, SESSION, SOURCE, collector_paused, interleave, time_pushes
 from .report import HARN, ScenarioResult, method_of, ratio_verdict
+from .tricks import push_round
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-SESSION = "session-1"
-KIND = "tool_result"
-CONTENT = "the build finished: 0 errors, 2 warnings"
-SOURCE = "tool:build"
-
 METHOD = method_of(__doc__)
+
+#: harn_inbox at earlier commits: the candidate's name, the revision, the most push may cost more.
+EARLIER = (
+    ("before the redesign", revisions.BEFORE_REDESIGN, 1.10),
+    ("before #14", revisions.BEFORE_CONTROLS, 1.05),
+)
 
 
 class FloorEntry:
@@ -89,14 +93,6 @@ def empty_call(session_id: str, kind: str, content: str, source: str) -> None:
     """The call shape alone: what the loop and the call cost before any work."""
 
 
-def _time_pushes(push: Callable[[str, str, str, str], object], ops: int) -> float:
-    session_id, kind, content, source = SESSION, KIND, CONTENT, SOURCE
-    started = perf_counter_ns()
-    for _ in range(ops):
-        push(session_id, kind, content, source)
-    return (perf_counter_ns() - started) / ops
-
-
 def stamped(put: Callable[[object], object]) -> Callable[[str, str, str, str], object]:
     """The push a user writes on a plain queue: build and stamp the entry, then put it."""
     sequences = itertools.count(1)
@@ -123,6 +119,10 @@ def _time_puts(put: Callable[[object], object], ops: int) -> float:
     return (perf_counter_ns() - started) / ops
 
 
+def earlier_name(description: str, revision: str) -> str:
+    return f"{HARN} {description} (git {revision})"
+
+
 def run(quick: bool) -> ScenarioResult:
     rounds, ops = (60, 500) if quick else (600, 1_000)
     result = ScenarioResult(
@@ -131,7 +131,7 @@ def run(quick: bool) -> ScenarioResult:
         "Push cost, one thread, one session",
         f"{METHOD} {rounds} rounds of {ops:,} calls per candidate; ns per call.",
     )
-    inbox = Inbox()
+    inbox = harn_inbox.Inbox()
     floor = FloorInbox()
     stdlib_queue: queue.Queue[object] = queue.Queue()
     janus_queue: janus.Queue[object] = janus.Queue()
@@ -148,24 +148,32 @@ def run(quick: bool) -> ScenarioResult:
         return one_round
 
     candidates = {
-        "empty call, same shape": round_of(lambda: _time_pushes(empty_call, ops), lambda: None),
-        "floor": round_of(lambda: _time_pushes(floor.push, ops), floor.drain),
-        HARN: round_of(lambda: _time_pushes(inbox.push, ops), lambda: inbox.drain(SESSION)),
+        "empty call, same shape": round_of(lambda: time_pushes(empty_call, ops), lambda: None),
+        "floor": round_of(lambda: time_pushes(floor.push, ops), floor.drain),
+        HARN: round_of(lambda: time_pushes(inbox.push, ops), lambda: inbox.drain(SESSION)),
         "queue.Queue.put": round_of(
             lambda: _time_puts(stdlib_queue.put, ops), stdlib_queue.queue.clear
         ),
         "janus sync_q.put": round_of(lambda: _time_puts(janus_put, ops), janus_queue._queue.clear),
         "culsans sync_q.put": round_of(lambda: _time_puts(culsans_put, ops), culsans_queue.clear),
         "queue.Queue, stamped entry": round_of(
-            lambda: _time_pushes(stamped(stdlib_queue.put), ops), stdlib_queue.queue.clear
+            lambda: time_pushes(stamped(stdlib_queue.put), ops), stdlib_queue.queue.clear
         ),
         "janus, stamped entry": round_of(
-            lambda: _time_pushes(stamped(janus_put), ops), janus_queue._queue.clear
+            lambda: time_pushes(stamped(janus_put), ops), janus_queue._queue.clear
         ),
         "culsans, stamped entry": round_of(
-            lambda: _time_pushes(stamped(culsans_put), ops), culsans_queue.clear
+            lambda: time_pushes(stamped(culsans_put), ops), culsans_queue.clear
         ),
     }
+    unavailable: dict[str, str] = {}
+    for description, revision, _ in EARLIER:
+        try:
+            earlier = revisions.package(revision).module()
+        except (revisions.RevisionUnavailable, ImportError) as error:
+            unavailable[revision] = str(error)
+            continue
+        candidates[earlier_name(description, revision)] = push_round(earlier, None, ops)
     with collector_paused():
         samples = interleave(candidates, rounds)
     case = "push / put"
@@ -173,22 +181,30 @@ def run(quick: bool) -> ScenarioResult:
         result.add(case, name, "ns", values)
     ours = result.find(case, HARN)
     result.verdicts += [
-        ratio_verdict(1, "push ≤ 1.5x the floor", ours, result.find(case, "floor"), "<=", 1.5),
         ratio_verdict(
             1,
-            "push cheaper than a stamped push on janus",
+            f"push cheaper than a stamped push on {peer}",
             ours,
-            result.find(case, "janus, stamped entry"),
+            result.find(case, f"{peer}, stamped entry"),
             "<",
             1.0,
-        ),
-        ratio_verdict(
-            1,
-            "push cheaper than a stamped push on culsans",
-            ours,
-            result.find(case, "culsans, stamped entry"),
-            "<",
-            1.0,
-        ),
+            headline=True,
+        )
+        for peer in ("janus", "culsans")
     ]
+    for description, revision, limit in EARLIER:
+        if revision in unavailable:
+            continue
+        result.verdicts.append(
+            ratio_verdict(
+                1,
+                f"push ≤ {limit:.2f}x the push {description} (git {revision})",
+                ours,
+                result.find(case, earlier_name(description, revision)),
+                "<=",
+                limit,
+            )
+        )
+    if unavailable:
+        result.details["earlier_revisions_unavailable"] = unavailable
     return result

@@ -60,6 +60,8 @@ class Verdict:
     comparison: Comparison
     limit: float
     measured: str
+    #: Whether the project README shows it: a comparison with the peers or the bare primitives.
+    headline: bool = False
 
     @property
     def passed(self) -> bool:
@@ -77,6 +79,8 @@ def ratio_verdict(
     reference: Measurement,
     comparison: Comparison,
     limit: float,
+    *,
+    headline: bool = False,
 ) -> Verdict:
     """A verdict on the `paired_ratio` of *value* to *reference*, showing both medians too."""
     ratio = paired_ratio(value, reference)
@@ -88,7 +92,7 @@ def ratio_verdict(
         f"{shown}x (medians {format_value(value.summary.median, value.unit)} vs "
         f"{format_value(reference.summary.median, reference.unit)} {reference.unit})"
     )
-    return Verdict(scenario, target, ratio, comparison, limit, measured)
+    return Verdict(scenario, target, ratio, comparison, limit, measured, headline)
 
 
 def paired_ratio(value: Measurement, reference: Measurement) -> float:
@@ -282,8 +286,8 @@ def markdown(env: dict[str, Any], results: list[ScenarioResult], mode: str) -> s
     return "\n".join(lines) + "\n"
 
 
-def targets_table(results: list[ScenarioResult]) -> list[str]:
-    """One row per target: what was aimed at, what was measured, PASS or MISS."""
+def targets_table(results: list[ScenarioResult], *, headline_only: bool = False) -> list[str]:
+    """One row per target (or per headline target): aimed at, measured, PASS or MISS."""
     titles = {result.number: result.title for result in results}
     return [
         "| # | Scenario | Target | Measured | Result |",
@@ -293,8 +297,18 @@ def targets_table(results: list[ScenarioResult]) -> list[str]:
             f"{verdict.measured} | {'PASS' if verdict.passed else '**MISS**'} |"
             for result in results
             for verdict in result.verdicts
+            if verdict.headline or not headline_only
         ),
     ]
+
+
+def _tally(results: list[ScenarioResult]) -> str:
+    """How many targets passed, and which missed, in a sentence."""
+    verdicts = [verdict for result in results for verdict in result.verdicts]
+    missed = [f"{v.target} (scenario {v.scenario})" for v in verdicts if not v.passed]
+    passed = len(verdicts) - len(missed)
+    tally = f"{passed} of {len(verdicts)} targets pass"
+    return tally + (f"; missed: {'; '.join(missed)}." if missed else ".")
 
 
 README_START = "<!-- bench-targets:start -->"
@@ -302,7 +316,11 @@ README_END = "<!-- bench-targets:end -->"
 
 
 def update_readme(readme: Path, env: dict[str, Any], results: list[ScenarioResult]) -> None:
-    """Put this run's targets table between the README's two ``bench-targets`` markers.
+    """Put this run's headline targets between the README's two ``bench-targets`` markers.
+
+    The headline targets are those against the peers and the bare
+    primitives; a sentence after the table counts them all and names the
+    misses, and ``results.md`` has every one.
 
     Raises:
         ValueError: The README lacks the markers (nothing is written).
@@ -317,10 +335,15 @@ def update_readme(readme: Path, env: dict[str, Any], results: list[ScenarioResul
         "",
         (
             f"_{env['implementation']} {env['python']}, {env['cpu_count']} CPUs{revision}, "
-            f"{env['date'][:10]}._"
+            f"{env['date'][:10]}; the targets against the peers:_"
         ),
         "",
-        *targets_table(results),
+        *targets_table(results, headline_only=True),
+        "",
+        (
+            f"{_tally(results)} Every target and figure: "
+            "[`benchmarks/results/results.md`](benchmarks/results/results.md)."
+        ),
         "",
     ]
     _replace(readme, text[:start] + "\n".join(block) + "\n" + text[end:])
@@ -347,6 +370,6 @@ def _measurement_table(measurements: list[Measurement]) -> list[str]:
 
 def format_value(value: float, unit: str) -> str:
     """Few enough digits to read, enough to compare."""
-    if unit in ("µs", "%"):
+    if unit in ("µs", "ms", "%"):
         return f"{value:,.1f}" if abs(value) < 100 else f"{value:,.0f}"
     return f"{value:,.0f}"
