@@ -47,7 +47,7 @@ The controls (`Extras`, made on first use)
 - **Coalesce keys**: key -> the entry last pushed with it; a push with the key
   removes that entry if it is still pending. Entries are found by identity,
   so a stale mapping (the entry was taken) costs nothing but its slot.
-- **Expiry**: a heap of ``(expires_at_ms, sequence, entry)``. `purge` takes
+- **Expiry**: a heap of ``(expires_at_ms, n, entry)``. `purge` takes
   from it what is due and removes those entries still pending; the store
   purges before every operation on a session that has any.
 - **Meta**: ``id(entry) -> (coalesce_key, expires_at_ms)`` for pending entries
@@ -73,6 +73,10 @@ CLEARED = -1
 
 #: Keys of strays in ``front`` (see the module docstring); only needs to be unique.
 _stray_keys = count()
+
+#: Tie-breakers of the expiry heap: two entries may share an expiry and a sequence
+#: (across a clear), and entries themselves have no order.
+_expiry_order = count()
 
 #: What a pending entry carries besides itself: its coalesce key and its expiry (ms), or None.
 Meta = tuple["str | None", "int | None"]
@@ -173,7 +177,7 @@ class Extras:
         self.dedupe_order: deque[tuple[int, str, InboxEntry]] = deque()
         #: Coalesce key -> the entry last pushed with it (maybe no longer pending).
         self.coalesce: dict[str, InboxEntry] = {}
-        #: ``(expires_at_ms, sequence, entry)``, a heap; may hold entries no longer pending.
+        #: ``(expires_at_ms, n, entry)``, a heap (n breaks ties); may hold entries gone since.
         self.expiry: list[tuple[int, int, InboxEntry]] = []
         #: ``id(entry) -> (coalesce_key, expires_at_ms)`` for pending entries carrying either.
         self.meta: dict[int, Meta] = {}
@@ -547,7 +551,7 @@ class SessionState:
         if coalesce_key is not None:
             extras.coalesce[coalesce_key] = entry
         if expires_at is not None:
-            heapq.heappush(extras.expiry, (expires_at, entry.sequence, entry))
+            heapq.heappush(extras.expiry, (expires_at, next(_expiry_order), entry))
 
     def _remember_key(self, key: str, entry: InboxEntry, window_end: int) -> None:
         # A dedupe key, until *window_end* (ms on the inbox's clock).
