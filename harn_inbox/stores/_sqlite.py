@@ -42,8 +42,10 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import threading
 import time
+import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, final
 
@@ -55,7 +57,6 @@ from ._local import LocalStore
 from ._protocol import ClaimRecord
 
 if TYPE_CHECKING:
-    import sqlite3
     from collections.abc import Iterator
 
     from .._session import Meta, PushNote
@@ -83,7 +84,8 @@ CREATE TABLE entries (
     session_id TEXT NOT NULL,
     sequence INTEGER NOT NULL, kind TEXT NOT NULL, content TEXT NOT NULL, source TEXT NOT NULL,
     ts_ms INTEGER NOT NULL, payload TEXT, delivery TEXT,
-    coalesce_key TEXT, expires_at INTEGER
+    coalesce_key TEXT, expires_at INTEGER,
+    checksum INTEGER NOT NULL  -- of every other column: SQLite keeps none of its own
 );
 CREATE INDEX entries_by_session ON entries (session_id, position);
 CREATE TABLE claimed (
@@ -92,6 +94,7 @@ CREATE TABLE claimed (
     sequence INTEGER NOT NULL, kind TEXT NOT NULL, content TEXT NOT NULL, source TEXT NOT NULL,
     ts_ms INTEGER NOT NULL, payload TEXT, delivery TEXT,
     coalesce_key TEXT, expires_at INTEGER,
+    checksum INTEGER NOT NULL,
     PRIMARY KEY (claim_id, ordinal)
 ) WITHOUT ROWID;
 CREATE TABLE dedupe_keys (
@@ -99,14 +102,15 @@ CREATE TABLE dedupe_keys (
     window_end INTEGER NOT NULL, ordinal INTEGER NOT NULL,
     sequence INTEGER NOT NULL, kind TEXT NOT NULL, content TEXT NOT NULL, source TEXT NOT NULL,
     ts_ms INTEGER NOT NULL, payload TEXT, delivery TEXT,
+    checksum INTEGER NOT NULL,
     PRIMARY KEY (session_id, key)
 ) WITHOUT ROWID;
 """
 
 _ENTRY_COLUMNS = "sequence, kind, content, source, ts_ms, payload, delivery"
 _INSERT_ENTRY = (
-    f"INSERT INTO entries (position, session_id, {_ENTRY_COLUMNS}, coalesce_key, expires_at) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    f"INSERT INTO entries (position, session_id, {_ENTRY_COLUMNS}, coalesce_key, expires_at, "
+    "checksum) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _DELETE_ENTRY = "DELETE FROM entries WHERE position = ?"
 _DELETE_SESSION_ENTRIES = "DELETE FROM entries WHERE session_id = ?"
@@ -118,14 +122,15 @@ _UPSERT_SESSION = (
 )
 _DELETE_SESSION = "DELETE FROM sessions WHERE session_id = ?"
 _INSERT_KEY = (
-    f"INSERT OR REPLACE INTO dedupe_keys (session_id, key, window_end, ordinal, {_ENTRY_COLUMNS}) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT OR REPLACE INTO dedupe_keys "
+    f"(session_id, key, window_end, ordinal, {_ENTRY_COLUMNS}, checksum) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _DELETE_CLOSED_KEYS = "DELETE FROM dedupe_keys WHERE session_id = ? AND window_end <= ?"
 _DELETE_SESSION_KEYS = "DELETE FROM dedupe_keys WHERE session_id = ?"
 _INSERT_CLAIMED = (
     f"INSERT INTO claimed (claim_id, ordinal, session_id, {_ENTRY_COLUMNS}, "
-    "coalesce_key, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "coalesce_key, expires_at, checksum) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _DELETE_CLAIM = "DELETE FROM claimed WHERE claim_id = ?"
 
@@ -174,17 +179,31 @@ class SqliteStore(LocalStore):
         super().__init__("sqlite store")
         #: The file, as given.
         self.path = Path(path)
-        self._journal = _Journal(self, _open(self.path, sync))
+        connection = _open(self.path, sync)  # in a transaction that holds the write lock
+        self._journal = _Journal(self, connection)
         self._next_back = 1
         self._next_front = -1
         self._next_claim = 1
         self._next_key = 1
         try:
             with self._mutex:
-                self._load(requeue_claims=True)
+                self._load()
+            # Read whole and sound: only now write to it (the lock is kept from here).
+            connection.execute(
+                "INSERT INTO meta VALUES ('opened', 1) "
+                "ON CONFLICT (key) DO UPDATE SET value = value + 1"
+            )
+            connection.execute("COMMIT")
+            connection.execute(f"PRAGMA synchronous = {sync.upper()}")
+            with self._mutex:
+                self._requeue_claims()
             self._journal.wait()  # the claims put back at the head are in the file now
-        except BaseException:
+        except BaseException as error:
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
             self._journal.close()
+            if isinstance(error, sqlite3.Error):
+                raise _store_error(self.path, "cannot be used", error) from error
             raise
 
     def __repr__(self) -> str:
@@ -203,8 +222,6 @@ class SqliteStore(LocalStore):
         Idempotent; any thread. Everything that returned is in the file
         already. Calls on the inbox afterwards raise `StoreError`.
         """
-        with self._mutex:
-            self._closed = True
         self._journal.close()
 
     # -- Operations not shared with the memory store --------------------------------------
@@ -217,6 +234,7 @@ class SqliteStore(LocalStore):
         settings = self._settings
         assert settings is not None
         with self._mutex:
+            self._check_open()
             if self._closed:
                 raise InboxClosed(f"push to session {session_id!r} after the inbox was closed")
             session = self._session(session_id, ts_ms)
@@ -267,7 +285,8 @@ class SqliteStore(LocalStore):
         self._next_claim += 1
         for ordinal, (entry, meta) in enumerate(zip(entries, metas, strict=True)):
             self._journal.record(
-                _INSERT_CLAIMED, (claim_id, ordinal, session_id, *_columns(entry), *meta)
+                _INSERT_CLAIMED,
+                _checksummed((claim_id, ordinal, session_id, *_columns(entry), *meta)),
             )
         return ClaimRecord(session_id, entries, metas, claim_id)
 
@@ -315,11 +334,12 @@ class SqliteStore(LocalStore):
 
     # -- Loading ------------------------------------------------------------------------------
 
-    def _load(self, *, requeue_claims: bool) -> None:
+    def _load(self) -> None:
         """Read every session from the file into memory (with the lock held).
 
-        *requeue_claims*: put what unsettled claims held back at the head (at
-        opening, after a crash); else leave them claimed (after a failed commit).
+        Raises:
+            StoreError: The file is corrupt (a row fails its checksum, or
+                cannot be read), naming it.
         """
         connection = self._journal.connection
         self._sessions.clear()
@@ -349,6 +369,7 @@ class SqliteStore(LocalStore):
                 "SELECT * FROM entries WHERE position > 0 ORDER BY position",
             ):
                 for row in connection.execute(query):
+                    _check_row(self.path, "entries", row)
                     position, session_id = row[0], row[1]
                     entry = _entry(session_id, row[2:9])
                     meta = (row[9], row[10])
@@ -365,29 +386,41 @@ class SqliteStore(LocalStore):
                 "SELECT * FROM dedupe_keys ORDER BY window_end, ordinal"
             ).fetchall()
             for row in keys:
+                _check_row(self.path, "dedupe_keys", row)
                 session = self._sessions.get(row[0]) or self._orphan(row[0])
                 SessionState._remember_key(session, row[1], _entry(row[0], row[4:11]), row[2])
             self._next_key = 1 + max((row[3] for row in keys), default=0)
             claims = connection.execute(
                 "SELECT * FROM claimed ORDER BY claim_id DESC, ordinal"
             ).fetchall()
+            for row in claims:
+                _check_row(self.path, "claimed", row)
             self._next_claim = 1 + max((row[0] for row in claims), default=0)
+        except StoreError:
+            raise
         except Exception as error:
-            raise _store_error(self.path, "cannot be read", error) from error
+            raise _store_error(self.path, "is corrupt (it cannot be read)", error) from error
         for session_id, session in self._sessions.items():
             LocalStore._settle(self, session_id, session)
-        if requeue_claims and claims:
-            # Latest claim first: an earlier claim took older entries, so it ends up ahead.
-            for claim_id in dict.fromkeys(row[0] for row in claims):
-                rows = [row for row in claims if row[0] == claim_id]
-                session_id = rows[0][2]
-                session = self._session(session_id, None)
-                session.restore(
-                    [_entry(session_id, row[3:10]) for row in rows],
-                    [(row[10], row[11]) for row in rows],
-                )
-                self._journal.record(_DELETE_CLAIM, (claim_id,))
-                self._settle(session_id, session)
+
+    def _requeue_claims(self) -> None:
+        # At opening (with the lock held): what unsettled claims held goes back
+        # to the head of its session, in order; the claims go. (The process
+        # that made them died in the block: at-least-once.)
+        claims = self._journal.connection.execute(
+            "SELECT * FROM claimed ORDER BY claim_id DESC, ordinal"
+        ).fetchall()
+        # Latest claim first: an earlier claim took older entries, so it ends up ahead.
+        for claim_id in dict.fromkeys(row[0] for row in claims):
+            rows = [row for row in claims if row[0] == claim_id]
+            session_id = rows[0][2]
+            session = self._session(session_id, None)
+            session.restore(
+                [_entry(session_id, row[3:10]) for row in rows],
+                [(row[10], row[11]) for row in rows],
+            )
+            self._journal.record(_DELETE_CLAIM, (claim_id,))
+            self._settle(session_id, session)
 
     def _orphan(self, session_id: str) -> SessionState:
         # Entries or keys of a session with no counters row (never written so).
@@ -466,7 +499,8 @@ class _JournaledSession(SessionState):
         ordinal = store._next_key
         store._next_key += 1
         store._journal.record(
-            _INSERT_KEY, (self.session_id, key, window_end, ordinal, *_columns(entry))
+            _INSERT_KEY,
+            _checksummed((self.session_id, key, window_end, ordinal, *_columns(entry))),
         )
 
     def _forget_closed_windows(self, now_ms: int) -> None:
@@ -485,7 +519,9 @@ class _JournaledSession(SessionState):
             position = store._next_front
             store._next_front -= 1
         store._journal.positions[id(entry)] = position
-        store._journal.record(_INSERT_ENTRY, (position, self.session_id, *_columns(entry), *meta))
+        store._journal.record(
+            _INSERT_ENTRY, _checksummed((position, self.session_id, *_columns(entry), *meta))
+        )
 
     def _erase_entry(self, entry: InboxEntry) -> None:
         journal = self.store._journal
@@ -615,7 +651,8 @@ class _Journal:
                 connection.executemany(_UPSERT_SESSION, list(rows.values()))
                 connection.execute("COMMIT")
             except BaseException:
-                connection.execute("ROLLBACK")
+                if connection.in_transaction:  # SQLite rolls back itself on a full disk
+                    connection.execute("ROLLBACK")
                 raise
         except Exception as error:
             self._fail(error)
@@ -646,7 +683,7 @@ class _Journal:
             last = self._written
             if not self.closed:
                 try:
-                    store._load(requeue_claims=False)
+                    store._load()
                 except StoreError:
                     pass  # the next commit will say what is wrong with the file
         with self._condition:
@@ -700,6 +737,20 @@ def _columns(entry: InboxEntry) -> tuple[Any, ...]:
     )
 
 
+def _checksummed(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """*row* with its checksum appended: CRC-32 of its columns' text."""
+    return (*row, _checksum(row))
+
+
+def _checksum(row: tuple[Any, ...]) -> int:
+    return zlib.crc32("\x1f".join(map(str, row)).encode("utf-8", "surrogatepass"))
+
+
+def _check_row(path: Path, table: str, row: tuple[Any, ...]) -> None:
+    if _checksum(row[:-1]) != row[-1]:
+        raise StoreError(f"{path} is corrupt: a row of {table} does not match its checksum")
+
+
 def _entry(session_id: str, row: tuple[Any, ...]) -> InboxEntry:
     """An entry from `_columns`' row."""
     sequence, kind, content, source, ts_ms, payload, delivery = row
@@ -737,9 +788,12 @@ def _store_error(path: Path, what: str, error: BaseException) -> StoreError:
 
 
 def _open(path: Path, sync: Sync) -> sqlite3.Connection:
-    """The file's connection, its lock taken and its schema checked (or made)."""
-    import sqlite3
+    """The file's connection, its schema checked (or made), in a transaction that holds its lock.
 
+    Nothing is written to a file that is not an inbox: the caller reads it
+    whole inside this transaction and commits only if it is sound.
+    """
+    _check_file(path)
     try:
         connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=0)
     except sqlite3.Error as error:
@@ -747,11 +801,10 @@ def _open(path: Path, sync: Sync) -> sqlite3.Connection:
     try:
         # Exclusive locking mode before anything touches the file: locks, once
         # taken, are kept until the connection closes, and WAL needs no shared
-        # memory. The write below takes the exclusive lock: one owner at a time.
+        # memory. So one store owns the file from the first read on.
         connection.execute("PRAGMA locking_mode = EXCLUSIVE")
         try:
-            mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            connection.execute("BEGIN IMMEDIATE")
+            application_id = connection.execute("PRAGMA application_id").fetchone()[0]
         except sqlite3.OperationalError as error:
             if "locked" in str(error) or "busy" in str(error):
                 raise StoreError(
@@ -759,33 +812,63 @@ def _open(path: Path, sync: Sync) -> sqlite3.Connection:
                     "owner at a time (the Redis store shares sessions between processes)"
                 ) from error
             raise
-        if mode != "wal":
-            raise StoreError(f"{path} cannot use write-ahead logging (journal_mode={mode})")
-        application_id = connection.execute("PRAGMA application_id").fetchone()[0]
         version = connection.execute("PRAGMA user_version").fetchone()[0]
         tables = connection.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
-        if application_id == 0 and version == 0 and tables == 0:
+        new = application_id == 0 and version == 0 and tables == 0
+        if not new and application_id != APPLICATION_ID:
+            raise StoreError(f"{path} is a SQLite file but not a harn_inbox store")
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{path} has schema version {version}, newer than this harn_inbox reads "
+                f"({SCHEMA_VERSION}): upgrade harn-inbox to open it"
+            )
+        mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if mode != "wal":
+            raise StoreError(f"{path} cannot use write-ahead logging (journal_mode={mode})")
+        connection.execute("BEGIN IMMEDIATE")
+        if new:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     connection.execute(statement)
             connection.execute(f"PRAGMA application_id = {APPLICATION_ID}")
             connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        elif application_id != APPLICATION_ID:
-            raise StoreError(f"{path} is a SQLite file but not a harn_inbox store")
-        elif version > SCHEMA_VERSION:
-            raise StoreError(
-                f"{path} has schema version {version}, newer than this harn_inbox reads "
-                f"({SCHEMA_VERSION}): upgrade harn-inbox to open it"
-            )
-        connection.execute(
-            "INSERT INTO meta VALUES ('opened', 1) "
-            "ON CONFLICT (key) DO UPDATE SET value = value + 1"
-        )
-        connection.execute("COMMIT")
-        connection.execute(f"PRAGMA synchronous = {sync.upper()}")
     except BaseException as error:
         connection.close()
         if isinstance(error, sqlite3.Error):
             raise _store_error(path, "cannot be used", error) from error
         raise
     return connection
+
+
+def _check_file(path: Path) -> None:
+    """Refuse, with the reason, a file SQLite would open and then fail on or misread."""
+    directory = path.parent if str(path.parent) else Path(".")
+    if not path.exists():
+        if not os.access(directory, os.W_OK):
+            raise StoreError(f"{path} cannot be made: its directory {directory} is read-only")
+        return
+    if not os.access(path, os.W_OK):
+        raise StoreError(f"{path} is read-only: a store writes every change to its file")
+    if not os.access(directory, os.W_OK):
+        raise StoreError(
+            f"{path} is in a read-only directory ({directory}): the store keeps its "
+            "write-ahead log beside the file"
+        )
+    size = path.stat().st_size
+    if size == 0:
+        return
+    with path.open("rb") as file:
+        header = file.read(100)
+    if len(header) < 100 or not header.startswith(b"SQLite format 3\x00"):
+        raise StoreError(f"{path} is not a SQLite file (so not a harn_inbox store)")
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(header[28:32], "big")
+    # The header's page count is valid when its change counter matches (bytes 92-95).
+    counted = header[24:28] == header[92:96] and pages > 0
+    if size % page_size or (counted and size < pages * page_size):
+        raise StoreError(
+            f"{path} is truncated or corrupt: {size} bytes, not the "
+            f"{pages * page_size if counted else 'whole pages of'} {page_size}-byte pages "
+            "its header says"
+        )
