@@ -1,4 +1,8 @@
-"""``python -m harn_inbox``: the command line; its one command, ``demo``, runs a simulation."""
+"""``python -m harn_inbox``: the command line, one argparse subcommand per command.
+
+``demo`` runs a simulated agent runtime and prints its timeline; ``inspect``,
+``push`` and ``drain`` act on a durable store (see ``_cli.py``).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,8 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
-from ._demo import BACKEND_NAMES, DEFAULT_PACE, run_demo
+from ._cli import add_store_commands
+from ._demo import BACKENDS, DEFAULT_PACE, run_demo
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -24,6 +29,10 @@ def _pace(text: str) -> float:
     return pace
 
 
+def _demo(arguments: argparse.Namespace, out: TextIO) -> int:
+    return run_demo(arguments.backend, arguments.seed, out, arguments.pace)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m harn_inbox",
@@ -34,15 +43,17 @@ def _parser() -> argparse.ArgumentParser:
         "demo",
         help="run a simulated agent runtime and print its timeline",
         description=(
-            "Run a simulated agent runtime: an agent loop drains one session's inbox around a"
-            " slow compaction while tool handlers in worker threads, an async progress reporter"
-            " and a repository watcher thread push nudges into it. Time is virtual, so each"
-            " seed prints the same timeline on every run."
+            "Run a simulated agent runtime: an agent loop runs Harn-style turns of one session"
+            " (feedback drained at turn start and after a slow compaction, injections after"
+            " the next tool call, tool results taken by handle) while tool handlers in worker"
+            " threads, an MCP progress reporter task and a repository watcher thread push"
+            " into its inbox. Time is virtual, so each seed prints the same timeline on every"
+            " run."
         ),
     )
     demo.add_argument(
         "--backend",
-        choices=BACKEND_NAMES,
+        choices=tuple(BACKENDS),
         default="trio",
         help="the async framework to run the agent loop on (default: %(default)s)",
     )
@@ -50,26 +61,22 @@ def _parser() -> argparse.ArgumentParser:
         "--seed",
         type=int,
         default=0,
-        help="picks the tools, job durations and timings (default: %(default)s)",
+        help="picks the tools, durations and timings (default: %(default)s)",
     )
     # Wall seconds per virtual second; 0 runs without sleeping (for the test suite).
     demo.add_argument("--pace", type=_pace, default=DEFAULT_PACE, help=argparse.SUPPRESS)
+    demo.set_defaults(run=_demo)
+    add_store_commands(commands)
     return parser
 
 
-def main(
-    argv: Sequence[str] | None = None,
-    *,
-    stdout: TextIO | None = None,
-    pace: float | None = None,
-) -> int:
+def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None) -> int:
     """Run the command line with *argv* (default: ``sys.argv[1:]``); return the exit status.
 
-    The demo's timeline goes to *stdout* (default: ``sys.stdout``). *pace*, if
-    given, overrides ``--pace``: wall seconds per virtual second, 0 for none.
-    Bad arguments exit through ``argparse`` with status 2; no command prints
-    the help to stderr and returns 2. If the reader of the output goes away
-    (``| head``), the demo stops writing and ``main`` returns 1.
+    A command's output goes to *stdout* (default: ``sys.stdout``). Bad arguments
+    exit through ``argparse`` with status 2; no command prints the help to
+    stderr and returns 2. If the reader of the output goes away (``| head``),
+    the command stops writing and ``main`` returns 1.
     """
     parser = _parser()
     arguments = parser.parse_args(argv)
@@ -78,15 +85,14 @@ def main(
         return 2
     out = sys.stdout if stdout is None else stdout
     try:
-        return run_demo(
-            arguments.backend, arguments.seed, out, arguments.pace if pace is None else pace
-        )
+        status: int = arguments.run(arguments, out)
     except BrokenPipeError:
         # The reader went away (``... | head``): end quietly, as command-line tools do. Point
         # stdout at devnull so that the interpreter's last flush does not complain either.
         if out is sys.__stdout__ and out is not None:
             os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
         return 1
+    return status
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ def add_store_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
     )
     inspect.add_argument("store", metavar="STORE", help="the store: a SQLite file's path")
     inspect.add_argument("session", metavar="SESSION", nargs="?", help="one session to show")
+    inspect.set_defaults(run=run_store_command)
     push = commands.add_parser(
         "push",
         help="push one entry into a session of a store",
@@ -47,6 +48,7 @@ def add_store_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
     push.add_argument(
         "--payload", metavar="JSON", type=_json_value, help="structured data for the entry"
     )
+    push.set_defaults(run=run_store_command)
     drain = commands.add_parser(
         "drain",
         help="take every pending entry of a session of a store",
@@ -54,6 +56,7 @@ def add_store_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
     )
     drain.add_argument("store", metavar="STORE", help="the store: a SQLite file's path")
     drain.add_argument("session", metavar="SESSION")
+    drain.set_defaults(run=run_store_command)
 
 
 def run_store_command(arguments: argparse.Namespace, out: TextIO) -> int:
@@ -64,8 +67,14 @@ def run_store_command(arguments: argparse.Namespace, out: TextIO) -> int:
                 if arguments.session is None:
                     for session_id in sorted(inbox.sessions()):
                         stats = inbox.statistics(session_id)
-                        _print(out, {"session_id": session_id, "pending": stats.pending,
-                                     "last_sequence": stats.last_sequence})
+                        _print(
+                            out,
+                            {
+                                "session_id": session_id,
+                                "pending": stats.pending,
+                                "last_sequence": stats.last_sequence,
+                            },
+                        )
                 else:
                     _print_entries(out, inbox.snapshot(arguments.session))
             elif arguments.command == "push":
