@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from . import (
     controls,
     drain_cost,
+    durable,
     memory,
     push_cost,
     report,
@@ -38,6 +39,7 @@ SCENARIOS: dict[str, Callable[[bool], ScenarioResult]] = {
     "scale": scale.run,
     "controls": controls.run,
     "tricks": tricks.run,
+    "durable": durable.run,
 }
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"

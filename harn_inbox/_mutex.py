@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 from time import sleep as _yield_thread
-from typing import TYPE_CHECKING, final
+from typing import TYPE_CHECKING, Protocol, final
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -97,7 +97,13 @@ def reentered(name: str) -> RuntimeError:
     )
 
 
-def acquire_contended(lock: threading.RLock) -> None:
+class Lockable(Protocol):
+    """A lock: ``threading.Lock`` or ``threading.RLock``."""
+
+    def acquire(self, blocking: bool = ..., timeout: float = ...) -> bool: ...
+
+
+def acquire_contended(lock: Lockable) -> None:
     """Take *lock* from another thread that holds it: yield a few times before blocking.
 
     Under the GIL a thread that blocks on a held lock sleeps in the OS, and

@@ -677,11 +677,11 @@ def test_threads_pushing_at_once_share_commits_and_every_returned_push_is_in_the
         return [push(inbox, f"s{thread % 2}", f"{thread}-{n}") for n in range(pushes_each)]
 
     with capture_logs() as logs:
-        # White-box gate: while the test holds the journal's condition, a push
-        # can write its change but not commit it. So every thread's first push
-        # is written before anyone commits, and the first commit must take
+        # White-box gate: while the test holds the journal's commit lock, a
+        # push can write its change but not commit it. So every thread's first
+        # push is written before anyone commits, and the first commit must take
         # them together: sharing does not depend on how the threads are timed.
-        with store._journal._condition:
+        with store._journal._committing:
             calls = [run_in_thread(pushes, thread) for thread in range(threads)]
             start.wait()
             until(

@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING, Any, Literal, final
 from .._entry import Delivery, InboxEntry, stamp
 from .._errors import InboxClosed, StoreError
 from .._json import freeze, thaw
+from .._mutex import acquire_contended
 from .._session import _NO_META, SessionState
 from ._local import LocalStore
 from ._protocol import ClaimRecord
@@ -297,18 +298,20 @@ class SqliteStore(LocalStore):
     def _settle(self, session_id: str, session: SessionState | None) -> None:
         super()._settle(session_id, session)
         if session is not None and session.version >= 0:
-            counters = session.counters()
+            extras = session.extras
             self._journal.session_row(
                 session_id,
-                (
-                    session_id,
-                    _to_i64(counters["last_sequence"]),
-                    counters["dropped"],
-                    counters["duplicates"],
-                    counters["coalesced"],
-                    counters["expired"],
-                    counters["revoked"],
-                    counters["reserved"],
+                (session_id, _to_i64(session.last_sequence), session.dropped)
+                + (
+                    (0, 0, 0, 0, 0)
+                    if extras is None
+                    else (
+                        extras.duplicates,
+                        extras.coalesced,
+                        extras.expired,
+                        extras.revoked,
+                        extras.reserved,
+                    )
                 ),
             )
 
@@ -540,10 +543,9 @@ class _Journal:
 
     __slots__ = (
         "_committed",
-        "_condition",
+        "_committing",
+        "_descriptor",
         "_failures",
-        "_identity",
-        "_leading",
         "_local",
         "_rows",
         "_statements",
@@ -557,7 +559,8 @@ class _Journal:
     def __init__(self, store: SqliteStore, connection: sqlite3.Connection) -> None:
         self._store = store
         self.connection = connection
-        self._identity = _identity(store.path)
+        #: The file, held open to see it deleted: its link count drops to 0.
+        self._descriptor = os.open(store.path, os.O_RDONLY)
         #: id(pending entry) -> its row's position (entries are alive while pending).
         self.positions: dict[int, int] = {}
         # Under the store's lock: what was written since the last batch was taken.
@@ -568,10 +571,10 @@ class _Journal:
         #: count after its last change (per thread: `_local.ticket`).
         self._written = 0
         self._local = threading.local()
-        # Under the condition: how far the file has got, and whether someone commits.
-        self._condition = threading.Condition()
+        #: Held by the thread committing (the leader of a group commit).
+        self._committing = threading.Lock()
+        #: How far the file has got: changes up to this count are in it (or failed).
         self._committed = 0
-        self._leading = False
         #: Tickets whose batch failed: (first, last, what their operations raise).
         self._failures: list[tuple[int, int, StoreError]] = []
         self.closed = False
@@ -601,6 +604,11 @@ class _Journal:
     def wait(self) -> None:
         """Return once what this thread's last operation wrote is in the file; else raise.
 
+        The group commit: whoever finds no commit in progress leads one, of
+        everything written so far; whoever finds one waits for it to end (on
+        the commit lock, yielding first: a commit takes less than a thread's
+        wake-up) and then looks again: covered, or lead the next.
+
         Raises:
             StoreError: Its batch could not be committed; the store went back
                 to what the file holds.
@@ -609,24 +617,22 @@ class _Journal:
         if not ticket:
             return
         self._local.ticket = 0
-        condition = self._condition
+        committing = self._committing
         while True:
-            with condition:
-                for first, last, error in self._failures:
-                    if first <= ticket <= last:
-                        raise error
-                if self._committed >= ticket:
-                    return
-                if self._leading:
-                    condition.wait()
-                    continue
-                self._leading = True
-            try:
-                self._commit_batch()
-            finally:
-                with condition:
-                    self._leading = False
-                    condition.notify_all()
+            for first, last, error in self._failures:  # appended to, never changed
+                if first <= ticket <= last:
+                    raise error
+            if self._committed >= ticket:
+                return
+            if committing.acquire(False):
+                try:
+                    if self._committed < ticket:
+                        self._commit_batch()
+                finally:
+                    committing.release()
+            else:
+                acquire_contended(committing)
+                committing.release()
 
     def _commit_batch(self) -> None:
         # The leader: everything written so far, in one transaction, the store's lock released.
@@ -638,10 +644,9 @@ class _Journal:
         try:
             if self.closed:
                 raise StoreError(f"{self._store.path}: the store was closed")
-            if _identity(self._store.path) != self._identity:
+            if os.fstat(self._descriptor).st_nlink == 0:
                 raise StoreError(
-                    f"{self._store.path} was deleted or replaced while open: "
-                    "changes can no longer be kept"
+                    f"{self._store.path} was deleted or replaced while open: changes can no longer be kept"
                 )
             connection = self.connection
             connection.execute("BEGIN IMMEDIATE")
@@ -657,8 +662,7 @@ class _Journal:
         except Exception as error:
             self._fail(error)
             return
-        with self._condition:
-            self._committed = max(self._committed, through)
+        self._committed = through
         settings = self._store._settings
         if settings is not None and settings.emit is not None:
             settings.emit(
@@ -686,25 +690,23 @@ class _Journal:
                     store._load()
                 except StoreError:
                     pass  # the next commit will say what is wrong with the file
-        with self._condition:
-            self._failures.append((self._committed + 1, last, failure))
-            self._committed = max(self._committed, last)
+        self._failures.append((self._committed + 1, last, failure))
+        self._committed = last
         if store._settings is not None:
             # What the waits saw while memory was reloaded may be stale: look again.
             store._settings.notify_all()
 
     def close(self) -> None:
         """Close the connection (after the commit in progress, if any). Idempotent."""
-        with self._condition:
-            while self._leading:
-                self._condition.wait()
+        with self._committing:
             if self.closed:
                 return
             self.closed = True
-        try:
-            self.connection.close()
-        except Exception:  # closing what is already broken
-            pass
+            try:
+                self.connection.close()
+            except Exception:  # closing what is already broken
+                pass
+            os.close(self._descriptor)
 
 
 def _runs(
@@ -738,12 +740,13 @@ def _columns(entry: InboxEntry) -> tuple[Any, ...]:
 
 
 def _checksummed(row: tuple[Any, ...]) -> tuple[Any, ...]:
-    """*row* with its checksum appended: CRC-32 of its columns' text."""
+    """*row* with its checksum appended: CRC-32 of its columns' repr."""
     return (*row, _checksum(row))
 
 
 def _checksum(row: tuple[Any, ...]) -> int:
-    return zlib.crc32("\x1f".join(map(str, row)).encode("utf-8", "surrogatepass"))
+    # repr escapes what UTF-8 cannot encode (lone surrogates), and reads back the same.
+    return zlib.crc32(repr(row).encode())
 
 
 def _check_row(path: Path, table: str, row: tuple[Any, ...]) -> None:
@@ -773,14 +776,6 @@ def _to_i64(value: int) -> int:
 
 def _from_i64(value: int) -> int:
     return value + 2**64 if value < 0 else value
-
-
-def _identity(path: Path) -> tuple[int, int] | None:
-    try:
-        status = os.stat(path)
-    except OSError:
-        return None
-    return (status.st_dev, status.st_ino)
 
 
 def _store_error(path: Path, what: str, error: BaseException) -> StoreError:
