@@ -6,13 +6,15 @@ asyncio) and calls ``backend.run(main)``. Under trio, ``run`` uses a
 Under asyncio there is no virtual loop clock: tests there must decide their
 verdict with events, `ManualClock` and ``backend.wait_parked`` (which counts
 loop iterations, never seconds), so that each body is deterministic on both.
+The suite's most common sequence, start a waiter, see it park, push, see it
+return, is ``async with backend.parked(inbox, inbox.wait, "s") as waiter:``.
+The other helpers the suite shares are in ``_support.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import threading
 from contextlib import asynccontextmanager, contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -21,6 +23,7 @@ import hypothesis
 import pytest
 import trio
 import trio.testing
+from _support import ThreadCall, join_all
 
 from harn_inbox import Inbox, ManualClock
 
@@ -70,6 +73,16 @@ class TaskHandle:
     def cancel(self) -> None:
         assert self._cancel is not None
         self._cancel()
+
+    async def run(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        """Await ``fn(*args)``, recording its result, or what it raised (and raise it on)."""
+        try:
+            self.result = await fn(*args)
+        except BaseException as error:
+            self.raised = error
+            raise
+        finally:
+            self.finished = True
 
 
 class TaskGroup:
@@ -162,6 +175,26 @@ class Backend:
         raise AssertionError(f"{count} thread waiter(s) never parked on {session_id!r}")
 
     @asynccontextmanager
+    async def parked(
+        self,
+        inbox: Inbox,
+        call: Callable[..., Awaitable[Any]],
+        *args: Any,
+        session_id: str | None = None,
+    ) -> AsyncIterator[TaskHandle]:
+        """Start ``call(*args)`` as a task; enter once it waits on its session, exit once it ended.
+
+        The session is *session_id*, or else the first argument. The body
+        pushes (or clears, or closes) and the task's outcome is read from the
+        handle after the block: ``async with backend.parked(inbox, inbox.wait,
+        "s") as waiter: nudge(inbox, "s")``, then ``waiter.result``.
+        """
+        async with self.task_group() as group:
+            handle = group.start_soon(call, *args)
+            await self.wait_parked(inbox, args[0] if session_id is None else session_id)
+            yield handle
+
+    @asynccontextmanager
     async def task_group(self) -> AsyncIterator[TaskGroup]:
         if self.name == "trio":
             async with trio.open_nursery() as nursery:
@@ -196,13 +229,7 @@ class _TrioTaskGroup(TaskGroup):
 
         async def runner() -> None:
             with scope:
-                try:
-                    handle.result = await fn(*args)
-                except BaseException as error:
-                    handle.raised = error
-                    raise
-                finally:
-                    handle.finished = True
+                await handle.run(fn, *args)
 
         self._nursery.start_soon(runner)
         return handle
@@ -216,20 +243,10 @@ class _AsyncioTaskGroup(TaskGroup):
 
     def start_soon(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> TaskHandle:
         handle = TaskHandle()
-
-        async def runner() -> None:
-            try:
-                handle.result = await fn(*args)
-            except BaseException as error:
-                handle.raised = error
-                raise
-            finally:
-                handle.finished = True
-
-        task = asyncio.get_running_loop().create_task(runner())
+        task = asyncio.get_running_loop().create_task(handle.run(fn, *args))
 
         def settle(task: asyncio.Task[None]) -> None:
-            # A task cancelled before it started never ran `runner`: say so, as trio does.
+            # A task cancelled before it started never ran `handle.run`: say so, as trio does.
             if task.cancelled() and not handle.finished:
                 handle.raised = asyncio.CancelledError()
                 handle.finished = True
@@ -271,27 +288,20 @@ def backend(request: pytest.FixtureRequest) -> Backend:
 
 
 @pytest.fixture
-def run_in_thread() -> Iterator[Callable[..., threading.Thread]]:
-    """Start a daemon thread running fn(*args); each must finish by teardown, where it is joined."""
-    threads: list[threading.Thread] = []
-    errors: list[BaseException] = []
+def other_backend(backend: Backend) -> Backend:
+    """The framework that `backend` is not: for a second loop beside the test's own."""
+    return Backend("asyncio" if backend.name == "trio" else "trio")
 
-    def start(fn: Callable[..., object], *args: Any) -> threading.Thread:
-        def target() -> None:
-            try:
-                fn(*args)
-            except BaseException as error:
-                errors.append(error)
-                raise
 
-        thread = threading.Thread(target=target, daemon=True)
-        thread.start()
+@pytest.fixture
+def run_in_thread() -> Iterator[Callable[..., ThreadCall]]:
+    """Start fn(*args) in a daemon thread; each must finish by teardown, which raises its errors."""
+    threads: list[ThreadCall] = []
+
+    def start(fn: Callable[..., object], *args: Any) -> ThreadCall:
+        thread = ThreadCall(fn, *args)
         threads.append(thread)
         return thread
 
     yield start
-    for thread in threads:
-        thread.join(timeout=60)
-        assert not thread.is_alive(), "a test thread hung"
-    if errors:
-        raise errors[0]
+    join_all(threads)

@@ -22,7 +22,6 @@ import enum
 import math
 import re
 import sys
-import threading
 from collections.abc import Mapping
 from decimal import Decimal
 from fractions import Fraction
@@ -32,7 +31,7 @@ import attrs
 import hypothesis
 import pytest
 import trio
-from _polling import HANG_GUARD_SECONDS, spin_until
+from _support import parked_wait_sync
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -43,11 +42,14 @@ from harn_inbox import (
     InboxEntry,
     InboxFull,
     ManualClock,
+    SessionStatistics,
     SystemClock,
 )
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterator
+
+    from conftest import Backend
 
 MAX_SEQUENCE = 2**64 - 1
 FIELDS = ("sequence", "session_id", "kind", "content", "source", "ts_ms")
@@ -456,7 +458,15 @@ def test_push_refuses_garbage_and_stores_nothing_when_it_refuses(
 @given(
     setup=st.sampled_from(SETUPS),
     method=st.sampled_from(
-        ["drain", "pending_count", "snapshot", "clear_session", "waiter_count", "dropped"]
+        [
+            "drain",
+            "pending_count",
+            "snapshot",
+            "clear_session",
+            "waiter_count",
+            "dropped",
+            "statistics",
+        ]
     ),
     args=arguments(session_id=texts),
 )
@@ -471,7 +481,8 @@ def test_single_session_calls_refuse_a_session_id_that_is_not_text(
         lambda: observe(inbox, [session_id]),
     )
     if result is not REFUSED:
-        assert isinstance(result, list if method in ("drain", "snapshot") else int)
+        expected = {"drain": list, "snapshot": list, "statistics": SessionStatistics}
+        assert isinstance(result, expected.get(method, int))
 
 
 @given(
@@ -550,6 +561,74 @@ def test_batches_refuses_a_session_id_that_is_not_text(setup: Setup, args: dict[
         assert isinstance(result, Batches)
 
 
+# -- Predicates that are coroutines ----------------------------------------------------------------
+# A predicate runs without being awaited: an async one would answer with a
+# coroutine, which is true, and take everything. Each is refused with a
+# TypeError naming the predicate, before anything is taken, and leaves no
+# coroutine unawaited to warn later (warnings are errors in this suite).
+
+
+async def _coroutine_verdict() -> bool:
+    return False
+
+
+class _AsyncCall:
+    async def __call__(self, entry: InboxEntry) -> bool:
+        return False
+
+
+class _Pending:
+    """An awaitable that is not a coroutine."""
+
+    def __await__(self) -> Any:
+        yield
+
+
+async def _async_predicate(entry: InboxEntry) -> bool:
+    return False
+
+
+ASYNC_PREDICATES: dict[str, Callable[[InboxEntry], object]] = {
+    "an async def": _async_predicate,
+    "an object with an async __call__": _AsyncCall(),
+    "a function returning a coroutine": lambda entry: _coroutine_verdict(),
+    "a function returning an awaitable": lambda entry: _Pending(),
+    "a function returning a coroutine for its second entry only": (
+        lambda entry: True if entry.content == "#0" else _coroutine_verdict()
+    ),
+}
+
+
+@pytest.mark.parametrize("call", ["drain_where", "wait_for", "claim", "async claim"])
+@pytest.mark.parametrize("predicate", list(ASYNC_PREDICATES.values()), ids=list(ASYNC_PREDICATES))
+def test_a_coroutine_predicate_is_refused_before_anything_is_taken(
+    backend: Backend, call: str, predicate: Callable[[InboxEntry], object]
+) -> None:
+    inbox = Inbox(clock=ManualClock())
+    entries = [inbox.push("s", "k", f"#{n}", "seed") for n in range(3)]
+
+    async def take() -> None:
+        if call == "drain_where":
+            inbox.drain_where("s", predicate)
+        elif call == "wait_for":
+            await inbox.wait_for("s", predicate)
+        elif call == "claim":
+            with inbox.claim("s", predicate):
+                pytest.fail("the claim was entered")
+        else:
+            async with inbox.claim("s", predicate):
+                pytest.fail("the claim was entered")
+
+    async def main() -> None:
+        with pytest.raises(TypeError, match=r"^predicate "):
+            await take()
+
+    # A coroutine left unawaited would warn as it is freed, failing the test.
+    backend.run(main)
+    assert inbox.snapshot("s") == entries
+    assert inbox.waiter_count("s") == 0
+
+
 # -- Waiting ---------------------------------------------------------------------------------------
 # Valid waits run on a closed inbox (or with timeout 0), where they return at once.
 
@@ -570,26 +649,12 @@ def _seeded_system_inbox() -> Inbox:
     return inbox
 
 
-@given(which=wait_clocks, args=arguments(session_id=texts, timeout=numbers_of_seconds))
-def test_wait_sync_refuses_garbage_and_registers_nothing(which: str, args: dict[str, Any]) -> None:
-    session_id, timeout = args["session_id"], args["timeout"]
-    inbox, clock = _closed_inbox_for_waits(which)
-    result = call_and_judge(
-        lambda: inbox.wait_sync(session_id, timeout),
-        _faults(session_id=text_fault(session_id), timeout=timeout_fault(timeout)),
-        lambda: observe(inbox, [session_id], clock),
-    )
-    if result is not REFUSED:
-        assert result is (session_id in inbox.sessions())
-    assert clock is None or "timers=0" in repr(clock)
-
-
 @given(
-    framework=frameworks,
+    framework=st.sampled_from(["a thread", "trio", "asyncio"]),
     which=wait_clocks,
     args=arguments(session_id=texts, timeout=numbers_of_seconds),
 )
-def test_wait_refuses_garbage_under_trio_and_asyncio(
+def test_wait_and_wait_sync_refuse_garbage_and_register_nothing(
     framework: str, which: str, args: dict[str, Any]
 ) -> None:
     session_id, timeout = args["session_id"], args["timeout"]
@@ -598,8 +663,14 @@ def test_wait_refuses_garbage_under_trio_and_asyncio(
     async def wait() -> bool:
         return await inbox.wait(session_id, timeout)
 
+    def call() -> bool:
+        if framework == "a thread":
+            return inbox.wait_sync(session_id, timeout)
+        result: bool = _run_async(framework, wait)
+        return result
+
     result = call_and_judge(
-        lambda: _run_async(framework, wait),
+        call,
         _faults(session_id=text_fault(session_id), timeout=timeout_fault(timeout)),
         lambda: observe(inbox, [session_id], clock),
     )
@@ -648,8 +719,8 @@ HUGE_TIMEOUTS = [1e300, 1.7976931348623157e308, 2**1024, 10**400]
 def test_wait_sync_accepts_a_huge_finite_timeout(which: str, timeout: float) -> None:
     """A timeout is any non-negative int or float; a huge one just means "practically never".
 
-    (Regression: math.isnan on an int too large for a float, and round(seconds
-    * 1e9) in ManualClock.call_later above ~1.8e299 s, both raised OverflowError.)
+    (math.isnan on an int too large for a float, or round(seconds * 1e9) in
+    ManualClock.call_later above ~1.8e299 s, would raise OverflowError.)
     """
     inbox, clock = _closed_inbox_for_waits(which)
     assert inbox.wait_sync("a", timeout) is True
@@ -673,24 +744,11 @@ def test_async_waits_accept_a_huge_finite_timeout_on_a_manual_clock(
 
 def test_a_huge_timeout_on_a_parked_wait_just_never_fires(clock: ManualClock) -> None:
     inbox = Inbox(clock=clock)
-    result: list[bool] = []
-    errors: list[BaseException] = []
-
-    def wait() -> None:
-        try:
-            result.append(inbox.wait_sync("s", 1e300))
-        except BaseException as error:
-            errors.append(error)
-
-    thread = threading.Thread(target=wait, daemon=True)
-    thread.start()
-    spin_until(lambda: bool(errors) or inbox.waiter_count("s") > 0, "parked or failed")
-    assert errors == []
+    wait = parked_wait_sync(inbox, "s", 1e300)  # fails if the wait raised instead
     clock.advance(10**6)
     assert "timers=1" in repr(clock)
     inbox.push("s", "k", "c", "src")
-    thread.join(HANG_GUARD_SECONDS)
-    assert result == [True]
+    assert wait.outcome() is True
 
 
 # -- Entries ---------------------------------------------------------------------------------------
@@ -894,14 +952,10 @@ def live_inbox(clock: ManualClock) -> Iterator[Inbox]:
     for n in range(5):
         inbox.push("a", "k", f"#{n}", "seed")
     inbox.push("b", "k", "#0", "seed")
-    result: list[bool] = []
-    thread = threading.Thread(target=lambda: result.append(inbox.wait_sync("parked", 30)))
-    thread.start()
-    spin_until(lambda: inbox.waiter_count("parked") > 0, "parked")
+    wait = parked_wait_sync(inbox, "parked", 30)
     yield inbox
     inbox.push("parked", "k", "release", "test")
-    thread.join(HANG_GUARD_SECONDS)
-    assert result == [True], "the parked thread was disturbed"
+    assert wait.outcome() is True, "the parked thread was disturbed"
 
 
 @hypothesis.settings(suppress_health_check=[hypothesis.HealthCheck.function_scoped_fixture])

@@ -3,7 +3,8 @@
 The same channel works under trio and asyncio: ``receive()``, ``async for``,
 ``async with``, ``aclose()``. Each step yields a non-empty batch; the channel ends
 when the session is cleared (parked or busy between steps) or the inbox is closed
-and drained.
+and drained. What a step shares with every way of waiting (woken by its own
+session only, ended by a clear) is in test_waiting.py; closing: test_shutdown.py.
 """
 
 from __future__ import annotations
@@ -12,30 +13,12 @@ from typing import TYPE_CHECKING
 
 import pytest
 import trio
+from _support import catching, collect, nudge
 
 if TYPE_CHECKING:
     from conftest import Backend
 
-    from harn_inbox import Batches, Inbox, InboxEntry
-
-
-def nudge(inbox: Inbox, session_id: str, content: str = "c", source: str = "test") -> InboxEntry:
-    return inbox.push(session_id, "tool_result", content, source)
-
-
-async def collect(channel: Batches, into: list[list[InboxEntry]]) -> None:
-    """``async for`` over *channel*, appending each batch to *into* as it comes."""
-    async for batch in channel:
-        into.append(batch)  # noqa: PERF401  # each batch must show as soon as it comes
-
-
-async def receive_error(channel: Batches) -> BaseException | None:
-    """Call ``receive`` and return what it raised (so the task group does not)."""
-    try:
-        await channel.receive()
-    except (trio.EndOfChannel, trio.ClosedResourceError) as error:
-        return error
-    return None
+    from harn_inbox import Inbox, InboxEntry
 
 
 # -- A channel, under either framework ------------------------------------------------------------
@@ -64,70 +47,6 @@ def test_receive_returns_everything_pending_as_one_batch_in_order(
     backend.run(main)
 
 
-def test_receive_parks_until_a_push_and_returns_a_non_empty_batch(
-    backend: Backend, inbox: Inbox
-) -> None:
-    async def main() -> None:
-        channel = inbox.batches("s")
-        async with backend.task_group() as group:
-            handle = group.start_soon(channel.receive)
-            await backend.wait_parked(inbox, "s")
-            await backend.turns()
-            assert not handle.finished
-            entries = [nudge(inbox, "s", str(n)) for n in range(2)]
-        assert handle.result == entries
-        assert inbox.waiter_count("s") == 0
-
-    backend.run(main)
-
-
-def test_receive_woken_by_a_push_from_another_thread(backend: Backend, inbox: Inbox) -> None:
-    async def main() -> None:
-        channel = inbox.batches("s")
-        async with backend.task_group() as group:
-            handle = group.start_soon(channel.receive)
-            await backend.wait_parked(inbox, "s")
-            entry = await backend.to_thread(nudge, inbox, "s")
-        assert handle.result == [entry]
-
-    backend.run(main)
-
-
-def test_receive_ignores_pushes_to_other_sessions(backend: Backend, inbox: Inbox) -> None:
-    async def main() -> None:
-        channel = inbox.batches("mine")
-        async with backend.task_group() as group:
-            handle = group.start_soon(channel.receive)
-            await backend.wait_parked(inbox, "mine")
-            nudge(inbox, "other")
-            await backend.turns()
-            assert not handle.finished
-            assert inbox.waiter_count("mine") == 1
-            entry = nudge(inbox, "mine")
-        assert handle.result == [entry]
-        assert inbox.pending_count("other") == 1
-
-    backend.run(main)
-
-
-def test_receive_woken_after_someone_else_drained_parks_again(
-    backend: Backend, inbox: Inbox
-) -> None:
-    async def main() -> None:
-        channel = inbox.batches("s")
-        async with backend.task_group() as group:
-            handle = group.start_soon(channel.receive)
-            await backend.wait_parked(inbox, "s")
-            first = nudge(inbox, "s")
-            assert inbox.drain("s") == [first]  # before the woken receive looks
-            await backend.turns()
-            assert not handle.finished
-            second = nudge(inbox, "s")
-        assert handle.result == [second]
-
-    backend.run(main)
-
-
 def test_async_for_yields_each_batch_and_sees_later_pushes(backend: Backend, inbox: Inbox) -> None:
     async def main() -> None:
         batches: list[list[InboxEntry]] = []
@@ -146,22 +65,6 @@ def test_async_for_yields_each_batch_and_sees_later_pushes(backend: Backend, inb
 
 
 # -- Ending: clear_session ------------------------------------------------------------------------
-
-
-def test_iteration_ends_when_the_session_is_cleared_while_parked(
-    backend: Backend, inbox: Inbox
-) -> None:
-    async def main() -> None:
-        batches: list[list[InboxEntry]] = []
-        async with backend.task_group() as group:
-            handle = group.start_soon(collect, inbox.batches("s"), batches)
-            await backend.wait_parked(inbox, "s")
-            inbox.clear_session("s")
-        assert handle.raised is None
-        assert batches == []
-        assert inbox.waiter_count("s") == 0
-
-    backend.run(main)
 
 
 def test_iteration_ends_when_the_session_is_cleared_while_the_consumer_is_busy(
@@ -206,48 +109,6 @@ def test_cleared_channel_keeps_ending_and_a_new_channel_serves_the_next_incarnat
     backend.run(main)
 
 
-def test_clearing_another_session_does_not_end_the_channel(backend: Backend, inbox: Inbox) -> None:
-    async def main() -> None:
-        channel = inbox.batches("mine")
-        async with backend.task_group() as group:
-            handle = group.start_soon(channel.receive)
-            await backend.wait_parked(inbox, "mine")
-            inbox.clear_session("other")
-            await backend.turns()
-            assert not handle.finished
-            entry = nudge(inbox, "mine")
-        assert handle.result == [entry]
-
-    backend.run(main)
-
-
-# -- Ending: closing the inbox --------------------------------------------------------------------
-
-
-def test_closed_inbox_channel_yields_what_is_left_then_ends(backend: Backend, inbox: Inbox) -> None:
-    async def main() -> None:
-        entries = [nudge(inbox, "s", str(n)) for n in range(2)]
-        inbox.close()
-        batches: list[list[InboxEntry]] = []
-        await collect(inbox.batches("s"), batches)
-        assert batches == [entries]
-
-    backend.run(main)
-
-
-def test_closing_the_inbox_ends_a_parked_receive(backend: Backend, inbox: Inbox) -> None:
-    async def main() -> None:
-        channel = inbox.batches("s")
-        async with backend.task_group() as group:
-            handle = group.start_soon(receive_error, channel)
-            await backend.wait_parked(inbox, "s")
-            inbox.close()
-        assert isinstance(handle.result, trio.EndOfChannel)
-        assert inbox.waiter_count("s") == 0
-
-    backend.run(main)
-
-
 # -- aclose(): this channel only ------------------------------------------------------------------
 
 
@@ -269,11 +130,10 @@ def test_aclose_makes_a_parked_receive_raise_closed_resource_error(
 ) -> None:
     async def main() -> None:
         channel = inbox.batches("s")
-        async with backend.task_group() as group:
-            handle = group.start_soon(receive_error, channel)
-            await backend.wait_parked(inbox, "s")
+        args = (trio.ClosedResourceError, channel.receive)
+        async with backend.parked(inbox, catching, *args, session_id="s") as receiver:
             await channel.aclose()
-        assert isinstance(handle.result, trio.ClosedResourceError)
+        assert isinstance(receiver.result, trio.ClosedResourceError)
         assert inbox.waiter_count("s") == 0
 
     backend.run(main)
@@ -285,7 +145,7 @@ def test_aclose_leaves_other_consumers_of_the_session_parked(
     async def main() -> None:
         closing, other = inbox.batches("s"), inbox.batches("s")
         async with backend.task_group() as group:
-            closed_receive = group.start_soon(receive_error, closing)
+            closed_receive = group.start_soon(catching, trio.ClosedResourceError, closing.receive)
             other_receive = group.start_soon(other.receive)
             plain_wait = group.start_soon(inbox.wait, "s")
             await backend.wait_parked(inbox, "s", 3)

@@ -17,40 +17,22 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import trio
+import trio.testing
+from _support import nudge, waiting
 
 from harn_inbox import Inbox
 from harn_inbox._lot import ParkingLot
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Callable
 
     from conftest import Backend, TaskHandle
 
-    from harn_inbox import Batches, InboxEntry, ManualClock
-
-    Take = Callable[[str], Awaitable[list[InboxEntry]]]
-
-
-def nudge(inbox: Inbox, session_id: str, content: str, source: str = "test") -> InboxEntry:
-    return inbox.push(session_id, "tool_result", content, source)
+    from harn_inbox import InboxEntry, ManualClock
 
 
 def even(entry: InboxEntry) -> bool:
     return int(entry.content) % 2 == 0
-
-
-def taker(inbox: Inbox, kind: str) -> Take:
-    """A step that takes entries: a selective ``wait_for`` or one ``batches`` receive."""
-    if kind == "wait_for":
-        return lambda session_id: inbox.wait_for(session_id, even)
-    channels: dict[str, Batches] = {}
-
-    def receive(session_id: str) -> Awaitable[list[InboxEntry]]:
-        if session_id not in channels:
-            channels[session_id] = inbox.batches(session_id)
-        return channels[session_id].receive()
-
-    return receive
 
 
 def assert_conserved(
@@ -78,47 +60,39 @@ def was_cancelled(backend: Backend, handle: TaskHandle) -> bool:
 
 # -- A cancelled wait leaves nothing behind -------------------------------------------------------
 
-OPERATIONS = ["wait", "wait with timeout", "wait_for", "wait_for with timeout", "batches"]
+#: Every way of waiting, with and without a timeout on the inbox's clock.
+WAITS = [("wait", None), ("wait", 5), ("wait_for", None), ("wait_for", 5), ("batches", None)]
 
 
-def start(inbox: Inbox, operation: str) -> Awaitable[object]:
-    if operation == "wait":
-        return inbox.wait("s")
-    if operation == "wait with timeout":
-        return inbox.wait("s", 5)
-    if operation == "wait_for":
-        return inbox.wait_for("s", even)
-    if operation == "wait_for with timeout":
-        return inbox.wait_for("s", even, 5)
-    return inbox.batches("s").receive()
-
-
-@pytest.mark.parametrize("operation", OPERATIONS)
-def test_cancelled_wait_leaves_no_waiter_and_raises_the_framework_cancellation(
-    backend: Backend, inbox: Inbox, clock: ManualClock, operation: str
+@pytest.mark.parametrize(("way", "timeout"), WAITS)
+def test_a_wait_cancelled_while_parked_raises_the_framework_cancellation_and_leaves_nothing(
+    backend: Backend, inbox: Inbox, clock: ManualClock, way: str, timeout: float | None
 ) -> None:
+    take = waiting(inbox, way, "s", timeout, predicate=even)
+
     async def main() -> None:
-        async with backend.task_group() as group:
-            handle = group.start_soon(start, inbox, operation)
-            await backend.wait_parked(inbox, "s")
-            handle.cancel()
-        assert type(handle.raised) is backend.cancelled
+        async with backend.parked(inbox, take, session_id="s") as waiter:
+            waiter.cancel()
+        assert type(waiter.raised) is backend.cancelled
         assert inbox.waiter_count("s") == 0
         assert not clock._timers  # its deadline went with it
+        assert "timers=0" in repr(clock)
         entry = nudge(inbox, "s", "2")  # a push finds nobody and loses nothing
         assert inbox.snapshot("s") == [entry]
+        assert inbox.drain("s") == [entry]
 
     backend.run(main)
 
 
-@pytest.mark.parametrize("operation", OPERATIONS)
+@pytest.mark.parametrize(("way", "timeout"), WAITS)
 def test_cancelling_one_wait_leaves_the_others_parked_and_wakeable(
-    backend: Backend, inbox: Inbox, operation: str
+    backend: Backend, inbox: Inbox, way: str, timeout: float | None
 ) -> None:
+    takes = [waiting(inbox, way, "s", timeout, predicate=even) for _ in range(3)]
+
     async def main() -> None:
         async with backend.task_group() as group:
-            cancelled = group.start_soon(start, inbox, operation)
-            others = [group.start_soon(start, inbox, operation) for _ in range(2)]
+            cancelled, *others = [group.start_soon(take) for take in takes]
             await backend.wait_parked(inbox, "s", 3)
             cancelled.cancel()
             await backend.turns(20)
@@ -135,14 +109,14 @@ def test_cancelling_one_wait_leaves_the_others_parked_and_wakeable(
     backend.run(main)
 
 
-@pytest.mark.parametrize("kind", ["wait_for", "batches"])
+@pytest.mark.parametrize("way", ["wait_for", "batches"])
 def test_take_cancelled_before_it_starts_takes_nothing(
-    backend: Backend, inbox: Inbox, kind: str
+    backend: Backend, inbox: Inbox, way: str
 ) -> None:
     async def main() -> None:
         entries = [nudge(inbox, "s", str(n)) for n in range(4)]
         async with backend.task_group() as group:
-            handle = group.start_soon(taker(inbox, kind), "s")
+            handle = group.start_soon(waiting(inbox, way, "s", predicate=even))
             handle.cancel()
         assert was_cancelled(backend, handle)
         assert inbox.snapshot("s") == entries
@@ -151,27 +125,35 @@ def test_take_cancelled_before_it_starts_takes_nothing(
     backend.run(main)
 
 
-@pytest.mark.parametrize("kind", ["wait_for", "batches"])
+@pytest.mark.parametrize("way", ["wait_for", "batches"])
 def test_take_cancelled_right_after_its_wake_takes_nothing_or_returns_what_it_took(
-    backend: Backend, inbox: Inbox, kind: str
+    backend: Backend, inbox: Inbox, way: str
 ) -> None:
     # The push wakes it and the cancellation lands before it looks again. asyncio
     # raises CancelledError having taken nothing; trio has already rescheduled the
-    # task, so it may look and return. Either way nothing is lost or duplicated.
-    async def main() -> None:
-        async with backend.task_group() as group:
-            handle = group.start_soon(taker(inbox, kind), "s")
-            await backend.wait_parked(inbox, "s")
-            pushed = [nudge(inbox, "s", str(n)) for n in range(3)]
-            handle.cancel()
-        if handle.raised is None:
-            taken = handle.result
+    # task, so it may look and return. Either way nothing is lost or duplicated,
+    # whether the push came from a task or (odd rounds) from a thread.
+    async def one_round(n: int) -> None:
+        session_id = f"round-{n}"
+        take = waiting(inbox, way, session_id, predicate=even)
+        async with backend.parked(inbox, take, session_id=session_id) as waiter:
+            if n % 2:
+                pushed = [await backend.to_thread(nudge, inbox, session_id, "0", "thread")]
+            else:
+                pushed = [nudge(inbox, session_id, str(k)) for k in range(3)]
+            waiter.cancel()
+        if waiter.raised is None:
+            taken = waiter.result
             assert taken
         else:
-            assert type(handle.raised) is backend.cancelled
+            assert type(waiter.raised) is backend.cancelled
             taken = []
-        assert_conserved(inbox, "s", pushed, taken)
-        assert inbox.waiter_count("s") == 0
+        assert_conserved(inbox, session_id, pushed, taken)
+        assert inbox.waiter_count(session_id) == 0
+
+    async def main() -> None:
+        for n in range(30):
+            await one_round(n)
 
     backend.run(main)
 
@@ -184,12 +166,12 @@ def test_cancelling_at_every_point_never_loses_an_entry(
     backend: Backend, inbox: Inbox, kind: str
 ) -> None:
     """Round k cancels the consumer after k turns, while a task and a thread push."""
-    take = taker(inbox, kind)
     outcomes: set[str] = set()
 
     async def consume(session_id: str, taken: list[InboxEntry]) -> None:
+        take = waiting(inbox, kind, session_id, predicate=even)
         while True:
-            taken.extend(await take(session_id))  # recorded in the same step it returns
+            taken.extend(await take())  # recorded in the same step it returns
 
     async def push_from_task(session_id: str, pushed: list[InboxEntry]) -> None:
         for n in range(4):
@@ -223,7 +205,7 @@ def test_cancelling_at_every_point_never_loses_an_entry(
 @pytest.mark.parametrize("kind", ["wait_for", "batches"])
 def test_outer_timeouts_never_lose_an_entry(backend: Backend, inbox: Inbox, kind: str) -> None:
     """``asyncio.wait_for(...)`` / ``trio.move_on_after`` around each step while a thread pushes."""
-    take = taker(inbox, kind)
+    take = waiting(inbox, kind, "s", predicate=even)
     total = 300
 
     def produce(pushed: list[InboxEntry]) -> None:
@@ -235,10 +217,11 @@ def test_outer_timeouts_never_lose_an_entry(backend: Backend, inbox: Inbox, kind
     async def take_with_outer_timeout(seconds: float) -> list[InboxEntry] | None:
         if backend.name == "trio":
             with trio.move_on_after(seconds):
-                return await take("s")
+                result: list[InboxEntry] = await take()
+                return result
             return None
         try:
-            return await asyncio.wait_for(take("s"), seconds)
+            return await asyncio.wait_for(take(), seconds)
         except asyncio.TimeoutError:
             return None
 
@@ -260,6 +243,18 @@ def test_outer_timeouts_never_lose_an_entry(backend: Backend, inbox: Inbox, kind
         assert_conserved(inbox, "s", pushed, taken)
 
     backend.run(main)
+
+
+def test_a_trio_deadline_cancelling_a_wait_leaves_no_waiter(inbox: Inbox) -> None:
+    async def main() -> None:
+        with trio.move_on_after(5) as scope:
+            await inbox.wait_for("s", lambda entry: True)
+        assert scope.cancelled_caught
+        assert inbox.waiter_count("s") == 0
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    entry = inbox.push("s", "k", "c", "test")
+    assert inbox.drain("s") == [entry]
 
 
 def test_timeouts_from_a_clock_thread_racing_pushes_from_another_never_lose_an_entry(

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import structlog
-from _polling import HANG_GUARD_SECONDS, spin_until
+from _support import ThreadCall, join_all, parked_wait_sync, push_many
 from structlog.testing import capture_logs
 
 from harn_inbox import Inbox, InboxEntry, InboxError, InboxFull, ManualClock
@@ -28,10 +28,6 @@ if TYPE_CHECKING:
     from conftest import Backend
 
 
-def _push_many(inbox: Inbox, session_id: str, count: int, kind: str = "k") -> list[InboxEntry]:
-    return [inbox.push(session_id, kind, f"#{n}", "test") for n in range(count)]
-
-
 def _sequences(entries: list[InboxEntry]) -> list[int]:
     return [entry.sequence for entry in entries]
 
@@ -40,11 +36,37 @@ def _push_events(logs: list[MutableMapping[str, Any]]) -> list[MutableMapping[st
     return [log for log in logs if log["event"] == "inbox.push"]
 
 
+def drained_while_producing(
+    inbox: Inbox, produce: Callable[[int], object], producers: int, bound: int
+) -> list[InboxEntry]:
+    """Run ``produce(i)`` in *producers* threads while a thread drains "s"; what it drained.
+
+    Every batch holds at most *bound* entries. (The consumer's short waits
+    only pace it; they decide nothing.)
+    """
+    delivered: list[InboxEntry] = []
+    done = threading.Event()
+
+    def consume() -> None:
+        while not done.is_set() or inbox.pending_count("s"):
+            batch = inbox.drain("s")
+            assert len(batch) <= bound
+            delivered.extend(batch)
+            if not batch:
+                inbox.wait_sync("s", 0.001)
+
+    consumer = ThreadCall(consume)
+    join_all([ThreadCall(produce, i) for i in range(producers)])
+    done.set()
+    join_all([consumer])
+    return delivered
+
+
 # -- Off by default --------------------------------------------------------------------------------
 
 
 def test_sessions_are_unbounded_by_default(inbox: Inbox) -> None:
-    _push_many(inbox, "s", 20_000)
+    push_many(inbox, "s", 20_000)
     assert inbox.pending_count("s") == 20_000
     assert inbox.dropped("s") == 0
     assert _sequences(inbox.drain("s")) == list(range(1, 20_001))
@@ -80,7 +102,7 @@ def test_an_overflow_that_is_not_a_str_is_a_type_error(overflow: object) -> None
 @pytest.mark.parametrize("overflow", ["reject", "drop_oldest"])
 def test_overflow_without_max_pending_changes_nothing(overflow: Any) -> None:
     inbox = Inbox(overflow=overflow)
-    _push_many(inbox, "s", 1_000)
+    push_many(inbox, "s", 1_000)
     assert inbox.pending_count("s") == 1_000
     assert inbox.dropped("s") == 0
 
@@ -92,7 +114,7 @@ def test_reject_raises_inbox_full_naming_session_and_limit_and_stores_nothing(
     clock: ManualClock,
 ) -> None:
     inbox = Inbox(clock=clock, max_pending=3, overflow="reject")
-    queued = _push_many(inbox, "agent-7", 3)
+    queued = push_many(inbox, "agent-7", 3)
     with pytest.raises(InboxFull) as caught:
         inbox.push("agent-7", "k", "one too many", "test")
     error = caught.value
@@ -137,7 +159,7 @@ def test_reject_is_the_default_overflow(clock: ManualClock) -> None:
 
 def test_rejected_push_does_not_consume_a_sequence_number(clock: ManualClock) -> None:
     inbox = Inbox(clock=clock, max_pending=2, overflow="reject")
-    _push_many(inbox, "s", 2)
+    push_many(inbox, "s", 2)
     for _ in range(5):
         with pytest.raises(InboxFull):
             inbox.push("s", "k", "refused", "test")
@@ -147,23 +169,23 @@ def test_rejected_push_does_not_consume_a_sequence_number(clock: ManualClock) ->
 
 def test_reject_is_per_session(clock: ManualClock) -> None:
     inbox = Inbox(clock=clock, max_pending=2, overflow="reject")
-    _push_many(inbox, "full", 2)
+    push_many(inbox, "full", 2)
     with pytest.raises(InboxFull, match="'full'"):
         inbox.push("full", "k", "c", "src")
-    assert _sequences(_push_many(inbox, "other", 2)) == [1, 2]
+    assert _sequences(push_many(inbox, "other", 2)) == [1, 2]
     assert inbox.pending_count("full") == 2
 
 
 def test_taking_entries_makes_room_again(clock: ManualClock) -> None:
     inbox = Inbox(clock=clock, max_pending=3, overflow="reject")
-    first, second, third = _push_many(inbox, "s", 3)
+    first, second, third = push_many(inbox, "s", 3)
     assert inbox.drain_where("s", lambda entry: entry is second) == [second]
     fourth = inbox.push("s", "k", "fits again", "test")
     assert inbox.snapshot("s") == [first, third, fourth]
     with pytest.raises(InboxFull):
         inbox.push("s", "k", "full again", "test")
     inbox.clear_session("s")
-    assert _sequences(_push_many(inbox, "s", 3)) == [1, 2, 3]
+    assert _sequences(push_many(inbox, "s", 3)) == [1, 2, 3]
 
 
 def test_reject_is_reported_at_warning_level(clock: ManualClock) -> None:
@@ -182,7 +204,7 @@ def test_reject_is_reported_at_warning_level(clock: ManualClock) -> None:
 
 def test_requeue_front_may_go_beyond_max_pending_under_reject(clock: ManualClock) -> None:
     inbox = Inbox(clock=clock, max_pending=2, overflow="reject")
-    first, second = _push_many(inbox, "s", 2)
+    first, second = push_many(inbox, "s", 2)
     inbox.drain_where("s", lambda entry: entry is first)
     third = inbox.push("s", "k", "refills", "test")
     inbox.requeue_front(first)  # accepted once: never lost to the bound
@@ -198,9 +220,6 @@ def test_rejecting_producers_and_a_draining_consumer_account_for_every_push() ->
     producers, attempts = 4, 5_000
     accepted: list[list[InboxEntry]] = [[] for _ in range(producers)]
     rejected = [0] * producers
-    delivered: list[InboxEntry] = []
-    done = threading.Event()
-
     refusals: list[InboxFull] = []
 
     def push_or_refusal(index: int, n: int) -> InboxEntry | InboxFull:
@@ -218,25 +237,7 @@ def test_rejecting_producers_and_a_draining_consumer_account_for_every_push() ->
             else:
                 accepted[index].append(outcome)
 
-    def consume() -> None:
-        while not done.is_set() or inbox.pending_count("s"):
-            batch = inbox.drain("s")
-            assert len(batch) <= 16
-            delivered.extend(batch)
-            if not batch:
-                inbox.wait_sync("s", 0.001)
-
-    consumer = threading.Thread(target=consume, daemon=True)
-    threads = [threading.Thread(target=produce, args=(i,), daemon=True) for i in range(producers)]
-    consumer.start()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(HANG_GUARD_SECONDS)
-    done.set()
-    consumer.join(HANG_GUARD_SECONDS)
-    assert not consumer.is_alive()
-    assert not any(thread.is_alive() for thread in threads)
+    delivered = drained_while_producing(inbox, produce, producers, bound=16)
 
     assert [len(a) + r for a, r in zip(accepted, rejected, strict=True)] == [attempts] * producers
     assert {(error.session_id, error.max_pending) for error in refusals} == {("s", 16)}
@@ -251,7 +252,7 @@ def test_rejecting_producers_and_a_draining_consumer_account_for_every_push() ->
 
 def test_drop_oldest_keeps_the_newest_and_counts_the_drops(clock: ManualClock) -> None:
     inbox = Inbox(clock=clock, max_pending=3, overflow="drop_oldest")
-    pushed = _push_many(inbox, "s", 10)
+    pushed = push_many(inbox, "s", 10)
     assert _sequences(pushed) == list(range(1, 11)), "every push gets the next number"
     assert inbox.snapshot("s") == pushed[-3:]
     assert inbox.dropped("s") == 7
@@ -263,7 +264,7 @@ def test_drop_oldest_keeps_the_newest_and_counts_the_drops(clock: ManualClock) -
 
 def test_drop_oldest_with_room_for_one_keeps_only_the_latest(clock: ManualClock) -> None:
     inbox = Inbox(clock=clock, max_pending=1, overflow="drop_oldest")
-    pushed = _push_many(inbox, "s", 5)
+    pushed = push_many(inbox, "s", 5)
     assert inbox.snapshot("s") == [pushed[-1]]
     assert inbox.dropped("s") == 4
 
@@ -272,12 +273,12 @@ def test_drop_oldest_counts_per_session_and_clear_session_resets_the_count(
     clock: ManualClock,
 ) -> None:
     inbox = Inbox(clock=clock, max_pending=2, overflow="drop_oldest")
-    _push_many(inbox, "a", 5)
-    _push_many(inbox, "b", 3)
+    push_many(inbox, "a", 5)
+    push_many(inbox, "b", 3)
     assert (inbox.dropped("a"), inbox.dropped("b")) == (3, 1)
     assert inbox.clear_session("a") == 2
     assert (inbox.dropped("a"), inbox.dropped("b")) == (0, 1)
-    assert _sequences(_push_many(inbox, "a", 3)) == [1, 2, 3]
+    assert _sequences(push_many(inbox, "a", 3)) == [1, 2, 3]
     assert inbox.dropped("a") == 1
 
 
@@ -288,7 +289,7 @@ def test_drop_oldest_is_reported_at_warning_level_with_the_dropped_sequence_and_
         inbox = Inbox(
             clock=clock, logger=structlog.get_logger(), max_pending=2, overflow="drop_oldest"
         )
-        _push_many(inbox, "s", 5)
+        push_many(inbox, "s", 5)
     events = _push_events(logs)
     assert [event["sequence"] for event in events] == [1, 2, 3, 4, 5]
     assert [event["log_level"] for event in events] == ["debug"] * 2 + ["warning"] * 3
@@ -304,7 +305,7 @@ def test_drop_oldest_drops_a_requeued_entry_first_and_never_grows_the_session(
     clock: ManualClock,
 ) -> None:
     inbox = Inbox(clock=clock, max_pending=2, overflow="drop_oldest")
-    first, second = _push_many(inbox, "s", 2)
+    first, second = push_many(inbox, "s", 2)
     inbox.drain_where("s", lambda entry: entry is first)
     third = inbox.push("s", "k", "#2", "test")
     inbox.requeue_front(first)  # beyond the bound, on purpose
@@ -321,31 +322,12 @@ def test_drop_oldest_under_concurrent_pushes_and_drains_accounts_for_every_push(
     inbox = Inbox(max_pending=8, overflow="drop_oldest")
     producers, pushes = 4, 5_000
     pushed: list[list[InboxEntry]] = [[] for _ in range(producers)]
-    delivered: list[InboxEntry] = []
-    done = threading.Event()
 
     def produce(index: int) -> None:
         for n in range(pushes):
             pushed[index].append(inbox.push("s", "k", f"{index}:{n}", f"p{index}"))
 
-    def consume() -> None:
-        while not done.is_set() or inbox.pending_count("s"):
-            batch = inbox.drain("s")
-            assert len(batch) <= 8
-            delivered.extend(batch)
-            if not batch:
-                inbox.wait_sync("s", 0.001)
-
-    consumer = threading.Thread(target=consume, daemon=True)
-    threads = [threading.Thread(target=produce, args=(i,), daemon=True) for i in range(producers)]
-    consumer.start()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(HANG_GUARD_SECONDS)
-    done.set()
-    consumer.join(HANG_GUARD_SECONDS)
-    assert not consumer.is_alive()
+    delivered = drained_while_producing(inbox, produce, producers, bound=8)
 
     total = producers * pushes
     every_push = sorted((e for entries in pushed for e in entries), key=lambda e: e.sequence)
@@ -359,17 +341,15 @@ def test_drop_oldest_wakes_a_selective_waiter_on_a_full_session(
     backend: Backend, clock: ManualClock
 ) -> None:
     inbox = Inbox(clock=clock, max_pending=3, overflow="drop_oldest")
-    noise = _push_many(inbox, "s", 3, kind="noise")
+    noise = push_many(inbox, "s", 3, kind="noise")
 
     def wanted(entry: InboxEntry) -> bool:
         return entry.kind == "wanted"
 
     async def main() -> list[InboxEntry]:
-        async with backend.task_group() as group:
-            handle = group.start_soon(inbox.wait_for, "s", wanted, 30)
-            await backend.wait_parked(inbox, "s")
+        async with backend.parked(inbox, inbox.wait_for, "s", wanted, 30) as waiter:
             inbox.push("s", "wanted", "the one", "test")
-        result: list[InboxEntry] = handle.result
+        result: list[InboxEntry] = waiter.result
         return result
 
     [taken] = backend.run(main)
@@ -425,16 +405,12 @@ def test_a_full_reject_session_does_not_disturb_a_parked_thread_on_another_sessi
 ) -> None:
     inbox = Inbox(clock=clock, max_pending=1, overflow="reject")
     inbox.push("full", "k", "c", "src")
-    result: list[bool] = []
-    thread = threading.Thread(target=lambda: result.append(inbox.wait_sync("quiet", 10)))
-    thread.start()
-    spin_until(lambda: inbox.waiter_count("quiet") == 1, "thread parked")
+    wait = parked_wait_sync(inbox, "quiet", 10)
     with pytest.raises(InboxFull):
         inbox.push("full", "k", "c", "src")
     assert inbox.waiter_count("quiet") == 1, "a refused push wakes nobody"
     inbox.push("quiet", "k", "c", "src")
-    thread.join(HANG_GUARD_SECONDS)
-    assert result == [True]
+    assert wait.outcome() is True
 
 
 # -- drop_oldest while a predicate runs ------------------------------------------------------------
@@ -458,7 +434,7 @@ def test_drain_where_never_returns_an_entry_dropped_while_its_predicate_ran(
     clock: ManualClock,
 ) -> None:
     inbox = Inbox(clock=clock, max_pending=3, overflow="drop_oldest")
-    first, second, _ = _push_many(inbox, "s", 3)
+    first, second, _ = push_many(inbox, "s", 3)
 
     taken = inbox.drain_where("s", _pushing_predicate(inbox, {"#0", "#2", "new"}))
 
@@ -474,7 +450,7 @@ def test_wait_for_never_returns_an_entry_dropped_while_its_predicate_ran(
     backend: Backend, clock: ManualClock
 ) -> None:
     inbox = Inbox(clock=clock, max_pending=3, overflow="drop_oldest")
-    _, second, _ = _push_many(inbox, "s", 3)
+    _, second, _ = push_many(inbox, "s", 3)
 
     async def main() -> list[InboxEntry]:
         return await inbox.wait_for("s", _pushing_predicate(inbox, {"#0", "#2", "new"}), 30)

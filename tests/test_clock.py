@@ -5,10 +5,11 @@ from __future__ import annotations
 import math
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import pytest
+from _support import ThreadCall, join_all, run_bounded
 
 from harn_inbox import Inbox, ManualClock, SystemClock
 
@@ -16,27 +17,6 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from harn_inbox import Clock
-
-#: Seconds a call that must not deadlock may take before we call it hung (a guard, not a verdict).
-HANG_GUARD = 30.0
-
-
-def run_bounded(fn: Callable[[], object]) -> None:
-    """Run *fn* in a daemon thread and fail (instead of hanging the suite) if it deadlocks."""
-    errors: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            fn()
-        except BaseException as error:
-            errors.append(error)
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    thread.join(HANG_GUARD)
-    assert not thread.is_alive(), "the call deadlocked"
-    if errors:
-        raise errors[0]
 
 
 # -- ManualClock: reading and moving time --------------------------------------------------------
@@ -203,9 +183,9 @@ def test_timer_callback_may_use_the_clock_without_deadlock() -> None:
         clock.call_later(1, lambda: fired.append("second"))
 
     clock.call_later(1, callback)
-    run_bounded(lambda: clock.advance(1))
+    run_bounded(clock.advance, 1)
     assert fired == ["first at 1000"]
-    run_bounded(lambda: clock.advance(1))
+    run_bounded(clock.advance, 1)
     assert fired == ["first at 1000", "second"]
 
 
@@ -219,11 +199,7 @@ def test_timers_registered_from_many_threads_each_fire_exactly_once() -> None:
         for i in range(200):
             clock.call_later(1 + i / 1000, lambda key=(thread_id, i): fired.append(key))
 
-    threads = [threading.Thread(target=register, args=(n,)) for n in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    join_all([ThreadCall(register, n) for n in range(8)])
     clock.advance(0.5)
     assert fired == []
     clock.advance(2)
@@ -264,15 +240,24 @@ def test_builtin_clocks_satisfy_the_clock_protocol() -> None:
 # -- Clocks in an Inbox ----------------------------------------------------------------------------
 
 
-def test_push_stamps_the_inbox_clock_time(inbox: Inbox, clock: ManualClock) -> None:
-    first = inbox.push("s", "k", "c", "src")
-    clock.advance(1.25)
-    second = inbox.push("s", "k", "c", "src")
-    clock.set(7)
-    third = inbox.push("s", "k", "c", "src")
-    assert [first.ts_ms, second.ts_ms, third.ts_ms] == [1_000_000, 1_001_250, 7]
-    # Time went back; sequences do not.
-    assert [first.sequence, second.sequence, third.sequence] == [1, 2, 3]
+def test_push_stamps_the_inbox_clock_time_and_sequences_rise_when_it_goes_back(
+    inbox: Inbox, clock: ManualClock
+) -> None:
+    stamps = [1_000_000]
+    entries = [inbox.push("s", "k", "c", "src")]
+    for move, now in [
+        (lambda: clock.advance(1.25), 1_001_250),
+        (lambda: clock.set(400_000), 400_000),
+        (lambda: clock.set(0), 0),
+        (lambda: clock.advance(2), 2_000),
+    ]:
+        move()
+        stamps.append(now)
+        entries.append(inbox.push("s", "k", "c", "src"))
+    assert [entry.ts_ms for entry in entries] == stamps
+    # Time went back; sequences do not, and the order is the order of pushes.
+    assert [entry.sequence for entry in entries] == [1, 2, 3, 4, 5]
+    assert inbox.drain("s") == entries
 
 
 @attrs.define
@@ -314,58 +299,53 @@ def test_user_written_clock_is_not_asked_to_time_a_look() -> None:
     assert clock.offered == []
 
 
-@attrs.define
-class ScriptedClock:
-    """Answers now_ms() from a script, then 0; declines timeouts."""
+class MisbehavingClock:
+    """A `Clock` whose now_ms() answers what it is told: a stamp, garbage, or an error to raise."""
 
-    script: list[object]
+    def __init__(self) -> None:
+        self.answer: Any = 1_000
 
-    def now_ms(self) -> int:
-        return self.script.pop(0) if self.script else 0  # type: ignore[return-value]
+    def now_ms(self) -> Any:
+        if isinstance(self.answer, BaseException):
+            raise self.answer
+        return self.answer
 
-    def call_later(
-        self, seconds: float, callback: Callable[[], object]
-    ) -> Callable[[], object] | None:
+    def call_later(self, seconds: float, callback: Callable[[], object]) -> None:
         return None
 
 
-@pytest.mark.parametrize("stamp", [1.5, "1000", None, True, 10**3 * 1.0])
-def test_clock_returning_non_int_makes_push_raise_and_store_nothing(stamp: object) -> None:
-    inbox = Inbox(clock=ScriptedClock([5, stamp]))
+@pytest.mark.parametrize(
+    ("answer", "error"),
+    [
+        (-1, ValueError),
+        (1.5, TypeError),
+        ("1000", TypeError),
+        (None, TypeError),
+        (True, TypeError),
+        (10**3 * 1.0, TypeError),
+        (OSError("clock source unavailable"), OSError),
+    ],
+    ids=repr,
+)
+def test_a_misbehaving_clock_makes_push_raise_and_store_nothing(
+    answer: object, error: type[Exception]
+) -> None:
+    clock = MisbehavingClock()
+    inbox = Inbox(clock=clock)
     first = inbox.push("s", "k", "c", "src")
-    with pytest.raises(TypeError, match="now_ms"):
-        inbox.push("s", "k", "bad", "src")
+    clock.answer = answer
+    for session_id in ("s", "fresh"):
+        with pytest.raises(error) as caught:
+            inbox.push(session_id, "k", "bad", "src")
+        if error is not OSError:  # the clock's own error passes through as it is
+            assert "clock.now_ms()" in str(caught.value)
     assert inbox.snapshot("s") == [first]
-    assert inbox.sessions() == ["s"]
-    assert inbox.push("s", "k", "c", "src").sequence == 2  # the failed push used no number
-
-
-def test_clock_returning_non_int_leaves_a_new_session_absent() -> None:
-    inbox = Inbox(clock=ScriptedClock([0.5]))
-    with pytest.raises(TypeError, match="now_ms"):
-        inbox.push("fresh", "k", "c", "src")
-    assert inbox.sessions() == []
+    assert inbox.sessions() == ["s"]  # no record for the fresh session
     assert inbox.pending_count("fresh") == 0
+    assert run_bounded(inbox.pending_count, "s") == 1  # no lock was left held
+    clock.answer = 2_000
+    assert inbox.push("s", "k", "c", "src").sequence == 2, "the refused push used no number"
     assert inbox.push("fresh", "k", "c", "src").sequence == 1
-
-
-class BrokenClock:
-    def now_ms(self) -> int:
-        raise OSError("clock source unavailable")
-
-    def call_later(
-        self, seconds: float, callback: Callable[[], object]
-    ) -> Callable[[], object] | None:
-        return None
-
-
-def test_clock_raising_in_now_ms_propagates_and_stores_nothing() -> None:
-    inbox = Inbox(clock=BrokenClock())
-    with pytest.raises(OSError, match="unavailable"):
-        inbox.push("s", "k", "c", "src")
-    assert inbox.sessions() == []
-    # The lock was released on the way out: the inbox still answers.
-    run_bounded(lambda: inbox.pending_count("s"))
 
 
 @pytest.mark.parametrize("clock", [object(), 5, "clock", ManualClock().now_ms])
@@ -374,7 +354,7 @@ def test_inbox_rejects_something_that_is_not_a_clock(clock: object) -> None:
         Inbox(clock=clock)  # type: ignore[arg-type]
 
 
-# -- Huge but finite durations (see the report: these fail on round(seconds * 1e9) overflowing) --
+# -- Huge but finite durations (round(seconds * 1e9) must not overflow) --------------------------
 
 
 def test_timer_with_a_huge_finite_delay_is_kept_and_never_fires_early() -> None:

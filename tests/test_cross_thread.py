@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import trio
+from _support import WAYS_TO_WAIT, ThreadCall, contents, everything, nudge, waiting
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterator
@@ -99,17 +100,7 @@ def _timer(seconds: float, fire: Callable[[], None]) -> Iterator[None]:
         timer.cancel()
 
 
-def nudge(inbox: Inbox, session_id: str, content: str = "c", source: str = "test") -> InboxEntry:
-    return inbox.push(session_id, "tool_result", content, source)
-
-
-def contents(entries: list[InboxEntry]) -> list[str]:
-    return [entry.content for entry in entries]
-
-
 # -- The lost wake-up window ----------------------------------------------------------------------
-
-OPERATIONS = ["batches", "wait", "wait_for"]
 
 
 def armed_now(frame: FrameType, event: str, arg: object) -> bool:
@@ -126,13 +117,13 @@ def about_to_sleep(frame: FrameType, event: str, arg: object) -> bool:
     return event == "return" and frame.f_code.co_name == "wait_steps" and arg is Pause.SLEEP
 
 
-@pytest.mark.parametrize("operation", OPERATIONS)
+@pytest.mark.parametrize("way", WAYS_TO_WAIT)
 @pytest.mark.parametrize("moment", ["armed, before its look", "looked, before it slept"])
 def test_push_from_a_thread_in_the_lost_wake_up_window_still_wakes_the_waiter(
     backend: Backend,
     inbox: Inbox,
     run_in_thread: Callable[..., threading.Thread],
-    operation: str,
+    way: str,
     moment: str,
 ) -> None:
     # White-box and deterministic: a profile hook holds the waiting task (and
@@ -149,12 +140,7 @@ def test_push_from_a_thread_in_the_lost_wake_up_window_still_wakes_the_waiter(
             pusher = run_in_thread(lambda: raced.append(nudge(inbox, "s", "raced", "thread")))
             pusher.join(timeout=30)  # a push never waits for the loop we are holding
 
-    async def take() -> object:
-        if operation == "wait":
-            return await inbox.wait("s", 60)
-        if operation == "wait_for":
-            return await inbox.wait_for("s", lambda entry: True, 60)
-        return await inbox.batches("s").receive()
+    take = waiting(inbox, way, "s", None if way == "batches" else 60, everything)
 
     async def main() -> None:
         sys.setprofile(hold_and_push)
@@ -163,7 +149,7 @@ def test_push_from_a_thread_in_the_lost_wake_up_window_still_wakes_the_waiter(
         finally:
             sys.setprofile(None)
         assert raced, "the hook never found the moment: the test no longer reaches the window"
-        assert result == (True if operation == "wait" else raced)
+        assert result == (True if way == "wait" else raced)
         assert inbox.waiter_count("s") == 0
 
     backend.run_in_real_time(guarded(backend, inbox, main))
@@ -210,25 +196,70 @@ def spy_on_thread_safe_entry(backend: Backend) -> Iterator[list[tuple[threading.
             loop.set_debug(False)
 
 
-def test_push_from_a_foreign_thread_wakes_through_the_loops_thread_safe_entry(
-    backend: Backend, inbox: Inbox, run_in_thread: Callable[..., threading.Thread]
+@pytest.mark.parametrize("waits", [1, 30])
+def test_push_from_a_foreign_thread_makes_one_thread_safe_call_however_many_tasks_wait(
+    backend: Backend, inbox: Inbox, run_in_thread: Callable[..., threading.Thread], waits: int
 ) -> None:
-    # Exactly one call from the pushing thread: the wake of the one waiter of
-    # its session, none for the waiter parked on another session.
+    # Exactly one call from the pushing thread: the wake of every waiter of its
+    # session on this loop (of every way of waiting), none for the waiter
+    # parked on another session.
+    takes = [waiting(inbox, WAYS_TO_WAIT[n % 3], "s", None, everything) for n in range(waits)]
+
     async def main() -> None:
         with spy_on_thread_safe_entry(backend) as calls:
             async with backend.task_group() as group:
-                handle = group.start_soon(inbox.wait, "s")
+                handles = [group.start_soon(take) for take in takes]
                 other = group.start_soon(inbox.wait, "other")
-                await backend.wait_parked(inbox, "s")
+                await backend.wait_parked(inbox, "s", waits)
                 await backend.wait_parked(inbox, "other")
                 pusher = run_in_thread(nudge, inbox, "s")
                 await backend.to_thread(pusher.join, 30)
-                await backend.until(lambda: handle.finished)
+                await backend.until(lambda: any(handle.finished for handle in handles))
                 assert not other.finished
                 nudge(inbox, "other")
-            assert handle.result is True
+                # Only one wait takes the entry; the others parked again. Pushes
+                # from this loop's own task wake them directly.
+                while not all(handle.finished for handle in handles):
+                    nudge(inbox, "s")
+                    await backend.turns()
+            assert all(handle.result for handle in handles)
             assert [thread for thread, _ in calls if thread is pusher] == [pusher]
+
+    backend.run_in_real_time(guarded(backend, inbox, main))
+
+
+def test_push_from_a_foreign_thread_makes_one_thread_safe_call_per_loop(
+    backend: Backend,
+    other_backend: Backend,
+    inbox: Inbox,
+    run_in_thread: Callable[..., threading.Thread],
+) -> None:
+    # Twenty waits on this loop, twenty on a loop of the other framework in a
+    # worker thread; a third thread pushes once: one call into each loop.
+    per_loop = 20
+    other_side: dict[str, Any] = {}
+
+    async def wait_on_the_other_loop() -> None:
+        with spy_on_thread_safe_entry(other_backend) as calls:
+            async with other_backend.task_group() as group:
+                handles = [group.start_soon(inbox.wait, "s", 60) for _ in range(per_loop)]
+            other_side["calls"] = list(calls)
+            other_side["results"] = [handle.result for handle in handles]
+
+    async def main() -> None:
+        with spy_on_thread_safe_entry(backend) as calls:
+            async with backend.task_group() as group:
+                handles = [group.start_soon(inbox.wait, "s", 60) for _ in range(per_loop)]
+                await backend.wait_parked(inbox, "s", per_loop)
+                other = run_in_thread(other_backend.run_in_real_time, wait_on_the_other_loop)
+                await backend.wait_thread_parked(inbox, "s", 2 * per_loop)
+                pusher = run_in_thread(nudge, inbox, "s")
+                await backend.to_thread(pusher.join, 30)
+            await backend.to_thread(other.join, 30)
+            assert [handle.result for handle in handles] == [True] * per_loop
+            assert [thread for thread, _ in calls if thread is pusher] == [pusher]
+        assert other_side["results"] == [True] * per_loop
+        assert [thread for thread, _ in other_side["calls"] if thread is pusher] == [pusher]
 
     backend.run_in_real_time(guarded(backend, inbox, main))
 
@@ -236,11 +267,9 @@ def test_push_from_a_foreign_thread_wakes_through_the_loops_thread_safe_entry(
 def test_push_from_the_waiters_own_loop_wakes_it_directly(backend: Backend, inbox: Inbox) -> None:
     async def main() -> None:
         with spy_on_thread_safe_entry(backend) as calls:
-            async with backend.task_group() as group:
-                handle = group.start_soon(inbox.wait, "s")
-                await backend.wait_parked(inbox, "s")
+            async with backend.parked(inbox, inbox.wait, "s") as waiter:
                 nudge(inbox, "s")
-            assert handle.result is True
+            assert waiter.result is True
             assert calls == []
 
     backend.run_in_real_time(guarded(backend, inbox, main))
@@ -255,12 +284,10 @@ def test_push_never_waits_for_a_busy_loop(
     results: list[object] = []
 
     async def main() -> None:
-        async with backend.task_group() as group:
-            handle = group.start_soon(inbox.wait, "s")
-            await backend.wait_parked(inbox, "s")
+        async with backend.parked(inbox, inbox.wait, "s") as waiter:
             loop_stuck.set()
             assert release.wait(timeout=30)  # blocks the loop: nothing of it can run now
-        results.append(handle.result)
+        results.append(waiter.result)
 
     loop_thread = run_in_thread(backend.run, main)
     assert loop_stuck.wait(timeout=30)
@@ -334,9 +361,7 @@ def test_push_from_the_loops_own_signal_handling_wakes_the_waiter(
 ) -> None:
     # What the README recommends instead of a plain signal.signal handler.
     async def main() -> None:
-        async with backend.task_group() as group:
-            waiter = group.start_soon(inbox.wait, "s")
-            await backend.wait_parked(inbox, "s")
+        async with backend.parked(inbox, inbox.wait, "s") as waiter:
             if backend.name == "trio":
                 with trio.open_signal_receiver(signal.SIGUSR1) as signals:
                     signal.raise_signal(signal.SIGUSR1)
@@ -377,9 +402,9 @@ def parks_now(backend: Backend, frame: FrameType, event: str, arg: object) -> bo
 
 
 @pytest.mark.parametrize("then", ["nothing else", "a cancel"])
-@pytest.mark.parametrize("operation", OPERATIONS)
+@pytest.mark.parametrize("way", WAYS_TO_WAIT)
 def test_push_from_inside_the_waiting_task_as_it_parks(
-    backend: Backend, inbox: Inbox, operation: str, then: str
+    backend: Backend, inbox: Inbox, way: str, then: str
 ) -> None:
     # A signal.signal handler or a finalizer can run inside the waiting task
     # itself, after its step parked it and before it suspends in its framework
@@ -401,13 +426,10 @@ def test_push_from_inside_the_waiting_task_as_it_parks(
                 waiter[0].cancel()
 
     async def take() -> object:
+        wait = waiting(inbox, way, "s", None if way == "batches" else 60, everything)
         sys.setprofile(push_as_it_parks)
         try:
-            if operation == "wait":
-                return await inbox.wait("s", 60)
-            if operation == "wait_for":
-                return await inbox.wait_for("s", lambda entry: True, 60)
-            return await inbox.batches("s").receive()
+            return await wait()
         finally:
             sys.setprofile(None)
 
@@ -422,7 +444,7 @@ def test_push_from_inside_the_waiting_task_as_it_parks(
         raised = waiter[0].raised
         assert raised is None or type(raised) is backend.cancelled
         if then == "nothing else":
-            assert returned == [True if operation == "wait" else raced]
+            assert returned == [True if way == "wait" else raced]
         taken = returned[0] if returned and isinstance(returned[0], list) else []
         assert taken + inbox.snapshot("s") == raced
         assert inbox.waiter_count("s") == 0
@@ -448,9 +470,7 @@ def test_a_raise_inside_the_waiting_task_as_it_parks_leaves_no_late_wake(
         due = parks_now(backend, frame, event, arg)
         if due:
             sys.setprofile(None)
-            pusher = threading.Thread(target=lambda: raced.append(nudge(inbox, "s", "raced")))
-            pusher.start()
-            pusher.join(timeout=30)
+            raced.append(ThreadCall(nudge, inbox, "s", "raced").outcome())
             raise Interrupted
 
     async def main() -> None:
@@ -474,35 +494,6 @@ def test_a_raise_inside_the_waiting_task_as_it_parks_leaves_no_late_wake(
 
 
 # -- Loops that are gone --------------------------------------------------------------------------
-
-
-def test_push_to_a_waiter_whose_asyncio_loop_was_closed_stores_the_entry(
-    inbox: Inbox, run_in_thread: Callable[..., threading.Thread]
-) -> None:
-    # The waiter's loop ran in a worker thread and was stopped and closed with
-    # the waiting task still pending (an abrupt shutdown).
-    tasks: list[asyncio.Task[bool]] = []
-
-    def run_loop_then_abandon_it() -> None:
-        loop = asyncio.new_event_loop()
-        tasks.append(loop.create_task(inbox.wait("s")))
-
-        async def until_parked() -> None:
-            while inbox.waiter_count("s") == 0:  # noqa: ASYNC110  # counted in loop turns
-                await asyncio.sleep(0)
-
-        loop.run_until_complete(until_parked())
-        loop.close()
-
-    run_in_thread(run_loop_then_abandon_it).join(timeout=30)
-    [task] = tasks
-    assert not task.done()
-    entry = nudge(inbox, "s")  # must not raise, though the wake cannot be delivered
-    assert inbox.snapshot("s") == [entry]
-    assert inbox.waiter_count("s") == 0  # the dead wait is not left registered
-    # Tidy up the abandoned task (its coroutine is closed without a loop).
-    task._log_destroy_pending = False  # type: ignore[attr-defined]
-    task.get_coro().close()
 
 
 def test_wake_arriving_after_the_waiters_loop_finished_is_dropped_quietly(
@@ -535,13 +526,11 @@ def test_wake_arriving_after_the_waiters_loop_finished_is_dropped_quietly(
     pushers: list[threading.Thread] = []
 
     async def main() -> None:
-        async with backend.task_group() as group:
-            handle = group.start_soon(inbox.wait, "s")
-            await backend.wait_parked(inbox, "s")
+        async with backend.parked(inbox, inbox.wait, "s") as waiter:
             pushers.append(run_in_thread(push))
             assert await backend.to_thread(in_wake.wait, 30)
-            handle.cancel()
-        assert type(handle.raised) is backend.cancelled
+            waiter.cancel()
+        assert type(waiter.raised) is backend.cancelled
 
     backend.run_in_real_time(guarded(backend, inbox, main))
     loop_finished.set()
@@ -554,21 +543,10 @@ def test_wake_arriving_after_the_waiters_loop_finished_is_dropped_quietly(
 # -- trio and asyncio in one process --------------------------------------------------------------
 
 
-def run_in_this_thread(framework: str, fn: Callable[[], Awaitable[None]]) -> None:
-    """Run *fn* in a new loop of *framework* in the calling thread."""
-    if framework == "asyncio":
-        asyncio.run(fn())  # type: ignore[arg-type]
-    else:
-        trio.run(fn)
-
-
-def other_framework(backend: Backend) -> str:
-    return "asyncio" if backend.name == "trio" else "trio"
-
-
 @pytest.mark.parametrize("second_loop", ["other framework", "same framework"])
 def test_loops_in_two_threads_wake_each_others_waiters(
     backend: Backend,
+    other_backend: Backend,
     inbox: Inbox,
     run_in_thread: Callable[..., threading.Thread],
     second_loop: str,
@@ -577,7 +555,7 @@ def test_loops_in_two_threads_wake_each_others_waiters(
     # asyncio, or a second loop of the same framework) in a worker thread. Each
     # wakes the other's waiters, and a push from a third thread wakes both
     # loops' waiters on a shared session.
-    framework = other_framework(backend) if second_loop == "other framework" else backend.name
+    second_backend = other_backend if second_loop == "other framework" else backend
     other: dict[str, object] = {}
 
     async def other_side() -> None:
@@ -592,7 +570,7 @@ def test_loops_in_two_threads_wake_each_others_waiters(
             shared = group.start_soon(inbox.wait, "shared", 60)
             await backend.wait_parked(inbox, "to-main")
             await backend.wait_parked(inbox, "shared")
-            second = run_in_thread(run_in_this_thread, framework, other_side)
+            second = run_in_thread(second_backend.run_in_real_time, other_side)
             await backend.wait_thread_parked(inbox, "to-other")
             # Pushed by the other loop's thread before it parked: the wake is on its way.
             await backend.until(lambda: to_main.finished)
@@ -609,7 +587,10 @@ def test_loops_in_two_threads_wake_each_others_waiters(
 
 
 def test_trio_and_asyncio_loops_consume_one_session_each_entry_once(
-    backend: Backend, inbox: Inbox, run_in_thread: Callable[..., threading.Thread]
+    backend: Backend,
+    other_backend: Backend,
+    inbox: Inbox,
+    run_in_thread: Callable[..., threading.Thread],
 ) -> None:
     # Both loops run a batches consumer on the same session; a thread pushes.
     total = 500
@@ -634,7 +615,7 @@ def test_trio_and_asyncio_loops_consume_one_session_each_entry_once(
 
         async with backend.task_group() as group:
             group.start_soon(consume)
-            second = run_in_thread(run_in_this_thread, other_framework(backend), other_side)
+            second = run_in_thread(other_backend.run_in_real_time, other_side)
             await backend.wait_parked(inbox, "s")
             await backend.wait_thread_parked(inbox, "s", 2)
             await backend.to_thread(run_in_thread(produce).join, 30)
@@ -690,9 +671,7 @@ def storm_taker(inbox: Inbox, consumer: str) -> Callable[[], Awaitable[list[Inbo
             return inbox.drain("s")
 
         return wait_then_drain
-    if consumer == "wait_for":
-        return lambda: inbox.wait_for("s", lambda entry: True, 60)
-    return inbox.batches("s").receive
+    return waiting(inbox, consumer, "s", None if consumer == "batches" else 60, everything)
 
 
 @pytest.mark.parametrize("consumer", ["wait then drain", "wait_for", "batches"])

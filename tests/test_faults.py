@@ -1,251 +1,46 @@
 """Faults around the inbox: whatever goes wrong outside it, it keeps working and loses nothing.
 
-Predicates that raise part-way, consumers cancelled mid-wait (and right after
-a wake), event loops that stop or finish while threads keep pushing, producer
-threads that die, clocks set backwards by a user, clocks that misbehave, and
-blocking calls made where they would stall a loop.
+Event loops that stop, close or finish while threads keep pushing or waits
+are parked in them, producer threads that die, clocks that cannot forget a
+timer, and finalizers that call the inbox from inside one of its critical
+sections. (Predicates that raise: test_inbox.py and test_wait_for.py; waits
+cancelled: test_cancellation.py; clocks that misbehave: test_clock.py.)
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import sys
 import threading
 import weakref
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import pytest
 import trio
-from _polling import HANG_GUARD_SECONDS, spin_until
+from _support import (
+    HANG_GUARD_SECONDS,
+    ThreadCall,
+    contents,
+    everything,
+    join_all,
+    parked_wait_sync,
+    push_many,
+    run_bounded,
+    spin_until,
+)
 
 from harn_inbox import Inbox, InboxEntry, ManualClock
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Iterator
+    from collections.abc import Callable, Iterator
+    from types import FrameType
 
-    from conftest import Backend, TaskHandle
-
-
-class PredicateFailed(Exception):
-    """What the faulty predicates of these tests raise."""
+    from conftest import Backend
 
 
-def _join_all(threads: list[threading.Thread]) -> None:
-    for thread in threads:
-        thread.join(HANG_GUARD_SECONDS)
-    assert not any(thread.is_alive() for thread in threads), "a thread hung"
-
-
-def _push_many(inbox: Inbox, session_id: str, count: int, kind: str = "k") -> list[InboxEntry]:
-    return [inbox.push(session_id, kind, f"#{n}", "test") for n in range(count)]
-
-
-def _raising_after(
-    count: int, verdict: Callable[[InboxEntry], bool] = lambda entry: True
-) -> Callable[[InboxEntry], bool]:
-    """A predicate that answers *verdict* for *count* entries, then raises."""
-    calls = 0
-
-    def predicate(entry: InboxEntry) -> bool:
-        nonlocal calls
-        calls += 1
-        if calls > count:
-            raise PredicateFailed(f"failed on {entry.sequence}")
-        return verdict(entry)
-
-    return predicate
-
-
-def _state(inbox: Inbox, *session_ids: str) -> Any:
-    return (
-        sorted(inbox.sessions()),
-        [inbox.snapshot(sid) for sid in session_ids],
-        [inbox.waiter_count(sid) for sid in session_ids],
-    )
-
-
-async def _catching(fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
-    """Await fn(*args); return a PredicateFailed instead of raising it (so no group fails)."""
-    try:
-        return await fn(*args)
-    except PredicateFailed as error:
-        return error
-
-
-# -- Predicates that raise part-way ----------------------------------------------------------------
-
-
-@pytest.mark.parametrize("fails_at", [0, 1, 3, 4])
-def test_drain_where_with_a_predicate_raising_part_way_changes_nothing(
-    inbox: Inbox, fails_at: int
-) -> None:
-    entries = _push_many(inbox, "s", 5)
-    _push_many(inbox, "other", 2)
-    before = _state(inbox, "s", "other")
-    with pytest.raises(PredicateFailed):
-        inbox.drain_where("s", _raising_after(fails_at))
-    assert _state(inbox, "s", "other") == before
-    assert inbox.drain_where("s", lambda entry: entry.sequence % 2 == 0) == entries[1::2]
-    assert inbox.snapshot("s") == entries[0::2]
-
-
-def test_drain_where_with_a_predicate_that_pushes_then_raises_keeps_both_entries(
-    inbox: Inbox,
-) -> None:
-    first, second = _push_many(inbox, "s", 2)
-    pushed: list[InboxEntry] = []
-
-    def predicate(entry: InboxEntry) -> bool:
-        if not pushed:
-            pushed.append(inbox.push("s", "k", "pushed by the predicate", "predicate"))
-            return True
-        raise PredicateFailed("on the second entry")
-
-    with pytest.raises(PredicateFailed):
-        inbox.drain_where("s", predicate)
-    assert inbox.snapshot("s") == [first, second, *pushed]
-
-
-def test_a_predicate_may_call_the_inbox_without_deadlocking(inbox: Inbox) -> None:
-    entries = _push_many(inbox, "s", 4)
-    result: list[list[InboxEntry]] = []
-
-    def predicate(entry: InboxEntry) -> bool:
-        inbox.push("side", "k", f"seen {entry.sequence}", "predicate")
-        inbox.drain("elsewhere")
-        return inbox.pending_count("s") >= 0 and entry.sequence > 2
-
-    thread = threading.Thread(
-        target=lambda: result.append(inbox.drain_where("s", predicate)), daemon=True
-    )
-    thread.start()
-    _join_all([thread])
-    assert result == [entries[2:]]
-    assert inbox.snapshot("s") == entries[:2]
-    assert inbox.pending_count("side") == 4
-
-
-@pytest.mark.parametrize("fails_at", [0, 2])
-def test_wait_for_with_a_predicate_raising_on_the_first_look_takes_nothing(
-    backend: Backend, inbox: Inbox, clock: ManualClock, fails_at: int
-) -> None:
-    _push_many(inbox, "s", 4)
-    before = _state(inbox, "s")
-
-    async def main() -> None:
-        with pytest.raises(PredicateFailed):
-            await inbox.wait_for("s", _raising_after(fails_at), 30)
-        with pytest.raises(PredicateFailed):
-            await inbox.wait_for("s", _raising_after(fails_at))
-
-    backend.run(main)
-    assert _state(inbox, "s") == before
-    assert "timers=0" in repr(clock)
-
-
-def test_wait_for_with_a_predicate_raising_after_a_wake_takes_nothing(
-    backend: Backend, inbox: Inbox, clock: ManualClock
-) -> None:
-    [old] = _push_many(inbox, "s", 1, kind="old")
-
-    def predicate(entry: InboxEntry) -> bool:
-        if entry.kind == "poison":
-            raise PredicateFailed("poison")
-        return False
-
-    async def main() -> TaskHandle:
-        async with backend.task_group() as group:
-            handle = group.start_soon(_catching, inbox.wait_for, "s", predicate, 30)
-            await backend.wait_parked(inbox, "s")
-            await backend.to_thread(inbox.push, "s", "poison", "from a thread", "thread")
-        return handle
-
-    handle = backend.run(main)
-    assert isinstance(handle.result, PredicateFailed)
-    assert [entry.kind for entry in inbox.snapshot("s")] == ["old", "poison"]
-    assert inbox.snapshot("s")[0] is old
-    assert inbox.waiter_count("s") == 0
-    assert "timers=0" in repr(clock)
-
-
-# -- Consumers cancelled mid-wait ------------------------------------------------------------------
-
-
-def _receive(inbox: Inbox, session_id: str) -> Callable[[], Awaitable[list[InboxEntry]]]:
-    return inbox.batches(session_id).receive
-
-
-WAITS: dict[str, Callable[[Inbox], Callable[[], Awaitable[Any]]]] = {
-    "wait": lambda inbox: lambda: inbox.wait("s"),
-    "timed wait": lambda inbox: lambda: inbox.wait("s", 30),
-    "wait_for": lambda inbox: lambda: inbox.wait_for("s", lambda entry: True),
-    "timed wait_for": lambda inbox: lambda: inbox.wait_for("s", lambda entry: True, 30),
-    "batches": lambda inbox: _receive(inbox, "s"),
-}
-
-
-@pytest.mark.parametrize("how", list(WAITS))
-def test_a_consumer_cancelled_mid_wait_loses_nothing_and_leaves_no_waiter(
-    backend: Backend, inbox: Inbox, clock: ManualClock, how: str
-) -> None:
-    waiting = WAITS[how](inbox)
-
-    async def main() -> TaskHandle:
-        async with backend.task_group() as group:
-            handle = group.start_soon(waiting)
-            await backend.wait_parked(inbox, "s")
-            handle.cancel()
-        return handle
-
-    handle = backend.run(main)
-    assert isinstance(handle.raised, backend.cancelled)
-    assert inbox.waiter_count("s") == 0
-    assert "timers=0" in repr(clock)
-    entry = inbox.push("s", "k", "after the cancel", "test")
-    assert inbox.drain("s") == [entry]
-
-
-@pytest.mark.parametrize("how", ["wait_for", "batches"])
-def test_a_consumer_cancelled_right_after_its_wake_takes_an_entry_exactly_once(
-    backend: Backend, inbox: Inbox, how: str
-) -> None:
-    rounds = 30
-
-    async def one_round(push_from_thread: bool) -> None:
-        async with backend.task_group() as group:
-            handle = group.start_soon(WAITS[how](inbox))
-            await backend.wait_parked(inbox, "s")
-            if push_from_thread:
-                entry = await backend.to_thread(inbox.push, "s", "k", "c", "thread")
-            else:
-                entry = inbox.push("s", "k", "c", "task")
-            handle.cancel()
-        took = handle.result if handle.raised is None else []
-        assert isinstance(handle.raised, (type(None), backend.cancelled))
-        left = inbox.drain("s")
-        assert took + left == [entry], "delivered once, or still queued: never lost, never twice"
-        assert inbox.waiter_count("s") == 0
-
-    async def main() -> None:
-        for n in range(rounds):
-            await one_round(push_from_thread=n % 2 == 1)
-
-    backend.run(main)
-
-
-def test_trio_deadline_cancelling_a_wait_leaves_no_waiter(inbox: Inbox) -> None:
-    async def main() -> None:
-        with trio.move_on_after(5) as scope:
-            await inbox.wait_for("s", lambda entry: True)
-        assert scope.cancelled_caught
-        assert inbox.waiter_count("s") == 0
-
-    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
-    entry = inbox.push("s", "k", "c", "test")
-    assert inbox.drain("s") == [entry]
-
-
-# -- Loops that stop, close or finish while threads keep pushing -----------------------------------
+# -- Loops that stop, close or finish under a parked wait ------------------------------------------
 
 
 def _never(entry: InboxEntry) -> bool:
@@ -261,7 +56,6 @@ def test_asyncio_loop_closed_under_a_parked_waiter_while_a_thread_keeps_pushing(
     loop.set_exception_handler(lambda loop, context: reported.append(context))
     loop_outcome: list[BaseException] = []
     loop_closed = threading.Event()
-    producer_errors: list[BaseException] = []
     # A waiter that matches nothing: every push wakes it and it parks again.
     task = loop.create_task(inbox.wait_for("s", _never))
 
@@ -275,25 +69,19 @@ def test_asyncio_loop_closed_under_a_parked_waiter_while_a_thread_keeps_pushing(
             loop_closed.set()
 
     def produce() -> None:
-        try:
-            for n in range(before_close):
-                inbox.push("s", "k", f"#{n}", "thread")
-            loop_closed.wait(HANG_GUARD_SECONDS)
-            for n in range(before_close, before_close + after_close):
-                inbox.push("s", "k", f"#{n}", "thread")
-        except BaseException as error:
-            producer_errors.append(error)
+        for n in range(before_close):
+            inbox.push("s", "k", f"#{n}", "thread")
+        loop_closed.wait(HANG_GUARD_SECONDS)
+        for n in range(before_close, before_close + after_close):
+            inbox.push("s", "k", f"#{n}", "thread")
 
-    loop_thread = threading.Thread(target=run_loop, daemon=True)
-    loop_thread.start()
+    loop_thread = ThreadCall(run_loop)
     spin_until(lambda: inbox.waiter_count("s") == 1, "the asyncio waiter parked")
-    producer = threading.Thread(target=produce, daemon=True)
-    producer.start()
+    producer = ThreadCall(produce)
     spin_until(lambda: inbox.pending_count("s") >= before_close // 4, "pushes under way")
     loop.call_soon_threadsafe(loop.stop)  # stops it mid-stream; the loop thread then closes it
-    _join_all([loop_thread, producer])
+    join_all([loop_thread, producer])  # raises what the producer raised, if anything
 
-    assert producer_errors == []
     assert len(loop_outcome) == 1
     assert not task.done()
     queued = inbox.drain("s")
@@ -305,46 +93,90 @@ def test_asyncio_loop_closed_under_a_parked_waiter_while_a_thread_keeps_pushing(
     assert all("destroyed but it is pending" in context["message"] for context in reported)
 
 
+def abandon_a_wait(inbox: Inbox, wake_queued: bool = False) -> weakref.ref[asyncio.Task[Any]]:
+    """A ``wait_for`` on "s" parked in a hand-run asyncio loop, closed with the wait still pending.
+
+    (asyncio.run would have cancelled it; a hand-run loop need not, as a runtime
+    tearing down a worker loop might.) With *wake_queued*, a push ("#1") wakes
+    it first while the loop is stopped: the wake waits in the loop's ready
+    queue, and is dropped with it at the close, so the wait can never run again.
+    Returns a weak reference to its task: nothing but the inbox may keep it.
+    """
+    loop = asyncio.new_event_loop()
+    loop.set_exception_handler(lambda loop, context: None)  # "Task was destroyed ..." expected
+    task = loop.create_task(inbox.wait_for("s", _never))
+
+    async def until_parked() -> None:
+        for _ in range(1_000):
+            if inbox.waiter_count("s"):
+                return
+            await asyncio.sleep(0)
+        raise AssertionError("the wait never parked")
+
+    loop.run_until_complete(until_parked())
+    assert inbox.waiter_count("s") == 1
+    if wake_queued:
+        inbox.push("s", "k", "#1", "t")
+    loop.close()
+    assert not task.done()
+    return weakref.ref(task)
+
+
+def assert_forgotten(inbox: Inbox, task: weakref.ref[asyncio.Task[Any]]) -> None:
+    """Neither counted nor pinned: the task (and so its loop) can be collected."""
+    gc.collect()
+    assert inbox.waiter_count("s") == 0, "the dead wait is still registered"
+    assert task() is None, "the inbox still pins the abandoned task (and its loop)"
+
+
+@pytest.mark.parametrize("loop_thread", ["this thread", "another thread"])
 def test_a_wait_abandoned_in_a_closed_asyncio_loop_is_forgotten_by_the_next_push(
-    inbox: Inbox,
+    inbox: Inbox, loop_thread: str
 ) -> None:
     """A wait whose loop was closed under it can never end: it must not stay registered.
 
-    The loop is stopped and closed while the wait is parked (asyncio.run would
-    have cancelled it; a hand-run loop need not). The next push finds the loop
-    closed when it tries to wake the waiter; from then on the dead wait must
-    neither be counted by waiter_count nor pin its task, coroutine and loop in
-    the inbox's registry for the life of the inbox.
+    The next push finds the loop closed when it tries to wake the waiter; it
+    stores its entries all the same, and from then on the dead wait is
+    neither counted by waiter_count nor pins its task, coroutine and loop.
     """
-    loop = asyncio.new_event_loop()
-    loop.set_exception_handler(lambda loop, context: None)  # "Task was destroyed ..." is expected
-    task = loop.create_task(inbox.wait_for("s", _never))
-    loop.run_until_complete(_until_parked(inbox))
-    assert inbox.waiter_count("s") == 1
-    loop.close()  # with the wait parked, as a runtime tearing down a worker loop might
-
-    entries = _push_many(inbox, "s", 3)  # no exception: the dead loop is ignored
+    if loop_thread == "this thread":
+        task = abandon_a_wait(inbox)
+    else:
+        task = ThreadCall(abandon_a_wait, inbox).outcome()
+    entries = push_many(inbox, "s", 3)  # no exception: the dead loop is ignored
+    assert inbox.waiter_count("s") == 0
     assert inbox.drain("s") == entries
-    task_ref = weakref.ref(task)
-    del task
-    gc.collect()
-    assert inbox.waiter_count("s") == 0, "the dead wait is still registered"
-    assert task_ref() is None, "the inbox still pins the abandoned task (and its loop)"
+    assert_forgotten(inbox, task)
 
 
-async def _until_parked(inbox: Inbox) -> None:
-    for _ in range(1_000):
-        if inbox.waiter_count("s"):
-            return
-        await asyncio.sleep(0)
-    raise AssertionError("the wait never parked")
+@pytest.mark.parametrize("forget", ["waiter_count", "statistics", "clear_session", "close"])
+def test_a_wake_queued_to_a_loop_closed_before_running_it_does_not_pin_the_wait(
+    forget: str,
+) -> None:
+    # Whatever next looks at the session's waits finds the wait in a closed
+    # loop, and forgets it; pushes meanwhile neither wake nor keep it.
+    inbox = Inbox()
+    task = abandon_a_wait(inbox, wake_queued=True)
+    inbox.push("s", "k", "#2", "t")
+    assert contents(inbox.snapshot("s")) == ["#1", "#2"]
+    if forget == "waiter_count":
+        assert inbox.waiter_count("s") == 0
+    elif forget == "statistics":
+        assert inbox.statistics("s").waiters == 0
+    elif forget == "clear_session":
+        assert inbox.clear_session("s") == 2
+    else:
+        inbox.close()
+        assert contents(inbox.drain("s")) == ["#1", "#2"]
+    assert_forgotten(inbox, task)
+    if forget == "clear_session":
+        assert inbox.sessions() == []
 
 
 def test_trio_run_finishing_while_a_thread_keeps_pushing(inbox: Inbox) -> None:
     total = 20_000
     stop = threading.Event()
     run_finished = threading.Event()
-    producer_errors: list[BaseException] = []
     waited: list[Any] = []
 
     async def main() -> None:
@@ -361,24 +193,17 @@ def test_trio_run_finishing_while_a_thread_keeps_pushing(inbox: Inbox) -> None:
             run_finished.set()
 
     def produce() -> None:
-        try:
-            for n in range(total):
-                inbox.push("s", "k", f"#{n}", "thread")
-                if n == total // 2:
-                    stop.set()
-            run_finished.wait(HANG_GUARD_SECONDS)
-            inbox.push("s", "k", "after the run", "thread")
-        except BaseException as error:
-            producer_errors.append(error)
+        for n in range(total):
+            inbox.push("s", "k", f"#{n}", "thread")
+            if n == total // 2:
+                stop.set()
+        run_finished.wait(HANG_GUARD_SECONDS)
+        inbox.push("s", "k", "after the run", "thread")
 
-    trio_thread = threading.Thread(target=run_trio, daemon=True)
-    trio_thread.start()
+    trio_thread = ThreadCall(run_trio)
     spin_until(lambda: inbox.waiter_count("s") == 1, "the trio waiter parked")
-    producer = threading.Thread(target=produce, daemon=True)
-    producer.start()
-    _join_all([trio_thread, producer])
+    join_all([trio_thread, ThreadCall(produce)])  # raises what the producer raised, if anything
 
-    assert producer_errors == []
     assert waited == [0]
     queued = inbox.drain("s")
     assert [entry.content for entry in queued] == [
@@ -426,7 +251,7 @@ def test_a_producer_thread_dying_mid_run_leaves_its_pushes_intact_and_others_una
     threads = [threading.Thread(target=produce, args=(i,), daemon=True) for i in range(producers)]
     for thread in threads:
         thread.start()
-    _join_all(threads)
+    join_all(threads)
 
     [died] = thread_exceptions
     assert isinstance(died.exc_value, ProducerDied)
@@ -443,121 +268,7 @@ def test_a_producer_thread_dying_mid_run_leaves_its_pushes_intact_and_others_una
     assert inbox.sessions() == []
 
 
-# -- A clock set backwards -------------------------------------------------------------------------
-
-
-def test_clock_set_backwards_stamps_go_back_while_sequences_keep_rising(
-    inbox: Inbox, clock: ManualClock
-) -> None:
-    first = inbox.push("s", "k", "c", "src")
-    clock.set(400_000)
-    second = inbox.push("s", "k", "c", "src")
-    clock.set(0)
-    third = inbox.push("s", "k", "c", "src")
-    clock.advance(2)
-    fourth = inbox.push("s", "k", "c", "src")
-    assert [e.ts_ms for e in (first, second, third, fourth)] == [1_000_000, 400_000, 0, 2_000]
-    assert [e.sequence for e in (first, second, third, fourth)] == [1, 2, 3, 4]
-    assert inbox.drain("s") == [first, second, third, fourth]
-
-
-def test_thread_timed_wait_does_not_fire_on_the_way_back_and_fires_past_its_deadline(
-    inbox: Inbox, clock: ManualClock
-) -> None:
-    result: list[bool] = []
-    thread = threading.Thread(target=lambda: result.append(inbox.wait_sync("s", 5)), daemon=True)
-    thread.start()
-    spin_until(lambda: inbox.waiter_count("s") == 1, "thread parked")  # deadline: 1_005_000 ms
-    # ManualClock forgets a timer as it fires it, inside set()/advance(): "timers=1" proves it
-    # has not fired, whatever the waiting thread has had time to do.
-    moves: list[Callable[[], None]] = [
-        lambda: clock.set(900_000),
-        lambda: clock.set(0),
-        lambda: clock.advance(1_004.999),
-        lambda: clock.set(1_004_999),
-    ]
-    for move in moves:
-        move()
-        assert inbox.waiter_count("s") == 1, repr(clock)
-        assert "timers=1" in repr(clock)
-    clock.advance(0.001)
-    thread.join(HANG_GUARD_SECONDS)
-    assert result == [False]
-    assert inbox.waiter_count("s") == 0
-    assert "timers=0" in repr(clock)
-
-
-def test_async_timed_waits_survive_the_clock_going_back_and_end_past_their_deadline(
-    backend: Backend, inbox: Inbox, clock: ManualClock
-) -> None:
-    async def main() -> list[TaskHandle]:
-        async with backend.task_group() as group:
-            handles = [
-                group.start_soon(inbox.wait, "s", 5),
-                group.start_soon(inbox.wait_for, "s", _never, 5),
-            ]
-            await backend.wait_parked(inbox, "s", 2)
-            for ms in (500_000, 0, 1_004_999):
-                clock.set(ms)
-                for _ in range(5):
-                    await backend.checkpoint()
-                assert "timers=2" in repr(clock), "a deadline fired on the way back"
-                assert not any(handle.finished for handle in handles)
-            clock.set(2_000_000)  # jumps straight past the deadline
-        return handles
-
-    handles = backend.run(main)
-    assert [handle.result for handle in handles] == [False, []]
-    assert inbox.waiter_count("s") == 0
-    assert "timers=0" in repr(clock)
-
-
-def test_a_wait_started_after_the_clock_went_back_counts_from_the_new_now(
-    inbox: Inbox, clock: ManualClock
-) -> None:
-    clock.set(10_000)
-    result: list[bool] = []
-    thread = threading.Thread(target=lambda: result.append(inbox.wait_sync("s", 2)), daemon=True)
-    thread.start()
-    spin_until(lambda: inbox.waiter_count("s") == 1, "thread parked")
-    clock.advance(1.999)
-    assert inbox.waiter_count("s") == 1
-    clock.advance(0.001)  # 12_000 ms: due, long before the old time line's 1_000_000
-    thread.join(HANG_GUARD_SECONDS)
-    assert result == [False]
-
-
-# -- Clocks that misbehave -------------------------------------------------------------------------
-
-
-class BrokenClock:
-    """A `Clock` whose now_ms() can be made to raise or to return garbage."""
-
-    def __init__(self) -> None:
-        self.answer: Any = 1_000
-
-    def now_ms(self) -> Any:
-        if isinstance(self.answer, BaseException):
-            raise self.answer
-        return self.answer
-
-    def call_later(self, seconds: float, callback: Callable[[], object]) -> None:
-        return None
-
-
-@pytest.mark.parametrize("answer", [-1, 1.5, "1000", None, True, OSError("clock unplugged")])
-def test_a_misbehaving_clock_makes_push_raise_and_store_nothing(answer: Any) -> None:
-    clock = BrokenClock()
-    inbox = Inbox(clock=clock)
-    first = inbox.push("s", "k", "c", "src")
-    clock.answer = answer
-    with pytest.raises((TypeError, ValueError, OSError)) as caught:
-        inbox.push("s", "k", "c", "src")
-    if not isinstance(caught.value, OSError):  # the clock's own error passes through as is
-        assert "clock.now_ms()" in str(caught.value)
-    assert inbox.snapshot("s") == [first]
-    clock.answer = 2_000
-    assert inbox.push("s", "k", "c", "src").sequence == 2, "the refused push used no number"
+# -- Clocks that cannot forget a timer ------------------------------------------------------------
 
 
 class UnforgettingClock:
@@ -600,11 +311,9 @@ def test_a_clock_failing_to_forget_a_timer_does_not_lose_what_a_wait_took(
 
     async def main() -> tuple[list[InboxEntry], list[InboxEntry], InboxEntry]:
         at_once = await inbox.wait_for("s", lambda entry: True, timeout=5)
-        async with backend.task_group() as group:
-            parked = group.start_soon(inbox.wait_for, "s", lambda entry: True, 5)
-            await backend.wait_parked(inbox, "s")
+        async with backend.parked(inbox, inbox.wait_for, "s", everything, 5) as waiter:
             second = inbox.push("s", "k", "#1", "src")
-        return at_once, parked.result, second
+        return at_once, waiter.result, second
 
     at_once, after_a_wake, second = backend.run(main)
     assert (at_once, after_a_wake) == ([first], [second])
@@ -621,31 +330,215 @@ def test_a_clock_failing_to_forget_a_timer_does_not_fail_a_thread_wait(
     assert inbox.wait_sync("s", timeout=5) is True
     assert clock.forgets == 0  # a wait that finds something at once starts no timer
     inbox.drain("s")
-    results: list[bool] = []
-    waiter = threading.Thread(target=lambda: results.append(inbox.wait_sync("s", timeout=5)))
-    waiter.start()
-    spin_until(lambda: inbox.waiter_count("s") == 1, "the thread parked")
+    wait = parked_wait_sync(inbox, "s", 5)
     inbox.push("s", "k", "#1", "src")
-    waiter.join()
-    assert results == [True]
+    assert wait.outcome() is True
     assert clock.forgets == _forget_failures(caplog) == 1
     assert inbox.waiter_count("s") == 0
 
 
-# -- Blocking calls where they would stall a loop --------------------------------------------------
+# -- Finalizers that call the inbox from inside it -------------------------------------------------
+# A finalizer (__del__, a coroutine closed by the garbage collector) runs in
+# the middle of whatever its thread was doing, possibly one of the inbox's
+# critical sections. Calling the inbox from there must raise a clear
+# RuntimeError, never deadlock (the thread would wait for itself). Each test
+# runs its inbox calls through run_bounded, so a deadlock fails it.
+
+REENTERED = "entered again by the thread already inside it"
+
+#: Where a finalizer is made to run, as (module file, function) called with that lock held.
+CRITICAL_SECTIONS = {
+    "the store's lock": ("_session.py", "push"),  # SessionState.push, under the store's lock
+    "the lot's lock": ("_lot.py", "_unpark_all"),  # ParkingLot.notify's wake-up list
+}
 
 
-def test_wait_sync_inside_a_running_loop_is_refused_and_registers_nothing(
-    backend: Backend, inbox: Inbox, clock: ManualClock
-) -> None:
-    async def main() -> None:
-        for timeout in (None, 5):
-            with pytest.raises(RuntimeError, match="would block the event loop"):
-                inbox.wait_sync("s", timeout)
-        assert inbox.wait_sync("s", 0) is False  # just looking is fine
+@contextmanager
+def run_once_inside(
+    inbox: Inbox, where: str, action: Callable[[], object]
+) -> Iterator[list[tuple[bool, bool]]]:
+    """Run *action* once, from a profile hook, inside the critical section *where* names.
+
+    White-box: the hook fires as a function the inbox calls with that lock
+    held is entered. It records which locks were held then, as (store's,
+    lot's), so a test can tell it reached the moment.
+    """
+    filename, function = CRITICAL_SECTIONS[where]
+    held: list[tuple[bool, bool]] = []
+
+    def hook(frame: FrameType, event: str, arg: object) -> None:
+        code = frame.f_code
+        if event == "call" and code.co_name == function and code.co_filename.endswith(filename):
+            sys.setprofile(None)
+            held.append((inbox._store._mutex.held(), inbox._lot.held()))  # type: ignore[attr-defined]
+            action()
+
+    sys.setprofile(hook)
+    try:
+        yield held
+    finally:
+        sys.setprofile(None)
+
+
+class CallsWhenCollected:
+    """An object whose ``__del__`` makes a call, recording what the call raised."""
+
+    def __init__(self, call: Callable[[], object]) -> None:
+        self.call = call
+        self.raised: list[BaseException] = []
+
+    def __del__(self) -> None:
+        try:
+            self.call()
+        except Exception as error:  # an error escaping __del__ would only be printed
+            self.raised.append(error)
+
+
+def push_with_a_finalizer_inside(
+    inbox: Inbox, where: str, finalize: Callable[[], object]
+) -> list[BaseException]:
+    """Push to "s" while a finalizer calling *finalize* runs inside *where*; what it raised.
+
+    Run in the calling thread (the profile hook is per thread): wrap it in `run_bounded`.
+    """
+    finalizer = CallsWhenCollected(finalize)
+    raised = finalizer.raised
+    holder = [finalizer]
+    del finalizer
+    with run_once_inside(inbox, where, holder.clear) as held:  # the last reference goes
         inbox.push("s", "k", "c", "src")
-        assert inbox.wait_sync("s", 0) is True
+    assert held == [(where == "the store's lock", where == "the lot's lock")], "never inside"
+    return raised
 
-    backend.run(main)
-    assert inbox.waiter_count("s") == 0
-    assert "timers=0" in repr(clock)
+
+#: What a finalizer does to session "other" (whose waiter is parked): each needs
+#: the store's lock to make its change and the lot's to wake or end the waiter.
+FINALIZER_CALLS: dict[str, Callable[[Inbox, InboxEntry], object]] = {
+    "push": lambda inbox, drained: inbox.push("other", "k", "from a finalizer", "__del__"),
+    "requeue_front": lambda inbox, drained: inbox.requeue_front(drained),
+    "clear_session": lambda inbox, drained: inbox.clear_session("other"),
+    "close": lambda inbox, drained: inbox.close(),
+}
+
+
+@pytest.mark.parametrize("call", list(FINALIZER_CALLS))
+@pytest.mark.parametrize("where", list(CRITICAL_SECTIONS))
+def test_a_finalizer_calling_the_inbox_from_inside_it_is_refused_instead_of_deadlocking(
+    inbox: Inbox, where: str, call: str
+) -> None:
+    # Refused with RuntimeError, having changed nothing: no entry stored, no
+    # session cleared, the inbox still open, the waiter still parked.
+    drained = inbox.push("other", "k", "drained", "src")
+    inbox.drain("other")
+    waits = {sid: parked_wait_sync(inbox, sid) for sid in ("s", "other")}
+    finalize = FINALIZER_CALLS[call]
+    [error] = run_bounded(
+        push_with_a_finalizer_inside, inbox, where, lambda: finalize(inbox, drained)
+    )
+    assert isinstance(error, RuntimeError)
+    assert REENTERED in str(error)
+    assert ("store" if where == "the store's lock" else "parking lot") in str(error)
+    assert inbox.snapshot("other") == [], "refused, yet stored"
+    assert inbox.statistics("other").last_sequence == 1, "refused, yet cleared"
+    assert not inbox.closed
+    assert contents(inbox.snapshot("s")) == ["c"]  # the interrupted push is whole
+    assert waits["s"].outcome() is True
+    assert inbox.waiter_count("other") == 1
+    run_bounded(inbox.push, "other", "k", "c", "src")  # the inbox still works
+    assert waits["other"].outcome() is True
+
+
+class PushingClock:
+    """A ManualClock that, once armed, pushes to "other" the next time it is read."""
+
+    def __init__(self) -> None:
+        self.inner = ManualClock()
+        self.inbox: Inbox | None = None
+        self.armed = False
+        self.raised: list[BaseException] = []
+
+    def now_ms(self) -> int:
+        if self.armed and self.inbox is not None:
+            self.armed = False
+            try:
+                self.inbox.push("other", "k", "from the clock", "clock")
+            except RuntimeError as error:
+                self.raised.append(error)
+        return self.inner.now_ms()
+
+    def call_later(self, seconds: float, callback: Callable[[], object]) -> Any:
+        return self.inner.call_later(seconds, callback)
+
+
+def test_a_clock_pushing_when_read_under_the_stores_lock_raises_instead_of_deadlocking() -> None:
+    # While a session has entries that may expire, the store reads the clock
+    # under its lock to purge them: a clock that pushes there (a stand-in for
+    # a finalizer that runs in the middle of the read) re-enters the store.
+    clock = PushingClock()
+    inbox = Inbox(clock=clock)  # type: ignore[arg-type]
+    clock.inbox = inbox
+    entry = inbox.push("s", "k", "c", "src", expires_in=10)
+    clock.armed = True
+    assert run_bounded(inbox.pending_count, "s") == 1
+    [error] = clock.raised
+    assert isinstance(error, RuntimeError)
+    assert REENTERED in str(error)
+    assert "store" in str(error)
+    assert inbox.snapshot("other") == []  # refused before anything was stored
+    assert inbox.snapshot("s") == [entry]
+    assert run_bounded(inbox.push, "other", "k", "c", "src").sequence == 1
+
+
+def test_a_waits_own_finally_pushing_as_the_collector_finalizes_it_raises_instead_of_deadlocking(
+    inbox: Inbox,
+) -> None:
+    # asyncio only: a trio run never ends with a task still parked. A task
+    # parked in a hand-run loop that is closed under it is garbage once the
+    # inbox forgets the dead wait; if it sits in a reference cycle, the garbage
+    # collector finalizes its coroutine whenever it next runs: here, inside
+    # the store's lock. Its `finally` pushes: that must raise, not deadlock.
+    finished: list[bool] = []
+    raised: list[BaseException] = []
+
+    async def worker() -> None:
+        me = asyncio.current_task()  # a reference cycle: task, coroutine frame, task
+        try:
+            await inbox.wait("s")
+        finally:
+            finished.append(me is not None)
+            try:
+                inbox.push("log", "k", "worker ended", "worker")
+            except RuntimeError as error:
+                raised.append(error)
+
+    def collect_inside_a_push() -> None:
+        with run_once_inside(inbox, "the store's lock", gc.collect) as held:
+            inbox.push("s", "k", "c", "src")
+        assert held == [(True, False)]
+
+    gc.disable()  # until the moment chosen: the cycle must not be collected before
+    try:
+        loop = asyncio.new_event_loop()
+        loop.set_exception_handler(lambda loop, context: None)  # "Task was destroyed ..."
+        task = loop.create_task(worker())
+
+        async def until_parked() -> None:
+            while not inbox.waiter_count("s"):  # noqa: ASYNC110  # counted in loop turns
+                await asyncio.sleep(0)
+
+        loop.run_until_complete(until_parked())
+        loop.close()
+        assert inbox.waiter_count("s") == 0  # the dead wait is forgotten
+        task_ref = weakref.ref(task)
+        del task
+        assert task_ref() is not None, "collected before the moment chosen"
+        run_bounded(collect_inside_a_push)
+    finally:
+        gc.enable()
+    assert finished == [True]
+    [error] = raised
+    assert isinstance(error, RuntimeError)
+    assert REENTERED in str(error)
+    assert task_ref() is None
+    assert inbox.snapshot("log") == []
+    assert contents(inbox.snapshot("s")) == ["c"]

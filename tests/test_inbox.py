@@ -2,51 +2,31 @@
 
 from __future__ import annotations
 
-import threading
 from typing import TYPE_CHECKING, Any
 
 import attrs
 import pytest
+from _support import contents, parked_wait_sync, push_many, raising_after, run_bounded
 
-from harn_inbox import Inbox, InboxEntry, ManualClock
+from harn_inbox import Inbox, InboxEntry, ManualClock, SessionStatistics
+from harn_inbox.stores import MemoryStore
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
 MAX_SEQUENCE = 2**64 - 1
-#: Seconds a call that must not deadlock may take before we call it hung (a guard, not a verdict).
-HANG_GUARD = 30.0
 
-State = dict[str, list[InboxEntry]]
+State = tuple[list[str], dict[str, list[InboxEntry]], dict[str, int]]
 
 
 def state_of(inbox: Inbox) -> State:
-    """Everything pending, per session: compare it before and after an operation."""
-    return {session_id: inbox.snapshot(session_id) for session_id in sorted(inbox.sessions())}
-
-
-def run_bounded(fn: Callable[[], object]) -> Any:
-    """Run *fn* in a daemon thread and return its result; fail, not hang, if it deadlocks."""
-    results: list[object] = []
-    errors: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            results.append(fn())
-        except BaseException as error:
-            errors.append(error)
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    thread.join(HANG_GUARD)
-    assert not thread.is_alive(), "the call deadlocked"
-    if errors:
-        raise errors[0]
-    return results[0]
-
-
-def push_many(inbox: Inbox, session_id: str, count: int, kind: str = "k") -> list[InboxEntry]:
-    return [inbox.push(session_id, kind, f"c{n}", "src") for n in range(count)]
+    """Everything pending and waiting, per session: compare it before and after an operation."""
+    sessions = sorted(inbox.sessions())
+    return (
+        sessions,
+        {session_id: inbox.snapshot(session_id) for session_id in sessions},
+        {session_id: inbox.waiter_count(session_id) for session_id in sessions},
+    )
 
 
 # -- Construction --------------------------------------------------------------------------------
@@ -76,6 +56,40 @@ def test_new_inbox_is_empty(inbox: Inbox) -> None:
     assert inbox.snapshot("s") == []
     assert inbox.drain("s") == []
     assert inbox.waiter_count("s") == 0
+
+
+# -- The store -----------------------------------------------------------------------------------
+
+
+def test_an_inbox_keeps_its_sessions_in_the_store_it_is_given(clock: ManualClock) -> None:
+    store = MemoryStore()
+    inbox = Inbox(store=store, clock=clock)
+    entry = inbox.push("s", "k", "c", "src")
+    assert repr(store) in repr(inbox)
+    assert "sessions=1 with_pending=1" in repr(store)
+    assert inbox.drain("s") == [entry]
+    assert "sessions=1 with_pending=0" in repr(store)
+
+
+def test_a_store_serves_one_inbox(clock: ManualClock) -> None:
+    store = MemoryStore()
+    first = Inbox(store=store, clock=clock)
+    with pytest.raises(ValueError, match=r"^store is already used by another Inbox"):
+        Inbox(store=store, clock=clock)
+    assert first.push("s", "k", "c", "src").sequence == 1  # the first inbox is unharmed
+
+
+def test_an_inbox_refused_for_another_argument_leaves_its_store_free() -> None:
+    store = MemoryStore()
+    with pytest.raises(ValueError, match="max_pending"):
+        Inbox(store=store, max_pending=0)
+    assert Inbox(store=store).push("s", "k", "c", "src").sequence == 1
+
+
+@pytest.mark.parametrize("store", [object(), MemoryStore, {}, "memory", ManualClock()])
+def test_something_that_is_not_a_store_is_refused_naming_store(store: object) -> None:
+    with pytest.raises(TypeError, match=r"^store must be a store instance"):
+        Inbox(store=store)  # type: ignore[arg-type]
 
 
 # -- push ------------------------------------------------------------------------------------------
@@ -236,29 +250,44 @@ def test_drain_where_takes_only_its_session(inbox: Inbox) -> None:
     assert inbox.snapshot("other") == other
 
 
-@pytest.mark.parametrize("fail_at", [1, 3, 5])
+class Boom(Exception):
+    pass
+
+
+@pytest.mark.parametrize("error", [Boom, StopIteration])
+@pytest.mark.parametrize("fails_at", range(5))
 def test_predicate_error_propagates_and_leaves_the_inbox_exactly_as_before(
-    inbox: Inbox, fail_at: int
+    inbox: Inbox, fails_at: int, error: type[Exception]
 ) -> None:
-    push_many(inbox, "s", 5)
-    push_many(inbox, "other", 1)
+    # (A StopIteration, say from next() on an exhausted generator by mistake,
+    # must propagate too, not end the judging as if every entry had been seen.)
+    entries = push_many(inbox, "s", 5)
+    push_many(inbox, "other", 2)
     before = state_of(inbox)
-
-    class Boom(Exception):
-        pass
-
-    def predicate(entry: InboxEntry) -> bool:
-        if entry.sequence == fail_at:
-            raise Boom(entry.sequence)
-        return True  # would take everything before the failure
-
-    with pytest.raises(Boom):
-        inbox.drain_where("s", predicate)
+    with pytest.raises(error):  # after accepting the entries before: it would take them
+        inbox.drain_where("s", raising_after(fails_at, error))
     assert state_of(inbox) == before
+    assert inbox.drain_where("s", lambda entry: entry.sequence % 2 == 0) == entries[1::2]
+    assert inbox.snapshot("s") == entries[0::2]
     assert inbox.push("s", "k", "c", "src").sequence == 6
 
 
-def test_predicate_may_call_back_into_the_inbox_without_deadlock(inbox: Inbox) -> None:
+def test_predicate_that_pushes_then_raises_keeps_both_entries(inbox: Inbox) -> None:
+    first, second = push_many(inbox, "s", 2)
+    pushed: list[InboxEntry] = []
+
+    def predicate(entry: InboxEntry) -> bool:
+        if not pushed:
+            pushed.append(inbox.push("s", "k", "pushed by the predicate", "predicate"))
+            return True
+        raise Boom("on the second entry")
+
+    with pytest.raises(Boom):
+        inbox.drain_where("s", predicate)
+    assert inbox.snapshot("s") == [first, second, *pushed]
+
+
+def test_predicate_may_call_the_inbox_without_deadlock(inbox: Inbox) -> None:
     entries = push_many(inbox, "s", 3)
     observed: list[tuple[int, int, int, bool]] = []
 
@@ -271,26 +300,18 @@ def test_predicate_may_call_back_into_the_inbox_without_deadlock(inbox: Inbox) -
                 "s" in inbox.sessions(),
             )
         )
+        inbox.push("log", "seen", str(entry.sequence), "predicate")
+        inbox.drain("elsewhere")
         return entry.sequence != 2
 
-    taken = run_bounded(lambda: inbox.drain_where("s", predicate))
+    taken = run_bounded(inbox.drain_where, "s", predicate)
     assert taken == [entries[0], entries[2]]
     assert observed == [(3, 3, 0, True)] * 3  # nothing is taken until every entry is judged
     assert inbox.snapshot("s") == [entries[1]]
+    assert contents(inbox.drain("log")) == ["1", "2", "3"]
 
 
-def test_predicate_may_push_to_another_session(inbox: Inbox) -> None:
-    entries = push_many(inbox, "s", 2)
-
-    def predicate(entry: InboxEntry) -> bool:
-        inbox.push("log", "seen", str(entry.sequence), "predicate")
-        return True
-
-    assert run_bounded(lambda: inbox.drain_where("s", predicate)) == entries
-    assert [entry.content for entry in inbox.drain("log")] == ["1", "2"]
-
-
-def test_entry_pushed_by_the_predicate_to_its_session_is_judged_and_not_lost(
+def test_entry_pushed_by_the_predicate_to_its_session_is_left_pending_not_lost(
     inbox: Inbox,
 ) -> None:
     entries = push_many(inbox, "s", 2)
@@ -301,7 +322,7 @@ def test_entry_pushed_by_the_predicate_to_its_session_is_judged_and_not_lost(
             pushed.append(inbox.push("s", "late", "c", "predicate"))
         return entry.kind != "late"
 
-    taken = run_bounded(lambda: inbox.drain_where("s", predicate))
+    taken = run_bounded(inbox.drain_where, "s", predicate)
     assert taken == entries
     assert inbox.snapshot("s") == pushed
     assert pushed[0].sequence == 3
@@ -316,7 +337,7 @@ def test_entries_drained_by_the_predicate_are_not_taken_twice(inbox: Inbox) -> N
             drained_inside.extend(inbox.drain("s"))
         return True
 
-    taken = run_bounded(lambda: inbox.drain_where("s", predicate))
+    taken = run_bounded(inbox.drain_where, "s", predicate)
     assert drained_inside == entries
     assert taken == []
     assert inbox.sessions() == []
@@ -336,7 +357,7 @@ def test_drain_where_judges_each_entry_once_though_the_predicate_requeues_one_ah
         judged.append(entry)
         return entry is entries[1]
 
-    assert run_bounded(lambda: inbox.drain_where("s", predicate)) == [entries[1]]
+    assert run_bounded(inbox.drain_where, "s", predicate) == [entries[1]]
     assert judged == [*entries, back]
     assert inbox.snapshot("s") == [back, entries[0], entries[2]]
 
@@ -558,6 +579,57 @@ def test_sessions_result_is_a_copy(inbox: Inbox) -> None:
     assert inbox.sessions() == ["a"]
 
 
+def test_statistics_describe_a_session_at_one_instant_as_a_frozen_value(inbox: Inbox) -> None:
+    assert inbox.statistics("s") == SessionStatistics(
+        session_id="s", pending=0, waiters=0, last_sequence=0, dropped=0
+    )  # an unknown session: zeros
+    assert inbox.sessions() == []
+    push_many(inbox, "s", 3)
+    inbox.drain_where("s", lambda entry: entry.sequence == 1)
+    stats = inbox.statistics("s")
+    assert (stats.session_id, stats.pending, stats.waiters, stats.last_sequence) == ("s", 2, 0, 3)
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        stats.pending = 0  # type: ignore[misc]
+    inbox.drain("s")
+    assert stats.pending == 2  # a value: later changes do not reach it
+    drained = inbox.statistics("s")
+    assert (drained.pending, drained.last_sequence) == (0, 3)  # a drain keeps the counter
+    inbox.clear_session("s")
+    assert inbox.statistics("s").last_sequence == 0
+
+
+def test_statistics_count_the_waits_in_progress_and_the_drops() -> None:
+    inbox = Inbox(clock=ManualClock(), max_pending=2, overflow="drop_oldest")
+    push_many(inbox, "s", 5)
+    wait = parked_wait_sync(inbox, "quiet")
+    stats, quiet = inbox.statistics("s"), inbox.statistics("quiet")
+    assert (stats.pending, stats.dropped, stats.last_sequence) == (2, 3, 5)
+    assert stats.dropped == inbox.dropped("s")
+    assert (quiet.waiters, quiet.pending) == (1, 0)
+    assert quiet.waiters == inbox.waiter_count("quiet")
+    inbox.push("quiet", "k", "c", "src")
+    assert wait.outcome() is True
+    assert inbox.statistics("quiet").waiters == 0
+
+
+def test_statistics_count_what_the_producer_and_consumer_controls_did(
+    inbox: Inbox, clock: ManualClock
+) -> None:
+    inbox.push("s", "k", "first", "src", dedupe_key="d")
+    inbox.push("s", "k", "retried", "src", dedupe_key="d")  # a duplicate: stores nothing
+    inbox.push("s", "k", "10%", "src", coalesce_key="progress")
+    inbox.push("s", "k", "20%", "src", coalesce_key="progress")  # replaces the 10%
+    inbox.push("s", "k", "soon stale", "src", expires_in=1)
+    clock.advance(1)
+    revoked = inbox.push("s", "k", "taken back", "src")
+    assert inbox.revoke("s", revoked.sequence) == revoked
+    inbox.reserve_sequence("s")
+    stats = inbox.statistics("s")
+    counts = (stats.duplicates, stats.coalesced, stats.expired, stats.revoked, stats.reserved)
+    assert counts == (1, 1, 1, 1, 1)
+    assert (stats.pending, stats.last_sequence) == (2, 6)
+
+
 def test_waiter_count_is_zero_without_waits(inbox: Inbox) -> None:
     push_many(inbox, "s", 1)
     assert inbox.wait_sync("s", 0) is True
@@ -611,6 +683,7 @@ SESSION_METHODS: list[tuple[str, Callable[[Inbox, Any], object]]] = [
     ("clear_session", lambda inbox, sid: inbox.clear_session(sid)),
     ("waiter_count", lambda inbox, sid: inbox.waiter_count(sid)),
     ("wait_sync", lambda inbox, sid: inbox.wait_sync(sid, 0)),
+    ("statistics", lambda inbox, sid: inbox.statistics(sid)),
 ]
 
 

@@ -19,12 +19,11 @@ from __future__ import annotations
 import gc
 import os
 import queue
-import threading
-import time
 import tracemalloc
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from _support import HANG_GUARD_SECONDS, ThreadCall, join_all, spin_until
 
 from harn_inbox import Inbox, InboxEntry, ManualClock
 
@@ -35,7 +34,6 @@ if TYPE_CHECKING:
 
 SCALE = float(os.environ.get("HARN_STRESS_SCALE", "1"))
 SLACK_BYTES = 64 * 1024
-HANG_GUARD_SECONDS = 60.0
 
 
 def scaled(count: int) -> int:
@@ -257,10 +255,7 @@ def test_thread_waits_woken_timed_out_and_cleared_leave_memory_and_waiters_flat(
     def one_round(n: int) -> bool:
         session_id = sessions[n % 50]
         requests.put(session_id)
-        give_up = time.monotonic() + HANG_GUARD_SECONDS
-        while inbox.waiter_count(session_id) == 0:
-            assert time.monotonic() < give_up, "the worker never parked"
-            time.sleep(0)
+        spin_until(lambda: inbox.waiter_count(session_id) > 0, "the worker parked")
         how = n % 3
         if how == 0:
             inbox.push(session_id, "k", "wake", "src")
@@ -272,15 +267,33 @@ def test_thread_waits_woken_timed_out_and_cleared_leave_memory_and_waiters_flat(
         inbox.drain(session_id)
         return result
 
-    thread = threading.Thread(target=worker, daemon=True)
-    thread.start()
+    thread = ThreadCall(worker)
     try:
         answers = [one_round(n) for n in range(warm_up)]
         tracer.mark_baseline()
         answers += [one_round(n) for n in range(warm_up, rounds)]
     finally:
         requests.put(None)
-        thread.join(HANG_GUARD_SECONDS)
+        join_all([thread])
     tracer.assert_flat()
     assert answers == [n % 3 == 0 for n in range(rounds)]
     assert_no_waiter_anywhere(inbox, sessions, clock)
+
+
+# -- Channels and sessions dropped without a goodbye -----------------------------------------------
+
+
+def test_batches_dropped_without_aclose_leave_no_registry_behind(backend: Backend) -> None:
+    inbox = Inbox()
+
+    async def main() -> None:
+        for n in range(2_000):
+            session = f"req-{n}"
+            inbox.push(session, "k", "c", "t")
+            async for _ in inbox.batches(session):  # take one batch and leave, as users do
+                break
+
+    backend.run(main)
+    gc.collect()
+    inbox.batches("one-more")  # registering a new session sweeps the dead ones
+    assert len(inbox._batches) <= 64

@@ -9,13 +9,20 @@ whatever was accepted before the close can still be drained and requeued.
 from __future__ import annotations
 
 import threading
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import pytest
 import structlog
 import trio
-from _polling import HANG_GUARD_SECONDS, spin_until
+from _support import (
+    ThreadCall,
+    catching,
+    collect,
+    join_all,
+    parked_wait_sync,
+    push_many,
+    spin_until,
+)
 from structlog.testing import capture_logs
 
 import harn_inbox
@@ -25,36 +32,6 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     from conftest import Backend, TaskHandle
-
-#: A guard against hangs, never a verdict: a healthy test finishes in milliseconds.
-
-
-def _start_thread(fn: Callable[[], object]) -> tuple[threading.Thread, list[Any]]:
-    """Run *fn* in a daemon thread; its return value (or exception) lands in the list."""
-    outcome: list[Any] = []
-
-    def target() -> None:
-        try:
-            outcome.append(fn())
-        except BaseException as error:  # reported by the caller, not by the thread machinery
-            outcome.append(error)
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    return thread, outcome
-
-
-def _join(thread: threading.Thread, outcome: list[Any]) -> Any:
-    thread.join(HANG_GUARD_SECONDS)
-    assert not thread.is_alive(), "the thread is still blocked"
-    [result] = outcome
-    if isinstance(result, BaseException):
-        raise result
-    return result
-
-
-def _push_many(inbox: Inbox, session_id: str, count: int) -> list[InboxEntry]:
-    return [inbox.push(session_id, "tool_result", f"#{n}", "test") for n in range(count)]
 
 
 async def _returns_without_parking(
@@ -75,10 +52,6 @@ async def _returns_without_parking(
     assert handle.finished
     assert handle.raised is None, f"{fn.__name__}{args!r} blocked or raised: {handle.raised!r}"
     return handle.result
-
-
-async def _collect(channel: harn_inbox.Batches) -> list[list[InboxEntry]]:
-    return [batch async for batch in channel]
 
 
 # -- The exceptions --------------------------------------------------------------------------------
@@ -158,17 +131,14 @@ def test_async_with_closes_the_inbox_on_exit(backend: Backend, clock: ManualCloc
 def test_close_wakes_parked_thread_waiters_and_they_report_nothing_pending(
     inbox: Inbox, clock: ManualClock
 ) -> None:
-    started = [
-        _start_thread(lambda: inbox.wait_sync("a")),
-        _start_thread(lambda: inbox.wait_sync("a")),
-        _start_thread(lambda: inbox.wait_sync("b", 30)),  # a timer on the ManualClock
+    waits = [
+        parked_wait_sync(inbox, "a"),
+        parked_wait_sync(inbox, "a"),
+        parked_wait_sync(inbox, "b", 30),  # a timer on the ManualClock
     ]
-    spin_until(
-        lambda: (inbox.waiter_count("a"), inbox.waiter_count("b")) == (2, 1), "threads parked"
-    )
     assert "timers=1" in repr(clock)
     inbox.close()
-    assert [_join(*pair) for pair in started] == [False, False, False]
+    assert [wait.outcome() for wait in waits] == [False, False, False]
     assert inbox.waiter_count("a") == inbox.waiter_count("b") == 0
     assert "timers=0" in repr(clock)  # the close ended the timed wait; no time had to pass
     assert clock.now_ms() == 1_000_000
@@ -177,10 +147,9 @@ def test_close_wakes_parked_thread_waiters_and_they_report_nothing_pending(
 def test_close_wakes_a_thread_waiter_with_a_real_timeout() -> None:
     with capture_logs() as logs:
         inbox = Inbox(logger=structlog.get_logger())
-        thread, outcome = _start_thread(lambda: inbox.wait_sync("a", 3600))
-        spin_until(lambda: inbox.waiter_count("a") == 1, "thread parked")
+        wait = parked_wait_sync(inbox, "a", 3600)
         inbox.close()
-        assert _join(thread, outcome) is False
+        assert wait.outcome() is False
     [wait] = [log for log in logs if log["event"] == "inbox.wait"]
     assert wait["outcome"] == "closed"  # woken by the close, not by its timeout
 
@@ -199,19 +168,21 @@ def test_close_wakes_parked_async_waiters_and_they_report_nothing_pending(
                 group.start_soon(inbox.wait, "a", 30),
                 group.start_soon(inbox.wait_for, "b", never),
                 group.start_soon(inbox.wait_for, "busy", never, 30),
-                group.start_soon(_collect, inbox.batches("c")),
+                group.start_soon(collect, inbox.batches("c")),
+                group.start_soon(catching, trio.EndOfChannel, inbox.batches("d").receive),
             ]
             await backend.wait_parked(inbox, "a", 2)
-            await backend.wait_parked(inbox, "b")
-            await backend.wait_parked(inbox, "busy")
-            await backend.wait_parked(inbox, "c")
+            for session_id in ("b", "busy", "c", "d"):
+                await backend.wait_parked(inbox, session_id)
             inbox.close()
         return handles
 
     handles = backend.run(main)
-    assert [handle.result for handle in handles] == [False, False, [], [], []]
+    *results, receive_ended = [handle.result for handle in handles]
+    assert results == [False, False, [], [], []]
+    assert isinstance(receive_ended, trio.EndOfChannel)  # as `async for` above ends
     assert all(handle.raised is None for handle in handles)
-    assert [inbox.waiter_count(sid) for sid in ("a", "b", "busy", "c")] == [0, 0, 0, 0]
+    assert [inbox.waiter_count(sid) for sid in ("a", "b", "busy", "c", "d")] == [0] * 5
     assert [entry.content for entry in inbox.snapshot("busy")] == ["stays"]
     assert "timers=0" in repr(clock)
     assert clock.now_ms() == 1_000_000
@@ -246,7 +217,7 @@ def test_close_from_another_thread_wakes_async_waiters(backend: Backend, inbox: 
     async def main() -> tuple[TaskHandle, TaskHandle]:
         async with backend.task_group() as group:
             waiting = group.start_soon(inbox.wait, "a")
-            receiving = group.start_soon(_collect, inbox.batches("a"))
+            receiving = group.start_soon(collect, inbox.batches("a"))
             await backend.wait_parked(inbox, "a", 2)
             await backend.to_thread(inbox.close)
         return waiting, receiving
@@ -260,10 +231,9 @@ def test_close_reports_how_many_waiters_it_woke_and_each_wait_says_closed(
 ) -> None:
     with capture_logs() as logs:
         inbox = Inbox(clock=clock, logger=structlog.get_logger())
-        started = [_start_thread(partial(inbox.wait_sync, sid)) for sid in ("a", "b", "b")]
-        spin_until(lambda: inbox.waiter_count("a") + inbox.waiter_count("b") == 3, "parked")
+        waits = [parked_wait_sync(inbox, sid) for sid in ("a", "b", "b")]
         inbox.close()
-        assert [_join(*pair) for pair in started] == [False, False, False]
+        assert [wait.outcome() for wait in waits] == [False, False, False]
     [close] = [log for log in logs if log["event"] == "inbox.close"]
     assert close["woken"] == 3
     waits = [log for log in logs if log["event"] == "inbox.wait"]
@@ -283,8 +253,8 @@ def test_thread_waits_on_a_closed_inbox_return_at_once(inbox: Inbox, clock: Manu
         ("empty", 30, False),
         ("empty", 0, False),
     ]:
-        thread, outcome = _start_thread(partial(inbox.wait_sync, session_id, timeout))
-        assert _join(thread, outcome) is expected, (session_id, timeout)
+        wait = ThreadCall(inbox.wait_sync, session_id, timeout)
+        assert wait.outcome() is expected, (session_id, timeout)
     assert inbox.waiter_count("empty") == 0
     assert "timers=0" in repr(clock)
     assert inbox.pending_count("full") == 1  # a wait takes nothing
@@ -323,35 +293,25 @@ def test_async_waits_on_a_closed_inbox_return_at_once(
 # -- batches: what is left, then the end -----------------------------------------------------------
 
 
-def test_batches_yield_what_is_left_after_close_then_end(backend: Backend, inbox: Inbox) -> None:
+@pytest.mark.parametrize("opened", ["before the close", "after the close"])
+def test_batches_yield_what_is_left_after_close_then_end(
+    backend: Backend, inbox: Inbox, opened: str
+) -> None:
     before = inbox.batches("s")
-    entries = _push_many(inbox, "s", 3)
+    entries = push_many(inbox, "s", 3)
     inbox.close()
     after = inbox.batches("s")
+    taker, other = (before, after) if opened == "before the close" else (after, before)
 
-    async def main() -> tuple[list[list[InboxEntry]], list[list[InboxEntry]]]:
-        return await _collect(before), await _collect(after)
+    async def main() -> tuple[list[InboxEntry], list[list[InboxEntry]]]:
+        leftovers = await taker.receive()
+        for _ in range(2):  # it ends, and stays ended
+            with pytest.raises(trio.EndOfChannel):
+                await taker.receive()
+        return leftovers, await collect(other)
 
-    from_before, from_after = backend.run(main)
-    assert from_before == [entries]
-    assert from_after == []
+    assert backend.run(main) == (entries, [])
     assert inbox.pending_count("s") == 0
-
-
-def test_batches_opened_after_close_yield_the_leftovers(backend: Backend, inbox: Inbox) -> None:
-    entries = _push_many(inbox, "s", 2)
-    inbox.close()
-
-    async def main() -> list[list[InboxEntry]]:
-        channel = inbox.batches("s")
-        first = await channel.receive()
-        with pytest.raises(trio.EndOfChannel):
-            await channel.receive()
-        with pytest.raises(trio.EndOfChannel):
-            await channel.receive()  # and it stays ended
-        return [first]
-
-    assert backend.run(main) == [entries]
 
 
 def test_batches_consumer_gets_everything_pushed_before_a_close_from_another_thread(
@@ -364,9 +324,7 @@ def test_batches_consumer_gets_everything_pushed_before_a_close_from_another_thr
         inbox.close()
 
     async def main() -> list[list[InboxEntry]]:
-        async with backend.task_group() as group:
-            consumer = group.start_soon(_collect, inbox.batches("s"))
-            await backend.wait_parked(inbox, "s")
+        async with backend.parked(inbox, collect, inbox.batches("s"), session_id="s") as consumer:
             await backend.to_thread(produce)
         result: list[list[InboxEntry]] = consumer.result
         return result
@@ -381,7 +339,7 @@ def test_batches_consumer_gets_everything_pushed_before_a_close_from_another_thr
 
 
 def test_push_after_close_raises_inbox_closed_and_stores_nothing(inbox: Inbox) -> None:
-    queued = _push_many(inbox, "a", 2)
+    queued = push_many(inbox, "a", 2)
     inbox.close()
     with pytest.raises(InboxClosed, match="session 'a'"):
         inbox.push("a", "k", "late", "src")
@@ -430,15 +388,11 @@ def test_pushing_threads_racing_a_close_lose_nothing_and_each_stop_on_inbox_clos
                 refusals[index].append(error)
                 return
 
-    threads = [threading.Thread(target=produce, args=(i,), daemon=True) for i in range(producers)]
-    for thread in threads:
-        thread.start()
+    threads = [ThreadCall(produce, i) for i in range(producers)]
     start.wait()
     spin_until(lambda: inbox.pending_count("shared") >= 2_000, "pushes under way")
     inbox.close()
-    for thread in threads:
-        thread.join(HANG_GUARD_SECONDS)
-        assert not thread.is_alive()
+    join_all(threads)
 
     assert all(len(errors) == 1 for errors in refusals), "every producer is told, once"
     every_accepted = [entry for entries in accepted for entry in entries]
@@ -456,8 +410,8 @@ def test_pushing_threads_racing_a_close_lose_nothing_and_each_stop_on_inbox_clos
 
 
 def test_drain_and_drain_where_after_close_return_what_was_queued(inbox: Inbox) -> None:
-    a = _push_many(inbox, "a", 4)
-    b = _push_many(inbox, "b", 2)
+    a = push_many(inbox, "a", 4)
+    b = push_many(inbox, "b", 2)
     inbox.close()
     assert inbox.pending_count("a") == 4
     assert inbox.drain_where("a", lambda entry: entry.sequence % 2 == 1) == [a[0], a[2]]
@@ -468,7 +422,7 @@ def test_drain_and_drain_where_after_close_return_what_was_queued(inbox: Inbox) 
 
 
 def test_requeue_front_after_close_puts_entries_back_in_order(inbox: Inbox) -> None:
-    first, second = _push_many(inbox, "s", 2)
+    first, second = push_many(inbox, "s", 2)
     taken = inbox.drain("s")
     inbox.close()
     for entry in reversed(taken):
@@ -480,13 +434,13 @@ def test_requeue_front_after_close_puts_entries_back_in_order(inbox: Inbox) -> N
 
 
 def test_requeued_entry_after_close_is_seen_by_a_wait(backend: Backend, inbox: Inbox) -> None:
-    [entry] = _push_many(inbox, "s", 1)
+    [entry] = push_many(inbox, "s", 1)
     inbox.drain("s")
     inbox.close()
 
     async def main() -> tuple[bool, list[list[InboxEntry]]]:
         assert await inbox.wait("s") is False
         inbox.requeue_front(entry)
-        return await inbox.wait("s"), await _collect(inbox.batches("s"))
+        return await inbox.wait("s"), await collect(inbox.batches("s"))
 
     assert backend.run(main) == (True, [[entry]])

@@ -18,15 +18,13 @@ import random
 import threading
 import time
 from collections import Counter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from _polling import spin_until
+from _support import ThreadCall, join_all, spin_until
 
 from harn_inbox import Inbox, InboxEntry
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
-
     from conftest import Backend, TaskHandle
 
 SCALE = float(os.environ.get("HARN_STRESS_SCALE", "1"))
@@ -39,36 +37,6 @@ PACE_CLEARER_SECONDS = 0.001
 
 def scaled(count: int) -> int:
     return max(1, round(count * SCALE))
-
-
-def _join_all(threads: Iterable[threading.Thread]) -> None:
-    for thread in threads:
-        thread.join(HANG_GUARD_SECONDS)
-        assert not thread.is_alive(), f"{thread.name} hung"
-
-
-class Threads:
-    """Start named daemon threads; re-raise the first failure of any of them on `join`."""
-
-    def __init__(self) -> None:
-        self.threads: list[threading.Thread] = []
-        self.errors: list[BaseException] = []
-
-    def start(self, name: str, fn: Callable[..., object], *args: Any) -> None:
-        def target() -> None:
-            try:
-                fn(*args)
-            except BaseException as error:
-                self.errors.append(error)
-
-        thread = threading.Thread(target=target, name=name, daemon=True)
-        thread.start()
-        self.threads.append(thread)
-
-    def join(self) -> None:
-        _join_all(self.threads)
-        if self.errors:
-            raise self.errors[0]
 
 
 def _producer_of(entry: InboxEntry) -> tuple[str, int]:
@@ -166,23 +134,24 @@ def test_thread_producers_and_consumers_deliver_exactly_once_with_requeues_and_c
             clear_counts.append(inbox.clear_session(cleared))
             time.sleep(PACE_CLEARER_SECONDS)
 
-    consumers = Threads()
-    for session_id in ordered:
-        consumers.start(f"drainer-{session_id}", drainer, session_id, f"drainer-{session_id}")
-        consumers.start(f"picker-{session_id}", picker, session_id, f"picker-{session_id}")
-    for session_id in requeued:
-        for k in range(2):
-            name = f"requeuer{k}-{session_id}"
-            consumers.start(name, requeuer, session_id, name)
-    consumers.start("drainer-c0", drainer, cleared, "drainer-c0")
-    consumers.start("clearer", clearer)
-    producing = Threads()
-    for name in pushed:
-        producing.start(name, produce, name)
-    producing.join()
+    consumers = [
+        ThreadCall(work, session_id, f"{kind}-{session_id}", name=f"{kind}-{session_id}")
+        for session_id in ordered
+        for kind, work in (("drainer", drainer), ("picker", picker))
+    ]
+    consumers += [
+        ThreadCall(requeuer, session_id, name, name=name)
+        for session_id in requeued
+        for name in (f"requeuer{k}-{session_id}" for k in range(2))
+    ]
+    consumers.append(ThreadCall(drainer, cleared, "drainer-c0", name="drainer-c0"))
+    consumers.append(ThreadCall(clearer, name="clearer"))
+    join_all(
+        [ThreadCall(produce, name, name=name) for name in pushed], guard_seconds=HANG_GUARD_SECONDS
+    )
     producers_done.set()
     inbox.close()  # waiters wake; consumers take what is left and stop
-    consumers.join()
+    join_all(consumers, guard_seconds=HANG_GUARD_SECONDS)
 
     every_push = [entry for entries in pushed.values() for entry in entries]
     assert len(every_push) == producers * per_producer
@@ -211,21 +180,14 @@ def test_thread_producers_and_consumers_deliver_exactly_once_with_requeues_and_c
 def test_a_thousand_waiting_threads_all_wake_and_none_stays_registered() -> None:
     inbox = Inbox()
     crowd, loners = 600, 400
-    results: list[bool] = []
-    threads: list[threading.Thread] = []
-    for n in range(crowd + loners):
-        session_id = "crowd" if n < crowd else f"alone-{n}"
-        thread = threading.Thread(
-            target=lambda s=session_id: results.append(inbox.wait_sync(s)), daemon=True
-        )
-        thread.start()
-        threads.append(thread)
+    sessions = ["crowd"] * crowd + [f"alone-{n}" for n in range(crowd, crowd + loners)]
+    threads = [ThreadCall(inbox.wait_sync, session_id) for session_id in sessions]
     spin_until(lambda: inbox.waiter_count("crowd") >= crowd, "threads parked", HANG_GUARD_SECONDS)
     inbox.push("crowd", "k", "one push wakes all of them", "test")
     for n in range(crowd, crowd + loners):
         inbox.push(f"alone-{n}", "k", "one each", "test")
-    _join_all(threads)
-    assert results == [True] * (crowd + loners)
+    join_all(threads, guard_seconds=HANG_GUARD_SECONDS)
+    assert [thread.result for thread in threads] == [True] * (crowd + loners)
     assert inbox.waiter_count("crowd") == 0
     assert all(inbox.waiter_count(f"alone-{n}") == 0 for n in range(crowd, crowd + loners))
     assert inbox.pending_count("crowd") == 1, "waking takes nothing"

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from typing import TYPE_CHECKING, Any
 
 import pytest
 import structlog
+from _support import parked_wait_sync
 from structlog.testing import capture_logs
 
 from harn_inbox import Inbox, InboxEntry, ManualClock
@@ -15,39 +14,9 @@ from harn_inbox import Inbox, InboxEntry, ManualClock
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-#: How many looks `wait_parked` takes (yielding the GIL between them) before calling a thread lost.
-PARK_LOOKS = 200_000
-#: Seconds a thread that must finish may take before we call it hung (a guard, never a verdict).
-HANG_GUARD = 30.0
+    from conftest import Backend
 
 Event = dict[str, Any]
-
-
-def wait_parked(inbox: Inbox, session_id: str) -> None:
-    for _ in range(PARK_LOOKS):
-        if inbox.waiter_count(session_id):
-            return
-        time.sleep(0)  # only yields to the other threads
-    raise AssertionError(f"no waiter ever parked on {session_id!r}")
-
-
-class ThreadedWait:
-    """``inbox.wait_sync(session_id, timeout)`` in a daemon thread, parked once constructed."""
-
-    def __init__(self, inbox: Inbox, session_id: str, timeout: float | None) -> None:
-        self.results: list[bool] = []
-        self._thread = threading.Thread(
-            target=lambda: self.results.append(inbox.wait_sync(session_id, timeout)),
-            daemon=True,
-        )
-        self._thread.start()
-        wait_parked(inbox, session_id)
-
-    def outcome(self) -> bool:
-        self._thread.join(HANG_GUARD)
-        assert not self._thread.is_alive(), "wait_sync never returned"
-        (result,) = self.results
-        return result
 
 
 @pytest.fixture
@@ -94,10 +63,10 @@ def test_inbox_without_logger_emits_nothing(
     inbox.push("s", "k", "c", "src")
     inbox.wait_sync("s", 5)
     inbox.clear_session("s")
-    timed_out = ThreadedWait(inbox, "s", 5)
+    timed_out = parked_wait_sync(inbox, "s", 5)
     clock.advance(5)
     assert timed_out.outcome() is False
-    cleared = ThreadedWait(inbox, "s", None)
+    cleared = parked_wait_sync(inbox, "s", None)
     inbox.clear_session("s")
     assert cleared.outcome() is False
     assert logs == []
@@ -195,7 +164,7 @@ def test_wait_on_pending_entry_reports_pending_at_once(logged: Inbox, logs: list
 def test_wait_woken_by_push_reports_pending_and_the_time_waited(
     logged: Inbox, clock: ManualClock, logs: list[Event]
 ) -> None:
-    wait = ThreadedWait(logged, "s", None)
+    wait = parked_wait_sync(logged, "s", None)
     clock.advance(1.5)
     logged.push("s", "k", "c", "src")
     assert wait.outcome() is True
@@ -206,7 +175,7 @@ def test_wait_woken_by_push_reports_pending_and_the_time_waited(
 def test_wait_that_times_out_reports_timeout(
     logged: Inbox, clock: ManualClock, logs: list[Event]
 ) -> None:
-    wait = ThreadedWait(logged, "s", 5)
+    wait = parked_wait_sync(logged, "s", 5)
     clock.advance(5)
     assert wait.outcome() is False
     event = only(logs, "inbox.wait")
@@ -216,7 +185,7 @@ def test_wait_that_times_out_reports_timeout(
 def test_wait_ended_by_clear_session_reports_cleared(
     logged: Inbox, clock: ManualClock, logs: list[Event]
 ) -> None:
-    wait = ThreadedWait(logged, "s", 30)
+    wait = parked_wait_sync(logged, "s", 30)
     clock.advance(2)
     logged.clear_session("s")
     assert wait.outcome() is False
@@ -225,7 +194,7 @@ def test_wait_ended_by_clear_session_reports_cleared(
 
 
 def test_wait_ended_by_close_reports_closed(logged: Inbox, logs: list[Event]) -> None:
-    wait = ThreadedWait(logged, "s", None)
+    wait = parked_wait_sync(logged, "s", None)
     logged.close()
     assert wait.outcome() is False
     assert has_fields(only(logs, "inbox.wait"), session_id="s", outcome="closed")
@@ -244,3 +213,48 @@ def test_rejected_wait_emits_nothing(logged: Inbox, logs: list[Event]) -> None:
     with pytest.raises(TypeError, match="session_id"):
         logged.wait_sync(3, 0)  # type: ignore[arg-type]
     assert logs == []
+
+
+# -- A logger that fails ---------------------------------------------------------------------------
+
+
+class BrokenLogger:
+    """Raises on every event, as a PrintLogger on a closed stream does at shutdown."""
+
+    def _fail(self, event: str, **fields: Any) -> None:
+        raise ValueError("I/O operation on closed file")
+
+    debug = info = warning = _fail
+
+
+def test_a_raising_logger_loses_no_entry_and_fails_no_operation(
+    clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    inbox = Inbox(clock=clock, logger=BrokenLogger())  # type: ignore[arg-type]
+    first = inbox.push("s", "k", "#1", "t")  # accepted: must not look refused
+    second = inbox.push("s", "k", "#2", "t")
+    assert inbox.drain_where("s", lambda entry: entry.content == "#1") == [first]
+    assert inbox.wait_sync("s", 0) is True
+    assert inbox.drain("s") == [second]
+    inbox.requeue_front(second)
+    assert inbox.clear_session("s") == 1
+    inbox.close()
+    assert "logging inbox.drain failed" in caplog.text
+
+
+def test_a_raising_logger_does_not_lose_what_an_async_wait_took(
+    backend: Backend, clock: ManualClock
+) -> None:
+    inbox = Inbox(clock=clock, logger=BrokenLogger())  # type: ignore[arg-type]
+    entry = inbox.push("s", "k", "c", "t")
+
+    async def main() -> list[InboxEntry]:
+        return await inbox.wait_for("s", lambda e: True)
+
+    assert backend.run(main) == [entry]
+
+
+def test_a_structlog_logger_receives_the_events() -> None:
+    with capture_logs() as logs:
+        Inbox(logger=structlog.get_logger()).push("s", "k", "c", "t")
+    assert [log["event"] for log in logs] == ["inbox.push"]

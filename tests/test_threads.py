@@ -8,6 +8,7 @@ from collections import Counter, defaultdict
 from typing import TYPE_CHECKING
 
 import pytest
+from _support import ThreadCall, join_all
 
 from harn_inbox import Inbox, InboxEntry, ManualClock, SystemClock
 
@@ -17,8 +18,6 @@ if TYPE_CHECKING:
 PRODUCERS = 8
 PUSHES_PER_PRODUCER = 2_000
 SESSIONS = ("alpha", "beta", "")
-#: Seconds a thread that must finish may take before we call it hung (a guard, never a verdict).
-HANG_GUARD = 30.0
 
 
 def session_for(producer: int, counter: int) -> str:
@@ -43,37 +42,6 @@ def shared_inbox(request: pytest.FixtureRequest) -> Iterator[Inbox]:
     clock = ManualClock(start_ms=1_000_000) if request.param == "manual" else SystemClock()
     with Inbox(clock=clock) as inbox:
         yield inbox
-
-
-class Crew:
-    """Threads started together at a barrier; joined with a hang guard that closes the inbox."""
-
-    def __init__(self, inbox: Inbox) -> None:
-        self.inbox = inbox
-        self.threads: list[threading.Thread] = []
-        self.errors: list[BaseException] = []
-
-    def add(self, fn: Callable[[], object]) -> None:
-        def target() -> None:
-            try:
-                fn()
-            except BaseException as error:
-                self.errors.append(error)
-
-        self.threads.append(threading.Thread(target=target, daemon=True))
-
-    def run(self, barrier: threading.Barrier) -> None:
-        assert barrier.parties == len(self.threads)
-        for thread in self.threads:
-            thread.start()
-        for thread in self.threads:
-            thread.join(HANG_GUARD)
-        hung = [thread for thread in self.threads if thread.is_alive()]
-        if hung:
-            self.inbox.close()  # releases any waiter that missed its wake-up
-        assert not hung, f"{len(hung)} thread(s) hung"
-        if self.errors:
-            raise self.errors[0]
 
 
 def producer(inbox: Inbox, barrier: threading.Barrier, number: int) -> Callable[[], None]:
@@ -133,11 +101,10 @@ def test_concurrent_pushes_and_drains_deliver_every_entry_once_in_order(
             if done == PRODUCERS:
                 return
 
-    crew = Crew(inbox)
-    for number in range(PRODUCERS):
-        crew.add(produce_then_report(number))
-    crew.add(drain_repeatedly)
-    crew.run(barrier)
+    crew = [ThreadCall(produce_then_report(number)) for number in range(PRODUCERS)]
+    crew.append(ThreadCall(drain_repeatedly))
+    assert barrier.parties == len(crew)
+    join_all(crew, inbox)
     assert inbox.sessions() == []
     check_delivery(received)
 
@@ -159,12 +126,10 @@ def test_sync_waiters_miss_no_wake_up_under_concurrent_pushes(shared_inbox: Inbo
 
         return consume
 
-    crew = Crew(inbox)
-    for number in range(PRODUCERS):
-        crew.add(producer(inbox, barrier, number))
-    for session_id in SESSIONS:
-        crew.add(consumer(session_id))
-    crew.run(barrier)
+    crew = [ThreadCall(producer(inbox, barrier, number)) for number in range(PRODUCERS)]
+    crew += [ThreadCall(consumer(session_id)) for session_id in SESSIONS]
+    assert barrier.parties == len(crew)
+    join_all(crew, inbox)
     assert inbox.sessions() == []
     assert all(inbox.waiter_count(sid) == 0 for sid in SESSIONS)
     check_delivery(received)
@@ -203,12 +168,10 @@ def test_concurrent_selective_and_plain_consumers_split_entries_exactly_once(
                 with lock:
                     plain.extend(taken)
 
-    crew = Crew(inbox)
-    for number in range(PRODUCERS):
-        crew.add(producer(inbox, barrier, number))
-    crew.add(take_even)
-    crew.add(take_odd)
-    crew.run(barrier)
+    crew = [ThreadCall(producer(inbox, barrier, number)) for number in range(PRODUCERS)]
+    crew += [ThreadCall(take_even), ThreadCall(take_odd)]
+    assert barrier.parties == len(crew)
+    join_all(crew, inbox)
 
     assert inbox.sessions() == []
     assert all(from_even_producer(entry) for entry in selective)

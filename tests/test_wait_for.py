@@ -1,8 +1,10 @@
 """`await inbox.wait_for(session_id, predicate, timeout)`: selective receive on trio and asyncio.
 
-It takes the matching entries (as `drain_where` does) once there is at least one,
-leaves the others queued in order, re-parks on pushes that do not match, and
-returns ``[]`` on timeout, clear or close, having taken nothing.
+It takes the matching entries (as `drain_where` does) once there is at least
+one, leaves the others queued in order, judges each entry once however often
+it looks, re-parks on pushes that do not match, and lets its loop run between
+rounds of judging. What it shares with every way of waiting (woken by its own
+session only, ended by a timeout or a clear) is in test_waiting.py.
 """
 
 from __future__ import annotations
@@ -11,21 +13,19 @@ import threading
 from typing import TYPE_CHECKING
 
 import pytest
+from _support import catching, contents, nudge, raising_after, wanted
+
+from harn_inbox import Inbox, ManualClock
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from conftest import Backend
 
-    from harn_inbox import Inbox, InboxEntry, ManualClock
+    from harn_inbox import InboxEntry
 
-
-def nudge(inbox: Inbox, session_id: str, content: str, source: str = "test") -> InboxEntry:
-    return inbox.push(session_id, "tool_result", content, source)
-
-
-def wanted(entry: InboxEntry) -> bool:
-    return entry.content.startswith("want")
+#: Predicate calls after which a wait_for that should have returned is called starved.
+STARVED = 10_000
 
 
 class Judge:
@@ -71,16 +71,14 @@ def test_wait_for_parks_until_a_matching_push_and_leaves_the_others(
 ) -> None:
     async def main() -> None:
         judge = Judge()
-        async with backend.task_group() as group:
-            handle = group.start_soon(inbox.wait_for, "s", judge)
-            await backend.wait_parked(inbox, "s")
+        async with backend.parked(inbox, inbox.wait_for, "s", judge) as waiter:
             ignored = nudge(inbox, "s", "ignored")
             await backend.until(lambda: judge.judged == ["ignored"])
             await backend.turns()
-            assert not handle.finished  # looked, found nothing to take, parked again
+            assert not waiter.finished  # looked, found nothing to take, parked again
             assert inbox.waiter_count("s") == 1
             match = nudge(inbox, "s", "want")
-        assert handle.result == [match]
+        assert waiter.result == [match]
         assert inbox.snapshot("s") == [ignored]
         assert inbox.waiter_count("s") == 0
 
@@ -93,14 +91,12 @@ def test_wait_for_judges_each_entry_once_however_often_it_looks(
     async def main() -> None:
         nudge(inbox, "s", "a")
         judge = Judge()
-        async with backend.task_group() as group:
-            handle = group.start_soon(inbox.wait_for, "s", judge)
-            await backend.wait_parked(inbox, "s")
+        async with backend.parked(inbox, inbox.wait_for, "s", judge) as waiter:
             for content in ("b", "c"):
                 nudge(inbox, "s", content)
                 await backend.until(lambda content=content: content in judge.judged)
             nudge(inbox, "s", "want")
-        assert [entry.content for entry in handle.result] == ["want"]
+        assert contents(waiter.result) == ["want"]
         assert judge.judged == ["a", "b", "c", "want"]
 
     backend.run(main)
@@ -109,24 +105,22 @@ def test_wait_for_judges_each_entry_once_however_often_it_looks(
 def test_wait_for_does_not_judge_again_entries_behind_a_requeued_one(
     backend: Backend, inbox: Inbox
 ) -> None:
-    # requeue_front replaces the pending list with the requeued entry ahead
-    # of the rest: only that one is new to the predicate. (Judging everything
-    # again on every requeue could starve a slow wait_for.)
+    # requeue_front puts the requeued entry ahead of the rest: only that one
+    # is new to the predicate. (Judging everything again on every requeue
+    # could starve a slow wait_for.)
     async def main() -> None:
         back = nudge(inbox, "s", "back")
         inbox.drain("s")
         for content in ("a", "b"):
             nudge(inbox, "s", content)
         judge = Judge()
-        async with backend.task_group() as group:
-            handle = group.start_soon(inbox.wait_for, "s", judge)
-            await backend.wait_parked(inbox, "s")
+        async with backend.parked(inbox, inbox.wait_for, "s", judge) as waiter:
             inbox.requeue_front(back)
             await backend.until(lambda: "back" in judge.judged)
             nudge(inbox, "s", "want")
-        assert [entry.content for entry in handle.result] == ["want"]
+        assert contents(waiter.result) == ["want"]
         assert judge.judged == ["a", "b", "back", "want"]
-        assert [entry.content for entry in inbox.snapshot("s")] == ["back", "a", "b"]
+        assert contents(inbox.snapshot("s")) == ["back", "a", "b"]
 
     backend.run(main)
 
@@ -135,11 +129,9 @@ def test_wait_for_takes_every_match_pushed_before_it_looks_again(
     backend: Backend, inbox: Inbox
 ) -> None:
     async def main() -> None:
-        async with backend.task_group() as group:
-            handle = group.start_soon(inbox.wait_for, "s", wanted)
-            await backend.wait_parked(inbox, "s")
+        async with backend.parked(inbox, inbox.wait_for, "s", wanted) as waiter:
             entries = [nudge(inbox, "s", content) for content in ("want-1", "x", "want-2")]
-        assert handle.result == [entries[0], entries[2]]
+        assert waiter.result == [entries[0], entries[2]]
         assert inbox.snapshot("s") == [entries[1]]
 
     backend.run(main)
@@ -160,34 +152,19 @@ def test_selective_waits_on_one_session_each_take_their_own_entries(
     backend.run(main)
 
 
-def test_requeue_front_wakes_a_selective_wait(backend: Backend, inbox: Inbox) -> None:
-    async def main() -> None:
-        nudge(inbox, "s", "want")
-        [entry] = inbox.drain("s")
-        async with backend.task_group() as group:
-            handle = group.start_soon(inbox.wait_for, "s", wanted)
-            await backend.wait_parked(inbox, "s")
-            inbox.requeue_front(entry)
-        assert handle.result == [entry]
-
-    backend.run(main)
-
-
 def test_wait_for_woken_by_a_push_from_another_thread(backend: Backend, inbox: Inbox) -> None:
     # Each park is owed its own wake: the second, from another thread, must
     # find what the re-parked task waits on, not what the first one resolved.
     async def main() -> None:
-        async with backend.task_group() as group:
-            handle = group.start_soon(inbox.wait_for, "s", wanted, 30)
-            await backend.wait_parked(inbox, "s")
+        async with backend.parked(inbox, inbox.wait_for, "s", wanted, 30) as waiter:
             await backend.to_thread(nudge, inbox, "s", "no")
             await backend.turns()  # woken, judges "no", parks again
-            assert not handle.finished
+            assert not waiter.finished
             assert inbox.pending_count("s") == 1
             await backend.to_thread(nudge, inbox, "s", "want")
-            await backend.until(lambda: handle.finished)  # fails, rather than hangs, if lost
-        assert [entry.content for entry in handle.result] == ["want"]
-        assert [entry.content for entry in inbox.snapshot("s")] == ["no"]
+            await backend.until(lambda: waiter.finished)  # fails, rather than hangs, if lost
+        assert contents(waiter.result) == ["want"]
+        assert contents(inbox.snapshot("s")) == ["no"]
 
     backend.run(main)
 
@@ -217,7 +194,7 @@ def test_wait_for_never_returns_an_entry_another_consumer_took_while_it_judged(
         run_in_thread(other_consumer)
         taken = await inbox.wait_for("s", slow)
         assert drained == [old]
-        assert [entry.content for entry in taken] == ["want-new"]
+        assert contents(taken) == ["want-new"]
         assert inbox.pending_count("s") == 0
 
     backend.run(main)
@@ -225,7 +202,7 @@ def test_wait_for_never_returns_an_entry_another_consumer_took_while_it_judged(
 
 def test_predicate_may_push_to_the_session_it_judges(backend: Backend, inbox: Inbox) -> None:
     # The predicate runs without the lock, so it may call the inbox; what it
-    # pushes is judged in the same look, and no wake-up is needed for it.
+    # pushes is later than the look that judged "a", and judged by the next.
     async def main() -> None:
         pushed: list[InboxEntry] = []
 
@@ -242,66 +219,114 @@ def test_predicate_may_push_to_the_session_it_judges(backend: Backend, inbox: In
     backend.run(main)
 
 
+def test_wait_for_does_not_judge_again_entries_that_survive_drop_oldest(backend: Backend) -> None:
+    # At capacity every push discards the oldest entry; the survivors keep
+    # their verdicts, so only new ones are judged (judging everything again
+    # each time could starve a wait_for behind a steady producer).
+    inbox = Inbox(clock=ManualClock(), max_pending=3, overflow="drop_oldest")
+    judge = Judge(lambda entry: entry.content == "want")
+
+    async def main() -> None:
+        for content in ("a", "b", "c"):
+            nudge(inbox, "s", content)
+        async with backend.parked(inbox, inbox.wait_for, "s", judge) as waiter:
+            for content in ("d", "e", "want"):
+                nudge(inbox, "s", content)
+                await backend.turns(50)
+        assert contents(waiter.result) == ["want"]
+
+    backend.run(main)
+    assert sorted(judge.judged) == sorted(["a", "b", "c", "d", "e", "want"])
+    assert contents(inbox.snapshot("s")) == ["d", "e"]
+
+
+# -- Rounds of judging under a steady stream ------------------------------------------------------
+
+
+class StreamingJudge(Judge):
+    """A predicate that pushes an entry to the session it judges each time it is called.
+
+    So every look of a ``wait_for`` finds something new to judge: a producer
+    as steady as can be. Past `STARVED` calls it fails the test.
+    """
+
+    def __init__(self, inbox: Inbox, verdict: Callable[[InboxEntry], object]) -> None:
+        super().__init__(verdict)
+        self.inbox = inbox
+
+    def __call__(self, entry: InboxEntry) -> object:
+        assert len(self.judged) < STARVED, "wait_for never let the loop run"
+        nudge(self.inbox, "s", f"noise-{len(self.judged)}")
+        return super().__call__(entry)
+
+
+def test_wait_for_lets_its_loop_run_between_rounds_of_judging(
+    backend: Backend, inbox: Inbox
+) -> None:
+    # The wait_for matches only once another task has run three times; a
+    # wait_for that judged round after round without yielding would never
+    # let it, and would fail the predicate's guard instead.
+    progress = 0
+
+    async def other_task() -> None:
+        nonlocal progress
+        while progress < 3:
+            progress += 1
+            await backend.checkpoint()
+
+    judge = StreamingJudge(inbox, lambda entry: progress >= 3)
+
+    async def main() -> list[InboxEntry]:
+        nudge(inbox, "s", "first")
+        async with backend.task_group() as group:
+            waiter = group.start_soon(inbox.wait_for, "s", judge)
+            group.start_soon(other_task)
+        taken: list[InboxEntry] = waiter.result
+        return taken
+
+    [taken] = backend.run(main)
+    assert progress == 3
+    assert taken.content == judge.judged[-1]
+    assert len(set(judge.judged)) == len(judge.judged), "an entry was judged twice"
+    # It took the one entry it matched; every other entry, judged or pushed, stays.
+    assert inbox.pending_count("s") == len(judge.judged)
+
+
+def test_wait_for_honours_its_timeout_under_a_steady_stream(
+    backend: Backend, inbox: Inbox, clock: ManualClock
+) -> None:
+    async def advance_the_clock() -> None:
+        await backend.turns(3)
+        clock.advance(5)
+
+    judge = StreamingJudge(inbox, lambda entry: False)
+
+    async def main() -> list[InboxEntry]:
+        nudge(inbox, "s", "first")
+        async with backend.task_group() as group:
+            waiter = group.start_soon(inbox.wait_for, "s", judge, 5)
+            group.start_soon(advance_the_clock)
+        taken: list[InboxEntry] = waiter.result
+        return taken
+
+    assert backend.run(main) == []
+    assert judge.judged  # it was judging the stream when its deadline passed
+    assert inbox.pending_count("s") == len(judge.judged) + 1
+    assert inbox.waiter_count("s") == 0
+    assert not clock._timers
+
+
 # -- Ending with [] -------------------------------------------------------------------------------
 
 
-def test_wait_for_with_timeout_zero_only_looks(backend: Backend, inbox: Inbox) -> None:
-    async def main() -> None:
-        kept = nudge(inbox, "s", "no")
-        assert await inbox.wait_for("s", wanted, 0) == []
-        match = nudge(inbox, "s", "want")
-        assert await inbox.wait_for("s", wanted, 0) == [match]
-        assert inbox.snapshot("s") == [kept]
-        assert inbox.waiter_count("s") == 0
-
-    backend.run(main)
-
-
-def test_wait_for_timeout_returns_empty_and_takes_nothing(
-    backend: Backend, inbox: Inbox, clock: ManualClock
+def test_clear_session_ends_a_wait_for_parked_beside_entries_it_does_not_want(
+    backend: Backend, inbox: Inbox
 ) -> None:
-    async def main() -> None:
-        kept = nudge(inbox, "s", "no")
-        async with backend.task_group() as group:
-            handle = group.start_soon(inbox.wait_for, "s", wanted, 5)
-            await backend.wait_parked(inbox, "s")
-            clock.advance(4.999)
-            await backend.turns()
-            assert not handle.finished
-            clock.advance(0.001)
-        assert handle.result == []
-        assert inbox.snapshot("s") == [kept]
-        assert inbox.waiter_count("s") == 0
-        assert not clock._timers
-
-    backend.run(main)
-
-
-def test_wait_for_takes_a_match_pushed_before_the_deadline_though_the_timer_fired_first(
-    backend: Backend, inbox: Inbox, clock: ManualClock
-) -> None:
-    # A matching push wakes it; the deadline passes before it looks again. The
-    # timeout only stops it from parking again: it takes the match, exactly once.
-    async def main() -> None:
-        async with backend.task_group() as group:
-            handle = group.start_soon(inbox.wait_for, "s", wanted, 5)
-            await backend.wait_parked(inbox, "s")
-            other, match = nudge(inbox, "s", "no"), nudge(inbox, "s", "want")
-            clock.advance(5)
-        assert handle.result == [match]
-        assert inbox.snapshot("s") == [other]
-
-    backend.run(main)
-
-
-def test_wait_for_returns_empty_when_the_session_is_cleared(backend: Backend, inbox: Inbox) -> None:
     async def main() -> None:
         nudge(inbox, "s", "no")
-        async with backend.task_group() as group:
-            handle = group.start_soon(inbox.wait_for, "s", wanted)
-            await backend.wait_parked(inbox, "s")
+        async with backend.parked(inbox, inbox.wait_for, "s", wanted) as waiter:
             inbox.clear_session("s")
-        assert handle.result == []
+        assert waiter.result == []
         assert inbox.waiter_count("s") == 0
 
     backend.run(main)
@@ -368,28 +393,32 @@ def test_wait_for_judging_while_the_session_is_cleared_returns_empty(
     backend.run(main)
 
 
-def test_wait_for_after_close_takes_what_matches_or_returns_empty(
-    backend: Backend, inbox: Inbox
-) -> None:
-    async def main() -> None:
-        match, other = nudge(inbox, "s", "want"), nudge(inbox, "s", "no")
-        async with backend.task_group() as group:
-            parked = group.start_soon(inbox.wait_for, "empty", wanted)
-            await backend.wait_parked(inbox, "empty")
-            inbox.close()
-        assert parked.result == []
-        assert await inbox.wait_for("s", wanted) == [match]
-        assert await inbox.wait_for("s", wanted) == []  # closed, nothing matching: at once
-        assert inbox.snapshot("s") == [other]
-
-    backend.run(main)
-
-
 # -- Predicate errors -----------------------------------------------------------------------------
 
 
 class Refused(Exception):
     pass
+
+
+@pytest.mark.parametrize("error", [Refused, StopIteration])
+@pytest.mark.parametrize("fails_at", [0, 1, 3])
+def test_predicate_error_on_pending_entries_propagates_and_takes_nothing(
+    backend: Backend, inbox: Inbox, clock: ManualClock, fails_at: int, error: type[BaseException]
+) -> None:
+    # (A StopIteration, say from next() on an exhausted generator by mistake,
+    # must not end the judging early as if every entry had been seen: inside
+    # a coroutine it may surface as RuntimeError, PEP 479.)
+    entries = [nudge(inbox, "s", f"want-{n}") for n in range(4)]
+
+    async def main() -> None:
+        for timeout in (30, None):
+            with pytest.raises((error, RuntimeError)):
+                await inbox.wait_for("s", raising_after(fails_at, error), timeout)
+
+    backend.run(main)
+    assert inbox.snapshot("s") == entries
+    assert inbox.waiter_count("s") == 0
+    assert "timers=0" in repr(clock)
 
 
 def refuse_bad(entry: InboxEntry) -> bool:
@@ -398,40 +427,23 @@ def refuse_bad(entry: InboxEntry) -> bool:
     return wanted(entry)
 
 
-def test_predicate_error_on_pending_entries_propagates_and_takes_nothing(
-    backend: Backend, inbox: Inbox
+@pytest.mark.parametrize("pusher", ["a task", "a thread"])
+def test_predicate_error_after_a_wake_propagates_takes_nothing_and_leaves_no_waiter(
+    backend: Backend, inbox: Inbox, clock: ManualClock, pusher: str
 ) -> None:
+    old = nudge(inbox, "s", "old")
+
     async def main() -> None:
-        entries = [nudge(inbox, "s", content) for content in ("want", "bad")]
-        with pytest.raises(Refused):
-            await inbox.wait_for("s", refuse_bad)
-        assert inbox.snapshot("s") == entries
-        assert inbox.waiter_count("s") == 0
+        args = (Refused, inbox.wait_for, "s", refuse_bad, 30)
+        async with backend.parked(inbox, catching, *args, session_id="s") as waiter:
+            if pusher == "a task":
+                pushed = [nudge(inbox, "s", "want"), nudge(inbox, "s", "bad")]
+            else:
+                pushed = [await backend.to_thread(nudge, inbox, "s", "bad")]
+        assert isinstance(waiter.result, Refused)
+        assert inbox.snapshot("s") == [old, *pushed]
+        assert inbox.snapshot("s")[0] is old
 
     backend.run(main)
-
-
-def test_predicate_error_after_a_wake_propagates_and_leaves_no_waiter(
-    backend: Backend, inbox: Inbox
-) -> None:
-    async def main() -> None:
-        async with backend.task_group() as group:
-            handle = group.start_soon(_catching, Refused, inbox.wait_for, "s", refuse_bad, 5)
-            await backend.wait_parked(inbox, "s")
-            entries = [nudge(inbox, "s", content) for content in ("want", "bad")]
-        assert isinstance(handle.result, Refused)
-        assert inbox.snapshot("s") == entries
-        assert inbox.waiter_count("s") == 0
-
-    backend.run(main)
-
-
-async def _catching(
-    error: type[BaseException], fn: Callable[..., object], *args: object
-) -> BaseException | None:
-    """Run ``await fn(*args)`` and return what it raised (so the task group does not)."""
-    try:
-        await fn(*args)  # type: ignore[misc]
-    except error as raised:
-        return raised
-    return None
+    assert inbox.waiter_count("s") == 0
+    assert "timers=0" in repr(clock)

@@ -8,12 +8,11 @@ and a timeout elapses only when the test advances the clock.
 from __future__ import annotations
 
 import math
-import threading
-import time
 from typing import TYPE_CHECKING
 
 import attrs
 import pytest
+from _support import ThreadCall, parked_wait_sync, spin_until
 
 from harn_inbox import Inbox, InboxEntry, ManualClock, SystemClock
 from harn_inbox._waiters import ThreadWaiter
@@ -23,62 +22,10 @@ if TYPE_CHECKING:
 
     from conftest import Backend
 
-#: How many looks `wait_parked` takes (yielding the GIL between them) before calling a thread lost.
-PARK_LOOKS = 200_000
-#: Seconds a thread that must finish may take before we call it hung (a guard, never a verdict).
-HANG_GUARD = 30.0
 
-
-def wait_parked(inbox: Inbox, session_id: str, count: int = 1) -> None:
-    """Return once *count* waiters are parked on *session_id*."""
-    for _ in range(PARK_LOOKS):
-        if inbox.waiter_count(session_id) >= count:
-            return
-        time.sleep(0)  # only yields to the other threads
-    raise AssertionError(f"{count} waiter(s) never parked on {session_id!r}")
-
-
-class ThreadedWait:
-    """``inbox.wait_sync(session_id, timeout)`` running in a daemon thread of its own."""
-
-    def __init__(self, inbox: Inbox, session_id: str, timeout: float | None) -> None:
-        self.result: bool | None = None
-        self.error: BaseException | None = None
-        self._thread = threading.Thread(
-            target=self._run, args=(inbox, session_id, timeout), daemon=True
-        )
-        self._thread.start()
-
-    def _run(self, inbox: Inbox, session_id: str, timeout: float | None) -> None:
-        try:
-            self.result = inbox.wait_sync(session_id, timeout)
-        except BaseException as error:
-            self.error = error
-
-    @property
-    def running(self) -> bool:
-        return self._thread.is_alive()
-
-    def outcome(self) -> bool:
-        """What wait_sync returned (or raise what it raised), once the thread has finished."""
-        self._thread.join(HANG_GUARD)
-        assert not self._thread.is_alive(), "wait_sync never returned"
-        if self.error is not None:
-            raise self.error
-        assert self.result is not None
-        return self.result
-
-
-def parked_wait(inbox: Inbox, session_id: str, timeout: float | None) -> ThreadedWait:
-    """Start wait_sync in a thread and return once it is parked (or raise what ended it early)."""
-    wait = ThreadedWait(inbox, session_id, timeout)
-    for _ in range(PARK_LOOKS):
-        if inbox.waiter_count(session_id):
-            return wait
-        if not wait.running:
-            raise AssertionError(f"wait_sync returned {wait.outcome()!r} instead of parking")
-        time.sleep(0)  # only yields to the other threads
-    raise AssertionError(f"wait_sync never parked on {session_id!r}")
+def wait_parked(inbox: Inbox, session_id: str, count: int) -> None:
+    """Return once *count* waits are in progress on *session_id* (in other threads)."""
+    spin_until(lambda: inbox.waiter_count(session_id) >= count, f"{count} waits parked")
 
 
 @pytest.fixture
@@ -103,7 +50,7 @@ def test_wait_sync_returns_true_at_once_when_something_is_pending(
     inbox: Inbox, timeout: float | None
 ) -> None:
     entry = inbox.push("s", "k", "c", "src")
-    assert ThreadedWait(inbox, "s", timeout).outcome() is True
+    assert ThreadCall(inbox.wait_sync, "s", timeout).outcome() is True
     assert inbox.snapshot("s") == [entry]  # waiting takes nothing
     assert inbox.waiter_count("s") == 0
 
@@ -128,7 +75,7 @@ def test_wait_sync_sees_an_empty_string_session(inbox: Inbox) -> None:
 
 @pytest.mark.parametrize("timeout", [None, 5])
 def test_push_from_another_thread_wakes_a_parked_wait(inbox: Inbox, timeout: float | None) -> None:
-    wait = parked_wait(inbox, "s", timeout)
+    wait = parked_wait_sync(inbox, "s", timeout)
     entry = inbox.push("s", "k", "c", "src")
     assert wait.outcome() is True
     assert inbox.waiter_count("s") == 0
@@ -136,20 +83,20 @@ def test_push_from_another_thread_wakes_a_parked_wait(inbox: Inbox, timeout: flo
 
 
 def test_push_to_other_session_does_not_wake_sync_waiter(inbox: Inbox, wakes: list[str]) -> None:
-    wait = parked_wait(inbox, "s", None)
+    wait = parked_wait_sync(inbox, "s", None)
     inbox.push("other", "k", "c", "src")
     inbox.push("", "k", "c", "src")
     assert wakes == []
     assert inbox.waiter_count("s") == 1
-    assert wait.running
+    assert wait.is_alive()
     inbox.push("s", "k", "c", "src")
     assert wait.outcome() is True
     assert wakes == ["s"]
 
 
 def test_one_push_wakes_every_waiter_of_its_session(inbox: Inbox) -> None:
-    waits = [ThreadedWait(inbox, "s", None) for _ in range(4)]
-    wait_parked(inbox, "s", count=4)
+    waits = [ThreadCall(inbox.wait_sync, "s", None) for _ in range(4)]
+    wait_parked(inbox, "s", 4)
     inbox.push("s", "k", "c", "src")
     assert [wait.outcome() for wait in waits] == [True] * 4
     assert inbox.waiter_count("s") == 0
@@ -157,21 +104,19 @@ def test_one_push_wakes_every_waiter_of_its_session(inbox: Inbox) -> None:
 
 
 def test_push_wakes_only_the_waiters_of_its_session(inbox: Inbox, wakes: list[str]) -> None:
-    wait_a = ThreadedWait(inbox, "a", None)
-    wait_b = ThreadedWait(inbox, "b", None)
-    wait_parked(inbox, "a")
-    wait_parked(inbox, "b")
+    wait_a = parked_wait_sync(inbox, "a")
+    wait_b = parked_wait_sync(inbox, "b")
     inbox.push("a", "k", "c", "src")
     assert wait_a.outcome() is True
     assert wakes == ["a"]
     assert inbox.waiter_count("b") == 1
-    assert wait_b.running
+    assert wait_b.is_alive()
     inbox.push("b", "k", "c", "src")
     assert wait_b.outcome() is True
 
 
 def test_rejected_push_does_not_wake_a_parked_wait(inbox: Inbox, wakes: list[str]) -> None:
-    wait = parked_wait(inbox, "s", None)
+    wait = parked_wait_sync(inbox, "s", None)
     with pytest.raises(TypeError):
         inbox.push("s", 1, "c", "src")  # type: ignore[arg-type]
     assert wakes == []
@@ -202,7 +147,7 @@ class FlakyClock:
 def test_push_refused_by_the_clock_does_not_wake_a_parked_wait(wakes: list[str]) -> None:
     clock = FlakyClock()
     inbox = Inbox(clock=clock)
-    wait = parked_wait(inbox, "s", None)
+    wait = parked_wait_sync(inbox, "s", None)
     clock.bad_stamps = 1
     with pytest.raises(TypeError, match="now_ms"):
         inbox.push("s", "k", "c", "src")
@@ -215,7 +160,7 @@ def test_push_refused_by_the_clock_does_not_wake_a_parked_wait(wakes: list[str])
 def test_requeue_front_wakes_a_parked_wait(inbox: Inbox) -> None:
     entry = inbox.push("s", "k", "c", "src")
     inbox.drain("s")
-    wait = parked_wait(inbox, "s", 5)
+    wait = parked_wait_sync(inbox, "s", 5)
     inbox.requeue_front(entry)
     assert wait.outcome() is True
     assert inbox.snapshot("s") == [entry]
@@ -224,7 +169,7 @@ def test_requeue_front_wakes_a_parked_wait(inbox: Inbox) -> None:
 def test_requeue_front_of_another_sessions_entry_does_not_wake(
     inbox: Inbox, wakes: list[str]
 ) -> None:
-    wait = parked_wait(inbox, "s", None)
+    wait = parked_wait_sync(inbox, "s", None)
     inbox.requeue_front(InboxEntry(1, "other", "k", "c", "src", 0))
     assert wakes == []
     assert inbox.waiter_count("s") == 1
@@ -239,15 +184,15 @@ def test_requeue_front_of_another_sessions_entry_does_not_wake(
 def test_clear_session_wakes_parked_waits_reporting_nothing_pending(
     inbox: Inbox, timeout: float | None
 ) -> None:
-    waits = [ThreadedWait(inbox, "s", timeout) for _ in range(2)]
-    wait_parked(inbox, "s", count=2)
+    waits = [ThreadCall(inbox.wait_sync, "s", timeout) for _ in range(2)]
+    wait_parked(inbox, "s", 2)
     assert inbox.clear_session("s") == 0
     assert [wait.outcome() for wait in waits] == [False, False]
     assert inbox.waiter_count("s") == 0
 
 
 def test_clear_session_does_not_end_waits_on_other_sessions(inbox: Inbox, wakes: list[str]) -> None:
-    wait = parked_wait(inbox, "s", None)
+    wait = parked_wait_sync(inbox, "s", None)
     inbox.push("other", "k", "c", "src")
     inbox.clear_session("other")
     inbox.clear_session("")
@@ -258,10 +203,10 @@ def test_clear_session_does_not_end_waits_on_other_sessions(inbox: Inbox, wakes:
 
 
 def test_wait_after_clear_session_works_as_before(inbox: Inbox) -> None:
-    first = parked_wait(inbox, "s", None)
+    first = parked_wait_sync(inbox, "s", None)
     inbox.clear_session("s")
     assert first.outcome() is False
-    second = parked_wait(inbox, "s", None)
+    second = parked_wait_sync(inbox, "s", None)
     assert inbox.push("s", "k", "c", "src").sequence == 1
     assert second.outcome() is True
 
@@ -272,17 +217,17 @@ def test_wait_after_clear_session_works_as_before(inbox: Inbox) -> None:
 def test_timeout_elapses_only_when_the_clock_passes_the_deadline(
     inbox: Inbox, clock: ManualClock
 ) -> None:
-    wait = parked_wait(inbox, "s", 5)
+    wait = parked_wait_sync(inbox, "s", 5)
     clock.advance(4.999)
     assert inbox.waiter_count("s") == 1
-    assert wait.running
+    assert wait.is_alive()
     clock.advance(0.001)
     assert wait.outcome() is False
     assert inbox.waiter_count("s") == 0
 
 
 def test_timeout_in_whole_and_fractional_seconds(inbox: Inbox, clock: ManualClock) -> None:
-    wait = parked_wait(inbox, "s", 0.25)
+    wait = parked_wait_sync(inbox, "s", 0.25)
     clock.advance(0.249)
     assert inbox.waiter_count("s") == 1
     clock.advance(0.001)
@@ -292,20 +237,42 @@ def test_timeout_in_whole_and_fractional_seconds(inbox: Inbox, clock: ManualCloc
 def test_setting_the_clock_back_does_not_end_a_wait_and_keeps_its_deadline(
     inbox: Inbox, clock: ManualClock
 ) -> None:
-    wait = parked_wait(inbox, "s", 5)  # deadline: 1_005_000 ms
-    clock.set(0)
-    assert inbox.waiter_count("s") == 1
-    clock.set(1_004_999)
-    assert inbox.waiter_count("s") == 1
-    assert wait.running
+    wait = parked_wait_sync(inbox, "s", 5)  # deadline: 1_005_000 ms
+    # ManualClock forgets a timer as it fires it, inside set()/advance(): "timers=1"
+    # proves it has not fired, whatever the waiting thread has had time to do.
+    moves: list[Callable[[], None]] = [
+        lambda: clock.set(900_000),
+        lambda: clock.set(0),
+        lambda: clock.advance(1_004.999),
+        lambda: clock.set(0),
+        lambda: clock.set(1_004_999),
+    ]
+    for move in moves:
+        move()
+        assert inbox.waiter_count("s") == 1, repr(clock)
+        assert "timers=1" in repr(clock)
+        assert wait.is_alive()
     clock.set(1_005_000)
+    assert wait.outcome() is False
+    assert inbox.waiter_count("s") == 0
+    assert "timers=0" in repr(clock)
+
+
+def test_a_wait_started_after_the_clock_went_back_counts_from_the_new_now(
+    inbox: Inbox, clock: ManualClock
+) -> None:
+    clock.set(10_000)
+    wait = parked_wait_sync(inbox, "s", 2)
+    clock.advance(1.999)
+    assert inbox.waiter_count("s") == 1
+    clock.advance(0.001)  # 12_000 ms: due, long before the old time line's 1_000_000
     assert wait.outcome() is False
 
 
 def test_setting_the_clock_past_the_deadline_ends_the_wait(
     inbox: Inbox, clock: ManualClock
 ) -> None:
-    wait = parked_wait(inbox, "s", 5)
+    wait = parked_wait_sync(inbox, "s", 5)
     clock.set(2_000_000)
     assert wait.outcome() is False
 
@@ -314,10 +281,10 @@ def test_setting_the_clock_past_the_deadline_ends_the_wait(
 def test_wait_without_limit_outlasts_any_clock_advance(
     inbox: Inbox, clock: ManualClock, timeout: float | None
 ) -> None:
-    wait = parked_wait(inbox, "s", timeout)
+    wait = parked_wait_sync(inbox, "s", timeout)
     clock.advance(10**9)
     assert inbox.waiter_count("s") == 1
-    assert wait.running
+    assert wait.is_alive()
     inbox.push("s", "k", "c", "src")
     assert wait.outcome() is True
 
@@ -332,7 +299,7 @@ def test_huge_finite_timeout_on_a_manual_clock_answers_at_once_when_pending(
 def test_huge_finite_timeout_on_a_manual_clock_waits_for_a_push(
     inbox: Inbox, clock: ManualClock
 ) -> None:
-    wait = parked_wait(inbox, "s", 1e300)
+    wait = parked_wait_sync(inbox, "s", 1e300)
     clock.advance(10**9)
     assert inbox.waiter_count("s") == 1
     inbox.push("s", "k", "c", "src")
@@ -340,19 +307,19 @@ def test_huge_finite_timeout_on_a_manual_clock_waits_for_a_push(
 
 
 def test_each_wait_keeps_its_own_deadline(inbox: Inbox, clock: ManualClock) -> None:
-    short = parked_wait(inbox, "s", 1)
-    long = ThreadedWait(inbox, "s", 3)
-    wait_parked(inbox, "s", count=2)
+    short = parked_wait_sync(inbox, "s", 1)
+    long = ThreadCall(inbox.wait_sync, "s", 3)
+    wait_parked(inbox, "s", 2)
     clock.advance(1)
     assert short.outcome() is False
     assert inbox.waiter_count("s") == 1
-    assert long.running
+    assert long.is_alive()
     clock.advance(2)
     assert long.outcome() is False
 
 
 def test_push_before_the_deadline_beats_the_timeout(inbox: Inbox, clock: ManualClock) -> None:
-    wait = parked_wait(inbox, "s", 5)
+    wait = parked_wait_sync(inbox, "s", 5)
     clock.advance(4)
     inbox.push("s", "k", "c", "src")
     assert wait.outcome() is True
@@ -365,8 +332,8 @@ def test_push_before_the_deadline_wins_even_if_the_clock_passes_it_before_the_wa
     inbox: Inbox, clock: ManualClock
 ) -> None:
     # On virtual time the push comes first, so the answer is True, however late the
-    # woken thread gets to run. (Fails today: see the report.)
-    wait = parked_wait(inbox, "s", 5)
+    # woken thread gets to run.
+    wait = parked_wait_sync(inbox, "s", 5)
     inbox.push("s", "k", "c", "src")
     clock.advance(10)
     assert wait.outcome() is True
@@ -404,7 +371,7 @@ class RecordingClock:
 def test_user_written_clock_keeps_the_timeout_of_wait_sync() -> None:
     clock = RecordingClock()
     inbox = Inbox(clock=clock)
-    wait = parked_wait(inbox, "s", 2.5)
+    wait = parked_wait_sync(inbox, "s", 2.5)
     assert clock.offered == [2.5]
     clock.inner.advance(2.4)
     assert inbox.waiter_count("s") == 1
@@ -415,7 +382,7 @@ def test_user_written_clock_keeps_the_timeout_of_wait_sync() -> None:
 def test_wait_sync_withdraws_its_timeout_once_woken() -> None:
     clock = RecordingClock()
     inbox = Inbox(clock=clock)
-    wait = parked_wait(inbox, "s", 30)
+    wait = parked_wait_sync(inbox, "s", 30)
     inbox.push("s", "k", "c", "src")
     assert wait.outcome() is True
     assert clock.offered == [30]
@@ -425,7 +392,7 @@ def test_wait_sync_withdraws_its_timeout_once_woken() -> None:
 def test_wait_without_limit_offers_the_clock_nothing() -> None:
     clock = RecordingClock()
     inbox = Inbox(clock=clock)
-    wait = parked_wait(inbox, "s", None)
+    wait = parked_wait_sync(inbox, "s", None)
     inbox.push("s", "k", "c", "src")
     assert wait.outcome() is True
     assert clock.offered == []
@@ -447,21 +414,21 @@ class DecliningClock:
 @pytest.mark.parametrize("clock", [DecliningClock(), SystemClock()], ids=["declining", "system"])
 def test_real_time_timeout_when_the_clock_declines(clock: DecliningClock | SystemClock) -> None:
     inbox = Inbox(clock=clock)
-    assert ThreadedWait(inbox, "s", 0.02).outcome() is False  # nothing is ever pushed
+    assert ThreadCall(inbox.wait_sync, "s", 0.02).outcome() is False  # nothing is ever pushed
     assert inbox.waiter_count("s") == 0
 
 
 @pytest.mark.parametrize("timeout", [None, 30])
 def test_push_wakes_a_wait_on_the_system_clock(timeout: float | None) -> None:
     inbox = Inbox()
-    wait = parked_wait(inbox, "s", timeout)
+    wait = parked_wait_sync(inbox, "s", timeout)
     inbox.push("s", "k", "c", "src")
     assert wait.outcome() is True
 
 
 def test_clear_session_ends_a_wait_on_the_system_clock() -> None:
     inbox = Inbox()
-    wait = parked_wait(inbox, "s", 30)
+    wait = parked_wait_sync(inbox, "s", 30)
     inbox.clear_session("s")
     assert wait.outcome() is False
 
@@ -494,14 +461,16 @@ def test_wrongly_typed_timeout_raises_type_error_naming_it(
 
 @pytest.mark.parametrize("timeout", [None, 5, 0.001, math.inf])
 def test_wait_sync_in_an_event_loop_thread_raises_pointing_to_the_async_wait(
-    backend: Backend, inbox: Inbox, timeout: float | None
+    backend: Backend, inbox: Inbox, clock: ManualClock, timeout: float | None
 ) -> None:
     async def main() -> None:
-        with pytest.raises(RuntimeError, match=r"await inbox\.wait"):
+        with pytest.raises(RuntimeError, match=r"would block the event loop.*await inbox\.wait"):
             inbox.wait_sync("s", timeout)
         assert inbox.waiter_count("s") == 0
 
     backend.run(main)
+    assert inbox.waiter_count("s") == 0
+    assert "timers=0" in repr(clock)
 
 
 def test_wait_sync_with_zero_timeout_is_allowed_in_an_event_loop_thread(
@@ -538,10 +507,7 @@ def test_wait_sync_still_works_in_a_thread_after_a_loop_ran_there(
         backend.run(main)
         return inbox.wait_sync("s", None)
 
-    results: list[bool] = []
-    thread = threading.Thread(target=lambda: results.append(wait_after_loop()), daemon=True)
-    thread.start()
-    wait_parked(inbox, "s")
+    wait = ThreadCall(wait_after_loop)
+    wait_parked(inbox, "s", 1)
     inbox.push("s", "k", "c", "src")
-    thread.join(HANG_GUARD)
-    assert results == [True]
+    assert wait.outcome() is True

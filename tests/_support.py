@@ -1,0 +1,214 @@
+"""The idioms the suite repeats, one helper each: a nudge, threads, waiting by condition.
+
+Every helper decides by a condition, never by how much time passed: a clock
+only bounds how long a broken inbox (a lost wake-up, a deadlock) can hang the
+suite before the test fails saying so. The async idioms (start a waiter, see
+it park, push, see it return) are methods of ``conftest.Backend``, which runs
+one test body on trio and on asyncio.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Iterable
+
+    from harn_inbox import Batches, Inbox, InboxEntry
+
+#: How long a test may wait for something that should happen at once, before it fails.
+HANG_GUARD_SECONDS = 60.0
+
+#: Between two looks of `spin_until`: leaves the GIL and the CPU to the thread awaited.
+_PACE_SECONDS = 1e-4
+
+
+# -- Entries ---------------------------------------------------------------------------------------
+
+
+def nudge(inbox: Inbox, session_id: str, content: str = "c", source: str = "test") -> InboxEntry:
+    """Push a ``tool_result`` nudge: the entry most tests need."""
+    return inbox.push(session_id, "tool_result", content, source)
+
+
+def push_many(inbox: Inbox, session_id: str, count: int, kind: str = "k") -> list[InboxEntry]:
+    """Push *count* entries with contents ``#0``, ``#1``, ... to *session_id*."""
+    return [inbox.push(session_id, kind, f"#{n}", "test") for n in range(count)]
+
+
+def contents(entries: Iterable[InboxEntry]) -> list[str]:
+    return [entry.content for entry in entries]
+
+
+def wanted(entry: InboxEntry) -> bool:
+    """The suite's selective predicate: entries whose content starts with ``want``."""
+    return entry.content.startswith("want")
+
+
+def everything(entry: InboxEntry) -> bool:
+    return True
+
+
+def raising_after(count: int, error: type[BaseException]) -> Callable[[InboxEntry], bool]:
+    """A predicate that accepts the first *count* entries it is asked about, then raises *error*."""
+    calls = 0
+
+    def predicate(entry: InboxEntry) -> bool:
+        nonlocal calls
+        calls += 1
+        if calls > count:
+            raise error(entry.content)
+        return True
+
+    return predicate
+
+
+# -- Waiting in the test's own thread --------------------------------------------------------------
+
+
+def spin_until(
+    condition: Callable[[], bool], what: str, guard_seconds: float = HANG_GUARD_SECONDS
+) -> None:
+    """Return once *condition* holds; fail naming *what* if it never does."""
+    give_up = time.monotonic() + guard_seconds
+    while not condition():
+        if time.monotonic() > give_up:
+            raise AssertionError(f"never happened: {what}")
+        time.sleep(_PACE_SECONDS)
+
+
+# -- Threads ---------------------------------------------------------------------------------------
+
+
+class ThreadCall(threading.Thread):
+    """``fn(*args)`` in a daemon thread of its own, started at once; its result or its error."""
+
+    def __init__(self, fn: Callable[..., Any], *args: Any, name: str | None = None) -> None:
+        super().__init__(name=name, daemon=True)
+        self._call = (fn, args)
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.start()
+
+    def run(self) -> None:
+        fn, args = self._call
+        try:
+            self.result = fn(*args)
+        except BaseException as error:  # handed to whoever asks for the outcome
+            self.error = error
+
+    def outcome(self) -> Any:
+        """What the call returned, once it has (or raise what it raised); fail if it hangs."""
+        self.join(HANG_GUARD_SECONDS)
+        assert not self.is_alive(), f"{self._call[0]!r} never returned (a deadlock?)"
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+def run_bounded(fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)``, run so that a deadlock fails the test instead of hanging the suite."""
+    return ThreadCall(fn, *args).outcome()
+
+
+def join_all(
+    threads: Iterable[threading.Thread],
+    inbox: Inbox | None = None,
+    guard_seconds: float = HANG_GUARD_SECONDS,
+) -> None:
+    """Join *threads*; then raise the first error of those that are `ThreadCall`.
+
+    If any hangs, *inbox* (if given) is closed first, so that the threads
+    waiting on it end, and the test fails naming the hung ones.
+    """
+    threads = list(threads)
+    for thread in threads:
+        thread.join(guard_seconds)
+    hung = [thread.name for thread in threads if thread.is_alive()]
+    if hung and inbox is not None:
+        inbox.close()
+    assert not hung, f"hung: {hung}"
+    for thread in threads:
+        if isinstance(thread, ThreadCall) and thread.error is not None:
+            raise thread.error
+
+
+def parked_wait_sync(inbox: Inbox, session_id: str, timeout: float | None = None) -> ThreadCall:
+    """``inbox.wait_sync(session_id, timeout)`` in a thread, returned once it has parked.
+
+    Fails if the wait returned instead of parking, or never parked.
+    """
+    before = inbox.waiter_count(session_id)
+    wait = ThreadCall(inbox.wait_sync, session_id, timeout)
+    spin_until(
+        lambda: inbox.waiter_count(session_id) > before or not wait.is_alive(),
+        f"wait_sync parked on {session_id!r}",
+    )
+    assert wait.is_alive(), f"wait_sync returned {wait.outcome()!r} instead of parking"
+    return wait
+
+
+# -- Async calls -----------------------------------------------------------------------------------
+
+
+async def catching(
+    error: type[BaseException] | tuple[type[BaseException], ...],
+    fn: Callable[..., Awaitable[Any]],
+    *args: Any,
+) -> BaseException | None:
+    """``await fn(*args)``, returning what it raised of *error* (so no task group fails)."""
+    try:
+        await fn(*args)
+    except error as raised:
+        return raised
+    return None
+
+
+async def collect(
+    channel: Batches, into: list[list[InboxEntry]] | None = None
+) -> list[list[InboxEntry]]:
+    """``async for`` over *channel*, appending each batch to *into* as soon as it comes."""
+    batches = [] if into is None else into
+    async for batch in channel:
+        batches.append(batch)  # each batch must show as soon as it comes
+    return batches
+
+
+#: The ways a task waits on a session: `wait` (a bool), `wait_for` and a `batches` step (entries).
+WAYS_TO_WAIT = ("wait", "wait_for", "batches")
+
+
+def waiting(
+    inbox: Inbox,
+    way: str,
+    session_id: str = "s",
+    timeout: float | None = None,
+    predicate: Callable[[InboxEntry], object] = wanted,
+) -> Callable[[], Awaitable[Any]]:
+    """A call that waits on *session_id* in one of `WAYS_TO_WAIT`; call it again to wait again.
+
+    ``"wait"`` returns True or False; ``"wait_for"`` takes what *predicate*
+    accepts (default: `wanted`); ``"batches"`` receives a batch from one
+    channel of the session (the same channel each call), and returns ``[]``
+    once the channel has ended (`trio.EndOfChannel`), as ``async for`` stops.
+    So a wait that ended with nothing returns a falsy value, whichever way.
+    """
+    if way == "wait":
+        return lambda: inbox.wait(session_id, timeout)
+    if way == "wait_for":
+        return lambda: inbox.wait_for(session_id, predicate, timeout)
+    assert way == "batches", way
+    assert timeout is None, "a batches step has no timeout"
+    channel = inbox.batches(session_id)
+
+    async def step() -> list[InboxEntry]:
+        try:
+            return await channel.receive()
+        except trio.EndOfChannel:
+            return []
+
+    return step
