@@ -234,6 +234,7 @@ class LocalStore:
 
     def clear(self, session_id: str) -> int:
         with self._mutex:
+            self._existing(session_id)  # what expired is not pending: not counted as dropped
             session = self._sessions.pop(session_id, None)
             self._active.pop(session_id, None)
             self._expiring.pop(session_id, None)
