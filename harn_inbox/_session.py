@@ -446,28 +446,35 @@ class SessionState:
         self.version += 1
         return entry
 
-    def restore(self, entries: list[InboxEntry], metas: list[Meta]) -> int:
+    def restore(
+        self, entries: list[InboxEntry], metas: list[Meta], *, same_life: bool = True
+    ) -> int:
         """Put claimed *entries* back at the head, in their order, with what they carried.
 
-        An entry whose coalesce key a newer pending entry took meanwhile stays
-        out (latest wins: counted as coalesced); one already pending (put back
-        by hand) is not put back twice. Returns how many went back.
+        Of entries of one coalesce key the newest stays pending (latest wins,
+        counted as coalesced): an entry given back stays out if a newer one of
+        its key is pending, and replaces an older one. Newer means a higher
+        sequence, or any entry of this life when the claim was taken in an
+        earlier one (*same_life* false: the session was cleared meanwhile).
+        An entry already pending (put back by hand) is not put back twice.
+        Returns how many went back.
         """
         extras = self.extras
         restored = 0
         for entry, meta in zip(reversed(entries), reversed(metas), strict=True):
             coalesce_key = meta[0]
             if coalesce_key is not None and extras is not None:
-                newer = extras.coalesce.get(coalesce_key)
-                if newer is not None and newer is not entry and self._is_pending(newer):
+                rival = extras.coalesce.get(coalesce_key)
+                if rival is not None and rival is not entry and self._is_pending(rival):
                     extras.coalesced += 1
-                    continue
+                    if not same_life or rival.sequence > entry.sequence:
+                        continue
+                    self._remove(rival)
             if self._find_equal(entry):
                 continue
             self._put_first(entry, meta)
             restored += 1
-        if restored:
-            self.version += 1
+        self.version += 1
         return restored
 
     def purge(self, now_ms: int) -> list[InboxEntry]:
@@ -476,10 +483,14 @@ class SessionState:
         expired: list[InboxEntry] = []
         if extras is None:
             return expired
-        expiry = extras.expiry
+        expiry, meta = extras.expiry, extras.meta
         while expiry and expiry[0][0] <= now_ms:
-            entry = heapq.heappop(expiry)[2]
-            if self._remove(entry) is not None:
+            expires_at, _, entry = heapq.heappop(expiry)
+            # The heap forgets nothing (lazily): this item is stale unless the
+            # entry is pending *with this expiry*. The same entry object may be
+            # pending again without one (requeued by hand after a claim took it).
+            held = meta.get(id(entry))
+            if held is not None and held[1] == expires_at and self._remove(entry) is not None:
                 expired.append(entry)
         extras.expired += len(expired)
         return expired

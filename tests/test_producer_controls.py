@@ -432,6 +432,19 @@ def test_expiry_is_counted_once_per_entry(inbox: Inbox, clock: ManualClock) -> N
     assert inbox.statistics("s").expired == 3
 
 
+def test_an_entry_requeued_by_hand_no_longer_expires(inbox: Inbox, clock: ManualClock) -> None:
+    # requeue_front puts back the entry as it is, without its expiry: the
+    # expiry it had when a selective claim took it must not catch it later
+    # (found by the conformance kit: it expired, and counted twice).
+    entry = nudge(inbox, expires_in=1)
+    with inbox.claim("s", lambda entry: True) as taken:
+        assert taken == [entry]
+        inbox.requeue_front(entry)
+    clock.advance(2)
+    assert inbox.snapshot("s") == [entry]
+    assert inbox.statistics("s").expired == 0
+
+
 def test_expiry_is_logged_as_an_inbox_expired_event(
     logged: Inbox, logs: list[EventDict], clock: ManualClock
 ) -> None:

@@ -205,6 +205,8 @@ class LocalStore:
                 assert chosen is not None
                 taken = session.take(cursor, chosen, metas)
             record = None if taken is None else self._new_claim(session_id, taken, metas)
+            if record is not None:
+                record.life = session
             self._settle(session_id, session)
         self._after()
         return record
@@ -218,7 +220,7 @@ class LocalStore:
             return 0
         with self._mutex:
             session = self._session(claim.session_id, None)
-            restored = session.restore(claim.entries, claim.metas)
+            restored = session.restore(claim.entries, claim.metas, same_life=claim.life is session)
             self._released(claim)
             self._settle(claim.session_id, session)
         self._after()

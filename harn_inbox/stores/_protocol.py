@@ -94,7 +94,7 @@ class StoreSettings:
 class ClaimRecord:
     """Entries a claim took, until it is settled (they are gone) or released (they go back)."""
 
-    __slots__ = ("entries", "metas", "session_id", "token")
+    __slots__ = ("entries", "life", "metas", "session_id", "token")
 
     def __init__(
         self, session_id: str, entries: list[InboxEntry], metas: list[Meta], token: object
@@ -105,6 +105,9 @@ class ClaimRecord:
         self.metas = metas
         #: What else the store needs to settle or release it (a row id, a lease), or None.
         self.token = token
+        #: Which life of the session it was taken from (a store's own marker), so that
+        #: entries given back after a clear count as older than the new life's.
+        self.life: object = None
 
     def __len__(self) -> int:
         return len(self.entries)

@@ -646,7 +646,8 @@ class _Journal:
                 raise StoreError(f"{self._store.path}: the store was closed")
             if os.fstat(self._descriptor).st_nlink == 0:
                 raise StoreError(
-                    f"{self._store.path} was deleted or replaced while open: changes can no longer be kept"
+                    f"{self._store.path} was deleted or replaced while open: "
+                    "changes can no longer be kept"
                 )
             connection = self.connection
             connection.execute("BEGIN IMMEDIATE")
