@@ -1,26 +1,58 @@
 """The machine's vocabulary: what it pushes, the predicates it drains with, and their strategies.
 
-Predicates are `Where` values that print as the lambdas they are, so that a
-counterexample reads as code; `Judge` and `FailingJudge` wrap one to record
-what an inbox asked it, or to make it raise part-way.
+Predicates are `Where` values that print as the lambdas they are, and a
+push's keyword arguments are a `Keywords` value that prints as them, so that
+a counterexample reads as code; `Judge` and `FailingJudge` wrap a predicate to
+record what an inbox asked it, or to make it raise part-way.
+
+Each of these is drawn with one integer, an index into a tuple of every
+value, simplest first (hypothesis shrinks towards the front): each draw costs
+a stateful step time, and a step's draws are most of it.
 """
 
 from __future__ import annotations
 
+import itertools
+import math
 from operator import attrgetter
-from typing import TYPE_CHECKING, Any, final
+from typing import TYPE_CHECKING, Any, TypeVar, final
 
 import attrs
 from hypothesis import strategies as st
 
+from .._entry import Delivery
+
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
     from .._entry import InboxEntry
+
+T = TypeVar("T")
 
 _KINDS = ("tool_result", "progress", "")
 _SOURCES = ("worker", "mcp")
 _CONTENTS = ("", "ok", "dône ✓")
+#: JSON values; 1, 1.0 and True are equal to Python, and must come back as pushed all the same.
+_PAYLOADS: tuple[object, ...] = (
+    {"handle": "h1"},
+    "h1",
+    1,
+    1.0,
+    True,
+    [],
+    {"handle": "h2", "progress": [0.5, None, {"é": False}]},
+)
+_DELIVERIES = tuple(Delivery)
+#: Expiries in seconds: at once, 1 ms (rounded up from 0.1 ms), 10.5 ms (11), 20 ms, never.
+_EXPIRIES = (0, 0.0001, 0.0105, 0.02, math.inf)
+
+
+def _by_index(values: Sequence[T]) -> st.SearchStrategy[T]:
+    """One of *values*, drawn by index (see the module docstring)."""
+    # Not sampled_from(): its repr lists every value, and hypothesis records the repr of the
+    # machine's rule strategy (which includes it) in an event of every test case whose rule
+    # draw it retried: spelled out, the predicates made a long run grow by 0.4 MB a case.
+    return st.integers(min_value=0, max_value=len(values) - 1).map(values.__getitem__)
 
 
 @final
@@ -71,31 +103,93 @@ _ATOMS = (
     *(_field_is("kind", kind) for kind in _KINDS),
     *(_field_is("source", source) for source in _SOURCES),
     *(_field_is("content", content) for content in _CONTENTS),
+    _field_is("payload", _PAYLOADS[0]),
+    Where(
+        "entry.delivery is Delivery.IMMEDIATE", lambda entry: entry.delivery is Delivery.IMMEDIATE
+    ),
     # Truthy, not bool: an inbox must go by truth value, not `is True`.
     Where("entry.sequence % 2", lambda entry: entry.sequence % 2),
     Where("entry.sequence % 2 == 0", lambda entry: entry.sequence % 2 == 0),
     Where("entry.content", attrgetter("content")),
     Where("False", lambda entry: False),
 )
-# Every predicate the kit uses, simplest first (hypothesis shrinks towards the front). One
-# draw picks one: each draw costs a stateful step time, and a step's draws are most of it.
+# Every predicate the kit uses, simplest first.
 _ALL_PREDICATES = (
     *_ATOMS,
     *map(_negated, _ATOMS),
     *(_both(left, right) for left in _ATOMS for right in _ATOMS if left != right),
     *(_either(left, right) for left in _ATOMS for right in _ATOMS if left != right),
 )
-# Drawn by index rather than with sampled_from(), whose repr lists all of them (117 kB of
-# text in the repr of the machine's rule strategy): hypothesis records that repr in an event
-# of every test case whose rule draw it retried, so a long run grew by some 0.4 MB a case.
-PREDICATES = st.integers(min_value=0, max_value=len(_ALL_PREDICATES) - 1).map(
-    _ALL_PREDICATES.__getitem__
-)
+PREDICATES = _by_index(_ALL_PREDICATES)
+#: A claim's predicate: None (take everything) or one of `PREDICATES`.
+CLAIM_PREDICATES = _by_index((None, *_ALL_PREDICATES))
 KIND = st.sampled_from(_KINDS)
 SOURCE = st.sampled_from(_SOURCES)
 CONTENT = st.sampled_from(_CONTENTS)
 #: Wait timeouts in whole milliseconds of the ManualClock: None waits for ever, 0 just looks.
 TIMEOUT_MS = st.none() | st.integers(min_value=0, max_value=25)
+#: wait_for's limit.
+LIMIT = st.sampled_from((None, 1, 2))
+
+
+@final
+@attrs.frozen(repr=False)
+class Keywords:
+    """The keyword arguments of one push, printed as they are passed."""
+
+    payload: object = None
+    delivery: Delivery | None = None
+    dedupe_key: str | None = None
+    coalesce_key: str | None = None
+    expires_in: float | None = None
+
+    def push(self, push: Callable[..., InboxEntry], *arguments: str) -> InboxEntry:
+        """Call *push* (an inbox's or the model's) with *arguments* and these keywords."""
+        return push(*arguments, **self._given())
+
+    def __repr__(self) -> str:
+        return ", ".join(f"{name}={_code(value)}" for name, value in self._given().items())
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(f"Keywords({self!r})")
+
+    def _given(self) -> dict[str, object]:
+        return {
+            name: value
+            for name, value in attrs.asdict(self, recurse=False).items()
+            if value is not None
+        }
+
+
+def _code(value: object) -> str:
+    return f"Delivery.{value.name}" if isinstance(value, Delivery) else repr(value)
+
+
+def _keywords() -> tuple[Keywords, ...]:
+    """Combinations of the keyword arguments, at least one given, those with fewer first.
+
+    Repeated Nones make each argument absent more often than not where a
+    value of it changes what a push does: with two dedupe keys given every
+    time, most pushes would be duplicates.
+    """
+    choices = (
+        (None, *_PAYLOADS),
+        (None, *_DELIVERIES),
+        (None, None, "d1", "d2"),
+        (None, None, "c1", "c2"),
+        (None, None, None, *_EXPIRIES),
+    )
+    every = [Keywords(*values) for values in itertools.product(*choices)]
+    return tuple(
+        sorted(
+            (keywords for keywords in every if keywords._given()),
+            key=lambda keywords: len(keywords._given()),
+        )
+    )
+
+
+#: The keyword arguments of a push that has some.
+KEYWORDS = _by_index(_keywords())
 
 
 @final
@@ -113,6 +207,10 @@ class Judge:
 
 class PredicateFailed(Exception):
     """What the kit's failing predicate raises."""
+
+
+class BlockFailed(Exception):
+    """What the kit raises in a claim's block, so that the claim gives its entries back."""
 
 
 @final
