@@ -11,9 +11,14 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import sqlite3
+import tempfile
+import warnings
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import attrs
 import pytest
 
 from harn_inbox import Inbox, InboxEntry, ManualClock, StoreError
@@ -21,7 +26,6 @@ from harn_inbox.stores import SqliteStore
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
-    from pathlib import Path
 
 #: SQLite's page size, as the store makes its files (the default).
 PAGE = 4096
@@ -189,29 +193,85 @@ def test_another_applications_sqlite_file_keeps_its_data(tmp_path: Path) -> None
 # -- Permissions ---------------------------------------------------------------------------------
 
 
+#: Where root tries what an unprivileged user would: uid and gid of ``nobody``.
+NOBODY = 65534
+
+
+@attrs.define
+class Unprivileged:
+    """Files and directories whose modes are enforced, and a refusal seen by a user they bind.
+
+    For a user other than root, that user itself. The OS lets root write
+    read-only files, so under root (CI, containers) `refusal` opens the store
+    in a forked child that has dropped to ``nobody`` first, in a directory
+    that ``nobody`` can reach.
+    """
+
+    directory: Path
+    as_nobody: bool
+    changed: list[tuple[Path, int]] = attrs.Factory(list)
+
+    def chmod(self, path: Path, mode: int) -> None:
+        """``path.chmod(mode)``, undone at teardown."""
+        self.changed.append((path, path.stat().st_mode))
+        path.chmod(mode)
+
+    def refusal(self, path: Path) -> StoreError:
+        """The `StoreError` that opening *path* raises for this user; fail if it opens."""
+        if not self.as_nobody:
+            return refusal(path)
+        reader, writer = os.pipe()
+        with warnings.catch_warnings():  # the child only opens a file, then exits
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
+        if pid == 0:  # pragma: no cover (the child)
+            try:
+                os.setgid(NOBODY)
+                os.setuid(NOBODY)
+                try:
+                    SqliteStore(path).close()
+                    said = "opened"
+                except StoreError as error:
+                    said = "StoreError: " + str(error)
+                os.write(writer, said.encode())
+            finally:
+                os._exit(0)
+        os.close(writer)
+        with os.fdopen(reader, "rb") as pipe:
+            said = pipe.read().decode()
+        os.waitpid(pid, 0)
+        if not said.startswith("StoreError: "):
+            pytest.fail(f"{path} opened as nobody, or the child failed: {said!r}")
+        return StoreError(said.removeprefix("StoreError: "))
+
+
 @pytest.fixture
-def permissions(tmp_path: Path) -> Iterator[Callable[[Path, int], None]]:
-    """``chmod(path, mode)``, undone at teardown; skips the test where modes are not enforced."""
-    probe = tmp_path / "probe"
-    probe.write_bytes(b"")
-    probe.chmod(0o444)
-    try:
-        os.close(os.open(probe, os.O_WRONLY))
-    except PermissionError:
-        pass
+def unprivileged(tmp_path: Path) -> Iterator[Unprivileged]:
+    if os.geteuid() != 0:
+        probe = tmp_path / "probe"
+        probe.write_bytes(b"")
+        probe.chmod(0o444)
+        try:
+            os.close(os.open(probe, os.O_WRONLY))
+        except PermissionError:
+            pass
+        else:
+            pytest.skip("this user may write read-only files: the OS would not refuse")
+        finally:
+            probe.unlink()
+        shelf = Unprivileged(tmp_path, as_nobody=False)
     else:
-        pytest.skip("this user may write read-only files (root): the OS would not refuse")
+        # pytest's tmp_path is root's alone (0700 above it): nobody needs a
+        # directory it can reach, and write to until a test says otherwise.
+        shelf = Unprivileged(Path(tempfile.mkdtemp(prefix="harn-inbox-faults-")), as_nobody=True)
+        shelf.directory.chmod(0o777)
+    try:
+        yield shelf
     finally:
-        probe.unlink()
-    changed: list[tuple[Path, int]] = []
-
-    def chmod(path: Path, mode: int) -> None:
-        changed.append((path, path.stat().st_mode))
-        path.chmod(mode)
-
-    yield chmod
-    for path, mode in reversed(changed):
-        path.chmod(mode)
+        for path, mode in reversed(shelf.changed):
+            path.chmod(mode)
+        if shelf.as_nobody:
+            shutil.rmtree(shelf.directory)
 
 
 #: Why a file cannot be written, in words a reader understands.
@@ -219,35 +279,36 @@ READ_ONLY = "read-only|readonly|permission|denied"
 
 
 def test_a_read_only_file_is_refused_saying_so_and_keeps_every_entry(
-    tmp_path: Path, permissions: Callable[[Path, int], None]
+    unprivileged: Unprivileged,
 ) -> None:
-    path = tmp_path / "x.db"
+    path = unprivileged.directory / "x.db"
     pushed = fill(path)
-    permissions(path, 0o444)
-    error = refusal(path)
+    unprivileged.chmod(path, 0o444)
+    error = unprivileged.refusal(path)
     path.chmod(0o644)
     assert reopened(path) == pushed
     says(error, path, READ_ONLY)
 
 
 def test_a_file_in_a_read_only_directory_is_refused_saying_so_and_keeps_every_entry(
-    tmp_path: Path, permissions: Callable[[Path, int], None]
+    unprivileged: Unprivileged,
 ) -> None:
-    directory = tmp_path / "shelf"
+    directory = unprivileged.directory / "shelf"
     directory.mkdir()
     path = directory / "x.db"
     pushed = fill(path)
-    permissions(directory, 0o555)
-    says(refusal(path), path, READ_ONLY)
+    unprivileged.chmod(directory, 0o555)
+    says(unprivileged.refusal(path), path, READ_ONLY)
     directory.chmod(0o755)
     assert reopened(path) == pushed
 
 
 def test_a_new_file_in_a_read_only_directory_is_refused_saying_so(
-    tmp_path: Path, permissions: Callable[[Path, int], None]
+    unprivileged: Unprivileged,
 ) -> None:
-    permissions(tmp_path, 0o555)
-    says(refusal(tmp_path / "x.db"), tmp_path / "x.db", READ_ONLY)
+    unprivileged.chmod(unprivileged.directory, 0o555)
+    path = unprivileged.directory / "x.db"
+    says(unprivileged.refusal(path), path, READ_ONLY)
 
 
 # -- A full disk ---------------------------------------------------------------------------------
