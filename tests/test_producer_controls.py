@@ -264,6 +264,23 @@ def test_dedupe_keys_held_stay_bounded_as_the_window_moves_on(clock: ManualClock
         assert inbox.statistics("s").duplicates == 0
 
 
+def test_dedupe_keys_held_stay_bounded_over_many_sessions(clock: ManualClock) -> None:
+    # A session that sees no keyed push again must not keep its keys (and the
+    # first entries they hold) for ever: each keyed push, into any session,
+    # forgets the keys whose window has closed in every session.
+    window, pushes_per_second = 10, 4
+    with Inbox(clock=clock, dedupe_window=window) as inbox:
+        for index in range(2_000):
+            session_id = f"session-{index}"
+            inbox.push(session_id, "tool_result", "ok", "worker", dedupe_key="call")
+            inbox.drain(session_id)
+            clock.advance(1 / pushes_per_second)
+            # White-box: the keys held over every session (one per push in the window).
+            sessions = inbox._store._sessions.values()  # type: ignore[attr-defined]
+            held = sum(len(state.extras.dedupe) for state in sessions if state.extras)
+            assert held <= window * pushes_per_second + 1
+
+
 def test_threads_pushing_one_dedupe_key_at_once_store_one_entry(
     inbox: Inbox, run_in_thread: Callable[..., ThreadCall]
 ) -> None:

@@ -15,17 +15,18 @@ until the change is safe). Subclasses hook into `_new_session`, `_settle` and
 
 from __future__ import annotations
 
+from collections import deque
 from typing import TYPE_CHECKING
 
 from .._errors import InboxClosed
 from .._mutex import Mutex, acquire_contended, reentered
-from .._session import SessionState
+from .._session import PushNote, SessionState
 from .._statistics import SessionStatistics
 from ._protocol import ClaimRecord
 
 if TYPE_CHECKING:
     from .._entry import InboxEntry
-    from .._session import Cursor, Meta, PushNote, PushOptions
+    from .._session import Cursor, Meta, PushOptions
     from ._protocol import StoreSettings
 
 
@@ -37,6 +38,7 @@ class LocalStore:
         "_closed",
         "_expired",
         "_expiring",
+        "_key_windows",
         "_mutex",
         "_sessions",
         "_settings",
@@ -53,6 +55,10 @@ class LocalStore:
         self._expiring: dict[str, None] = {}
         #: Entries that expired under the lock, to report once it is released.
         self._expired: list[InboxEntry] = []
+        #: (window end, session id) of every dedupe key remembered, in push order: a
+        #: keyed push into any session forgets the closed windows of every session,
+        #: so memory for keys is bounded by the window even over many sessions.
+        self._key_windows: deque[tuple[int, str]] = deque()
         self._settings: StoreSettings | None = None
         self._closed = False
 
@@ -141,6 +147,10 @@ class LocalStore:
                 settings.dedupe_window_ms,
             )
             self._settle(session_id, session)
+            if options.dedupe_key is not None:
+                if not (type(pushed) is PushNote and pushed.duplicate):
+                    self._key_windows.append((ts_ms + settings.dedupe_window_ms, session_id))
+                self._forget_closed_windows(ts_ms)
         self._after()
         return pushed
 
@@ -330,6 +340,14 @@ class LocalStore:
             self._expiring[session_id] = None
         else:
             self._expiring.pop(session_id, None)
+
+    def _forget_closed_windows(self, now_ms: int) -> None:
+        """Forget the dedupe keys of every session whose window closed by *now_ms* (locked)."""
+        windows = self._key_windows
+        while windows and windows[0][0] <= now_ms:
+            session = self._sessions.get(windows.popleft()[1])
+            if session is not None and session.extras is not None:
+                session._forget_closed_windows(now_ms)
 
     def _after(self) -> None:
         """After an operation, with the lock released: report what expired."""

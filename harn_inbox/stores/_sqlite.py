@@ -264,12 +264,8 @@ class SqliteStore(LocalStore):
         super().attach(settings)
         # Now the clock is known: forget the dedupe keys whose window closed while
         # the file was shut (a session that sees no keyed push would keep them).
-        now_ms = settings.now_ms()
         with self._mutex:
-            for session in self._sessions.values():
-                extras = session.extras
-                if extras is not None and extras.dedupe_order:
-                    session._forget_closed_windows(now_ms)
+            self._forget_closed_windows(settings.now_ms())
         self._after()
 
     # -- The hooks of LocalStore ----------------------------------------------------------------
@@ -392,6 +388,7 @@ class SqliteStore(LocalStore):
                 _check_row(self.path, "dedupe_keys", row)
                 session = self._sessions.get(row[0]) or self._orphan(row[0])
                 SessionState._remember_key(session, row[1], _entry(row[0], row[4:11]), row[2])
+                self._key_windows.append((row[2], row[0]))
             self._next_key = 1 + max((row[3] for row in keys), default=0)
             claims = connection.execute(
                 "SELECT * FROM claimed ORDER BY claim_id DESC, ordinal"
