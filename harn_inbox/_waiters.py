@@ -123,7 +123,7 @@ class ThreadWaiter(Waiter):
         except StopIteration as stop:
             return stop.value
         finally:
-            steps.close()  # KeyboardInterrupt in acquire(): leave the lot on the way out
+            _end(self._lot, self, steps)  # KeyboardInterrupt in acquire(): leave on the way out
 
 
 class TrioWaiter(Waiter):
@@ -219,7 +219,7 @@ class TrioWaiter(Waiter):
             # Raised between the arm and the sleep (a signal handler that
             # raises), a wake already queued must not find the task.
             self._task = None
-            steps.close()
+            _end(self._lot, self, steps)
 
     async def _drive(self, steps: Generator[Pause, None, Any], pause: Pause) -> Any:
         while True:
@@ -318,7 +318,17 @@ class AsyncioWaiter(Waiter):
         finally:
             if handle is not None:
                 handle.cancel()
-            steps.close()  # CancelledError, or the look raised: leave the lot
+            _end(self._lot, self, steps)  # CancelledError, or the look raised: leave the lot
+
+
+def _end(lot: ParkingLot, waiter: Waiter, steps: Generator[Pause, None, Any]) -> None:
+    """Close a wait's *steps* on its way out: that leaves the lot and forgets the timer."""
+    steps.close()
+    # Python 3.10 discards a generator without running its ``finally`` when a
+    # profile or trace function raises as it pauses (3.11 keeps it suspended):
+    # the lot must still be left. (Idempotent; the timer then fires into an
+    # unregistered waiter, which is harmless.)
+    lot.leave(waiter)
 
 
 def _current_task(token: trio.lowlevel.TrioToken) -> trio.lowlevel.Task | None:
