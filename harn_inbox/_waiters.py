@@ -324,10 +324,10 @@ class AsyncioWaiter(Waiter):
 def _end(lot: ParkingLot, waiter: Waiter, steps: Generator[Pause, None, Any]) -> None:
     """Close a wait's *steps* on its way out: that leaves the lot and forgets the timer."""
     steps.close()
-    # Python 3.10 discards a generator without running its ``finally`` when a
-    # profile or trace function raises as it pauses (3.11 keeps it suspended):
-    # the lot must still be left. (Idempotent; the timer then fires into an
-    # unregistered waiter, which is harmless.)
+    # When a profile or trace function raises as the generator pauses, CPython
+    # 3.10, 3.11 and 3.13 discard it without running its ``finally`` (3.12 runs
+    # it): the lot must still be left. (Idempotent; the timer then fires into
+    # an unregistered waiter, which is harmless.)
     lot.leave(waiter)
 
 

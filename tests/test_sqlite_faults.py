@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 import pytest
+from _support import run_bounded
 
 from harn_inbox import Inbox, InboxEntry, ManualClock, StoreError
 from harn_inbox.stores import SqliteStore
@@ -377,6 +378,65 @@ def test_a_refused_push_on_a_full_disk_is_not_in_the_file(
     store.close()
     assert reopened(store.path) == {"s": kept}
     assert [entry.content for entry in kept] == ["1", "2", "3"]
+
+
+# -- A logger that writes to the inbox -----------------------------------------------------------
+
+
+class WritingLogger:
+    """A logger that, told *event* for the first time, calls *then* (an inbox write, say)."""
+
+    def __init__(self, event: str) -> None:
+        self.event = event
+        self.then: Callable[[], object] = lambda: None
+        self.told = 0
+
+    def _log(self, event: str, **fields: object) -> None:
+        if event == self.event:
+            self.told += 1
+            if self.told == 1:
+                self.then()
+
+    debug = info = warning = error = exception = _log
+
+
+def test_a_logger_that_pushes_when_told_of_a_commit_does_not_deadlock(tmp_path: Path) -> None:
+    # The commit's event used to be told with the commit lock held: the
+    # logger's own push then waited on that lock for ever, and so did every
+    # other writer after it.
+    logger = WritingLogger("inbox.commit")
+    store = SqliteStore(tmp_path / "x.db")  # closed only if nothing hangs: close would too
+    inbox = Inbox(store=store, logger=logger)
+    logger.then = lambda: push(inbox, "audit", "a commit")
+    run_bounded(push, inbox, "s", "first")
+    assert [entry.content for entry in inbox.snapshot("audit")] == ["a commit"]
+    assert run_bounded(push, inbox, "s", "second").sequence == 2
+    store.close()
+
+
+def test_a_push_whose_commit_fails_under_a_logger_that_writes_raises(tmp_path: Path) -> None:
+    # Push B purges an expired A and reports it to the logger before waiting
+    # for its commit; the logger pushes to another session, and the commit of
+    # both fails (the disk fills). The push used to return B, rolled back:
+    # the logger's push had taken the thread's ticket along with its own.
+    clock = ManualClock(start_ms=1_000_000)
+    logger = WritingLogger("inbox.expired")
+    store = SqliteStore(tmp_path / "x.db")
+    inbox = Inbox(store=store, clock=clock, logger=logger)
+
+    def fill_the_disk_and_push() -> None:
+        set_page_limit(store, 0)
+        push(inbox, "audit", BIG)  # fails: told to the logger's caller, the telemetry
+
+    logger.then = fill_the_disk_and_push
+    inbox.push("s", "tool_result", "A", "worker", expires_in=1)
+    clock.advance(2)
+    with pytest.raises(StoreError):
+        push(inbox, "s", "B")
+    assert logger.told == 1
+    assert inbox.snapshot("s") == []
+    store.close()
+    assert reopened(store.path) == {}
 
 
 # -- The file deleted while open -----------------------------------------------------------------

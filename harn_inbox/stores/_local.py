@@ -151,7 +151,8 @@ class LocalStore:
                 if not (type(pushed) is PushNote and pushed.duplicate):
                     self._key_windows.append((ts_ms + settings.dedupe_window_ms, session_id))
                 self._forget_closed_windows(ts_ms)
-        self._after()
+            ticket = self._ticket()
+        self._after(ticket)
         return pushed
 
     def reserve_sequence(self, session_id: str) -> int:
@@ -163,7 +164,8 @@ class LocalStore:
             session = self._session(session_id, None)
             sequence = session.reserve_sequence()
             self._settle(session_id, session)
-        self._after()
+            ticket = self._ticket()
+        self._after(ticket)
         return sequence
 
     def requeue_front(self, entry: InboxEntry) -> None:
@@ -172,7 +174,8 @@ class LocalStore:
             session = self._session(session_id, None)
             session.requeue_front(entry)
             self._settle(session_id, session)
-        self._after()
+            ticket = self._ticket()
+        self._after(ticket)
 
     # -- Consuming ----------------------------------------------------------------------------
 
@@ -181,14 +184,16 @@ class LocalStore:
             session = self._existing(session_id)
             entries = [] if session is None else session.drain()
             self._settle(session_id, session)
-        self._after()
+            ticket = self._ticket()
+        self._after(ticket)
         return entries
 
     def read(self, session_id: str, cursor: Cursor | None) -> tuple[Cursor, list[InboxEntry], bool]:
         with self._mutex:
             session = self._existing(session_id) or _EMPTY_SESSION
             reading = session.read(cursor)
-        self._after()
+            ticket = self._ticket()
+        self._after(ticket)
         return reading
 
     def take(
@@ -198,7 +203,8 @@ class LocalStore:
             session = self._existing(session_id)
             taken = None if session is None else session.take(cursor, chosen)
             self._settle(session_id, session)
-        self._after()
+            ticket = self._ticket()
+        self._after(ticket)
         return taken
 
     def claim(
@@ -218,7 +224,8 @@ class LocalStore:
             if record is not None:
                 record.life = session
             self._settle(session_id, session)
-        self._after()
+            ticket = self._ticket()
+        self._after(ticket)
         return record
 
     def settle(self, claim: ClaimRecord) -> None:
@@ -233,7 +240,8 @@ class LocalStore:
             restored = session.restore(claim.entries, claim.metas, same_life=claim.life is session)
             self._released(claim)
             self._settle(claim.session_id, session)
-        self._after()
+            ticket = self._ticket()
+        self._after(ticket)
         return restored
 
     def revoke(self, session_id: str, sequence: int) -> InboxEntry | None:
@@ -241,7 +249,8 @@ class LocalStore:
             session = self._existing(session_id)
             entry = None if session is None else session.revoke(sequence)
             self._settle(session_id, session)
-        self._after()
+            ticket = self._ticket()
+        self._after(ticket)
         return entry
 
     def clear(self, session_id: str) -> int:
@@ -256,7 +265,8 @@ class LocalStore:
                 self._sessions, self._active, self._expiring = {}, {}, {}
             dropped = 0 if session is None else session.clear()
             self._settle(session_id, session)
-        self._after()
+            ticket = self._ticket()
+        self._after(ticket)
         return dropped
 
     def refuse_pushes(self) -> None:
@@ -276,21 +286,24 @@ class LocalStore:
         with self._mutex:
             self._existing(session_id)
             pending = session_id in self._active
-        self._after()
+            ticket = self._ticket()
+        self._after(ticket)
         return pending
 
     def pending_count(self, session_id: str) -> int:
         with self._mutex:
             session = self._existing(session_id)
             count = 0 if session is None else session.pending_count()
-        self._after()
+            ticket = self._ticket()
+        self._after(ticket)
         return count
 
     def snapshot(self, session_id: str) -> list[InboxEntry]:
         with self._mutex:
             session = self._existing(session_id)
             entries = [] if session is None else session.entries()
-        self._after()
+            ticket = self._ticket()
+        self._after(ticket)
         return entries
 
     def sessions(self) -> list[str]:
@@ -298,14 +311,16 @@ class LocalStore:
             for session_id in list(self._expiring):
                 self._existing(session_id)
             active = list(self._active)
-        self._after()
+            ticket = self._ticket()
+        self._after(ticket)
         return active
 
     def statistics(self, session_id: str) -> SessionStatistics:
         with self._mutex:
             session = self._existing(session_id) or _EMPTY_SESSION
             counters = session.counters()
-        self._after()
+            ticket = self._ticket()
+        self._after(ticket)
         return SessionStatistics(
             session_id=session_id, waiters=0, durable=self._durable(), **counters
         )
@@ -349,8 +364,22 @@ class LocalStore:
             if session is not None and session.extras is not None:
                 session._forget_closed_windows(now_ms)
 
-    def _after(self) -> None:
-        """After an operation, with the lock released: report what expired."""
+    def _ticket(self) -> int:
+        """Under the lock, at the end of an operation: what `_after` must wait for.
+
+        A durable store's count of the changes written so far if this
+        operation wrote any, else 0. Taken under the lock, where nothing else
+        can run on this thread (the lock refuses re-entry), and carried to
+        `_after` on the operation's own stack: an operation that user code
+        runs in between (a logger, a signal handler) has its own.
+        """
+        return 0
+
+    def _after(self, ticket: int = 0) -> None:
+        """After an operation, with the lock released: report what expired.
+
+        A durable store then waits until its *ticket* is in the file.
+        """
         # (Read unlocked first: most calls have nothing to report.)
         if self._expired:
             with self._mutex:

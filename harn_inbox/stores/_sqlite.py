@@ -198,7 +198,8 @@ class SqliteStore(LocalStore):
             connection.execute(f"PRAGMA synchronous = {sync.upper()}")
             with self._mutex:
                 self._requeue_claims()
-            self._journal.wait()  # the claims put back at the head are in the file now
+                ticket = self._journal.take_ticket()
+            self._journal.wait(ticket)  # the claims put back at the head are in the file now
         except BaseException as error:
             if connection.in_transaction:
                 connection.execute("ROLLBACK")
@@ -249,7 +250,8 @@ class SqliteStore(LocalStore):
                 settings.drop_oldest,
             )
             self._settle(session_id, session)
-        self._after()
+            ticket = self._ticket()
+        self._after(ticket)
         return pushed
 
     def settle(self, claim: ClaimRecord) -> None:
@@ -258,7 +260,8 @@ class SqliteStore(LocalStore):
         with self._mutex:
             self._check_open()
             self._journal.record(_DELETE_CLAIM, (claim.token,))
-        self._after()
+            ticket = self._ticket()
+        self._after(ticket)
 
     def attach(self, settings: StoreSettings) -> None:
         super().attach(settings)
@@ -266,7 +269,8 @@ class SqliteStore(LocalStore):
         # the file was shut (a session that sees no keyed push would keep them).
         with self._mutex:
             self._forget_closed_windows(settings.now_ms())
-        self._after()
+            ticket = self._ticket()
+        self._after(ticket)
 
     # -- The hooks of LocalStore ----------------------------------------------------------------
 
@@ -311,9 +315,12 @@ class SqliteStore(LocalStore):
                 ),
             )
 
-    def _after(self) -> None:
-        super()._after()
-        self._journal.wait()
+    def _ticket(self) -> int:
+        return self._journal.take_ticket()
+
+    def _after(self, ticket: int = 0) -> None:
+        super()._after()  # a logger told what expired may write: its ticket is its own
+        self._journal.wait(ticket)
 
     def _durable(self) -> bool:
         return True
@@ -565,7 +572,8 @@ class _Journal:
         #: Session id -> its counters' row as last written, for the end of the batch.
         self._rows: dict[str, tuple[Any, ...]] = {}
         #: How many changes were written so far; an operation's ticket is this
-        #: count after its last change (per thread: `_local.ticket`).
+        #: count after its last change (per thread: `_local.ticket`, until the
+        #: operation takes it, still under the store's lock: `take_ticket`).
         self._written = 0
         self._local = threading.local()
         #: Held by the thread committing (the leader of a group commit).
@@ -598,8 +606,16 @@ class _Journal:
 
     # -- Waiting (no lock held) ------------------------------------------------------------------
 
-    def wait(self) -> None:
-        """Return once what this thread's last operation wrote is in the file; else raise.
+    def take_ticket(self) -> int:
+        """This thread's operation's ticket, or 0 if it wrote nothing (under the store's lock)."""
+        local = self._local
+        ticket: int = getattr(local, "ticket", 0)
+        if ticket:
+            local.ticket = 0
+        return ticket
+
+    def wait(self, ticket: int) -> None:
+        """Return once the changes up to *ticket* are in the file; else raise.
 
         The group commit: whoever finds no commit in progress leads one, of
         everything written so far; whoever finds one waits for it to end (on
@@ -610,10 +626,8 @@ class _Journal:
             StoreError: Its batch could not be committed; the store went back
                 to what the file holds.
         """
-        ticket = getattr(self._local, "ticket", 0)
         if not ticket:
             return
-        self._local.ticket = 0
         committing = self._committing
         while True:
             for first, last, error in self._failures:  # appended to, never changed
@@ -622,17 +636,23 @@ class _Journal:
             if self._committed >= ticket:
                 return
             if committing.acquire(False):
+                committed = None
                 try:
                     if self._committed < ticket:
-                        self._commit_batch()
+                        committed = self._commit_batch()
                 finally:
                     committing.release()
+                # Told with no lock held: a logger may write to the inbox.
+                settings = self._store._settings
+                if committed is not None and settings is not None and settings.emit is not None:
+                    settings.emit("debug", "inbox.commit", committed)
             else:
                 acquire_contended(committing)
                 committing.release()
 
-    def _commit_batch(self) -> None:
+    def _commit_batch(self) -> dict[str, object] | None:
         # The leader: everything written so far, in one transaction, the store's lock released.
+        # Returns the fields of the commit's telemetry event (None if it failed).
         with self._store._mutex:
             statements, self._statements = self._statements, []
             rows, self._rows = self._rows, {}
@@ -659,19 +679,13 @@ class _Journal:
                 raise
         except Exception as error:
             self._fail(error)
-            return
+            return None
         self._committed = through
-        settings = self._store._settings
-        if settings is not None and settings.emit is not None:
-            settings.emit(
-                "debug",
-                "inbox.commit",
-                {
-                    "store": str(self._store.path),
-                    "changes": len(statements) + len(rows),
-                    "commit_ms": round((time.perf_counter() - started) * 1e3, 3),
-                },
-            )
+        return {
+            "store": str(self._store.path),
+            "changes": len(statements) + len(rows),
+            "commit_ms": round((time.perf_counter() - started) * 1e3, 3),
+        }
 
     def _fail(self, error: Exception) -> None:
         # The batch did not reach the file, nor did anything written on top of it
