@@ -287,7 +287,11 @@ class Inbox:
         sequence = self._store.reserve_sequence(session_id)
         if self._telemetry is not None:
             self._telemetry.emit(
-                "debug", "inbox.reserve_sequence", session_id=session_id, sequence=sequence
+                "debug",
+                "inbox.reserve_sequence",
+                session_id=session_id,
+                sequence=sequence,
+                reserved_total=self._store.statistics(session_id).reserved,
             )
         return sequence
 
@@ -432,6 +436,7 @@ class Inbox:
                 session_id=session_id,
                 sequence=sequence,
                 revoked=entry is not None,
+                revoked_total=self._store.statistics(session_id).revoked,
             )
         return entry
 
@@ -787,14 +792,19 @@ class Inbox:
 
     def _expired(self, entries: list[InboxEntry]) -> None:
         # From the store, no lock held: entries that expired before anyone took them.
+        totals: dict[str, int] = {}
         for entry in entries:
-            fields = {
+            fields: dict[str, object] = {
                 "session_id": entry.session_id,
                 "sequence": entry.sequence,
                 "kind": entry.kind,
                 "source": entry.source,
             }
             if self._telemetry is not None:
+                if entry.session_id not in totals:
+                    # Read once the whole report is counted: the same total for each.
+                    totals[entry.session_id] = self._store.statistics(entry.session_id).expired
+                fields["expired_total"] = totals[entry.session_id]
                 self._telemetry.emit("info", "inbox.expired", **fields)
             else:
                 fallback_logger.info("harn_inbox: entry expired unread: %r", fields)

@@ -108,7 +108,7 @@ class PushOptions:
 class PushNote:
     """What a push returns when it did more than append its entry, or other than that."""
 
-    __slots__ = ("coalesced", "dropped", "dropped_total", "duplicate", "entry")
+    __slots__ = ("coalesced", "dropped", "dropped_total", "duplicate", "entry", "total")
 
     def __init__(
         self,
@@ -118,6 +118,7 @@ class PushNote:
         dropped_total: int = 0,
         coalesced: InboxEntry | None = None,
         duplicate: bool = False,
+        total: int = 0,
     ) -> None:
         #: The entry the push returns (for a duplicate: the first push's).
         self.entry = entry
@@ -128,6 +129,8 @@ class PushNote:
         self.coalesced = coalesced
         #: Whether the push stored nothing: its dedupe key was seen within the window.
         self.duplicate = duplicate
+        #: The session's count of duplicates (or of coalesced entries) after this push.
+        self.total = total
 
 
 @final
@@ -309,7 +312,7 @@ class SessionState:
             first = extras.dedupe.get(key)
             if first is not None:
                 extras.duplicates += 1
-                return PushNote(first, duplicate=True)
+                return PushNote(first, duplicate=True, total=extras.duplicates)
         coalesce_key = options.coalesce_key
         previous = None
         if coalesce_key is not None:
@@ -338,7 +341,13 @@ class SessionState:
             self._remember_key(key, entry, ts_ms + dedupe_window_ms)
         if dropped is None and previous is None:
             return entry
-        return PushNote(entry, dropped=dropped, dropped_total=self.dropped, coalesced=previous)
+        return PushNote(
+            entry,
+            dropped=dropped,
+            dropped_total=self.dropped,
+            coalesced=previous,
+            total=extras.coalesced,
+        )
 
     def reserve_sequence(self) -> int:
         """Issue the next sequence number to nobody's entry (an injection delivered at once)."""

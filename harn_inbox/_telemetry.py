@@ -50,9 +50,11 @@ class Telemetry:
         level = "debug"
         if pushed.duplicate:
             fields["outcome"] = "duplicate"
+            fields["duplicates_total"] = pushed.total
         if pushed.coalesced is not None:
             fields["outcome"] = "coalesced"
             fields["coalesced_sequence"] = pushed.coalesced.sequence
+            fields["coalesced_total"] = pushed.total
         if pushed.dropped is not None:
             level = "warning"
             fields["outcome"] = "dropped_oldest"

@@ -248,6 +248,8 @@ def test_a_duplicate_is_logged_with_outcome_duplicate(logged: Inbox, logs: list[
     assert duplicate["outcome"] == "duplicate"
     assert duplicate["sequence"] == first.sequence
     assert duplicate["session_id"] == "s"
+    nudge(logged, dedupe_key="k")
+    assert events(logs, "inbox.push")[-1]["duplicates_total"] == 2  # what statistics() counts
 
 
 def test_dedupe_keys_held_stay_bounded_as_the_window_moves_on(clock: ManualClock) -> None:
@@ -339,6 +341,7 @@ def test_coalescing_is_logged_with_outcome_coalesced(logged: Inbox, logs: list[E
     assert "outcome" not in plain
     assert coalesced["outcome"] == "coalesced"
     assert (coalesced["sequence"], coalesced["coalesced_sequence"]) == (new.sequence, old.sequence)
+    assert coalesced["coalesced_total"] == 1
 
 
 def test_coalescing_into_a_full_session_that_rejects_replaces(clock: ManualClock) -> None:
@@ -472,6 +475,23 @@ def test_expiry_is_logged_as_an_inbox_expired_event(
     assert expired["log_level"] == "info"
     assert (expired["session_id"], expired["sequence"]) == ("s", entry.sequence)
     assert (expired["kind"], expired["source"]) == (entry.kind, entry.source)
+    assert expired["expired_total"] == 1
+
+
+def test_revoke_and_reserve_sequence_are_logged_with_their_totals(
+    logged: Inbox, logs: list[EventDict]
+) -> None:
+    logged.reserve_sequence("s")
+    logged.reserve_sequence("s")
+    entry = nudge(logged)
+    logged.revoke("s", entry.sequence)
+    logged.revoke("s", entry.sequence)  # not pending any more: not counted
+    assert [event["reserved_total"] for event in events(logs, "inbox.reserve_sequence")] == [1, 2]
+    revokes = events(logs, "inbox.revoke")
+    assert [(event["revoked"], event["revoked_total"]) for event in revokes] == [
+        (True, 1),
+        (False, 1),
+    ]
 
 
 def test_expiry_without_a_logger_goes_to_the_standard_logging_logger(
