@@ -1,30 +1,39 @@
 """What an operation costs does not grow with what it need not touch.
 
-Counted in work, never in time: predicate calls, entry comparisons, waiters
-woken, session records visited. A selective take under a steady producer
-judges each entry once and returns; a push to a session with a parked
-``wait_for`` judges nothing old again; a push does nothing for waiters already
-woken; ``requeue_front`` compares a bounded number of entries; ``sessions()``
-visits only the sessions with something pending. Some tests are white-box
-(they spy on a private function or replace a private table); each says so.
+Counted in work, never in time: predicate calls, entries read, entry
+comparisons, lines of the library run, waiters woken, session records visited.
+A selective take under a steady producer judges each entry once and returns; a
+push to a session with a parked ``wait_for`` judges nothing old again, nor
+reads, copies or walks it; a push does nothing for waiters already woken;
+``requeue_front`` compares a bounded number of entries; ``sessions()`` visits
+only the sessions with something pending. Some tests are white-box (they spy on
+a private function or replace a private table); each says so.
 (One thread-safe wake per loop per push: test_cross_thread.py.)
 """
 
 from __future__ import annotations
 
+import os
+import sys
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, NoReturn
 
+import attrs
 import pytest
 from _support import contents, push_many
 
+import harn_inbox
 import harn_inbox._lot
 from harn_inbox import Inbox, InboxEntry, ManualClock
+from harn_inbox._session import SessionState
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Callable, Iterable, Iterator
+    from types import FrameType
 
     from conftest import Backend
 
+    from harn_inbox._session import Cursor
     from harn_inbox._waiters import Waiter
 
 
@@ -110,6 +119,171 @@ def test_a_push_to_a_parked_wait_for_judges_only_the_new_entry(
 
     backend.run(main)
     assert contents(inbox.snapshot("s")) == [*contents(old), *(f"new-{n}" for n in range(20))]
+
+
+@attrs.frozen
+class LookWork:
+    """What one push to a session with a parked ``wait_for`` cost, with the waiter's looks after it.
+
+    ``read``: how many entries each read of the session returned; ``offered``:
+    how many each take was given; ``copies``: calls of `SessionState.entries`
+    (a copy of every pending entry); ``comparisons``: calls of
+    ``InboxEntry.__eq__``; ``lines``: lines of harn_inbox's own code run.
+    """
+
+    read: tuple[int, ...]
+    offered: tuple[int, ...]
+    copies: int
+    comparisons: int
+    lines: int
+
+
+@attrs.define
+class LookTally:
+    """Counts for `LookWork`, kept by spies while ``counting`` is on."""
+
+    counting: bool = False
+    read: list[int] = attrs.Factory(list)
+    offered: list[int] = attrs.Factory(list)
+    copies: int = 0
+    comparisons: int = 0
+
+    def start(self) -> None:
+        self.read, self.offered, self.copies, self.comparisons = [], [], 0, 0
+        self.counting = True
+
+    def stop(self, lines: int) -> LookWork:
+        self.counting = False
+        return LookWork(tuple(self.read), tuple(self.offered), self.copies, self.comparisons, lines)
+
+    def spy_on(self, patch: pytest.MonkeyPatch) -> None:
+        """Wrap what a look may do with the pending entries, to count it."""
+        read, take, entries = SessionState.read, SessionState.take, SessionState.entries
+        equal = InboxEntry.__eq__
+
+        def counting_read(session: SessionState, cursor: Cursor | None) -> Any:
+            reading = read(session, cursor)
+            if self.counting:
+                self.read.append(len(reading[1]))
+            return reading
+
+        def counting_take(session: SessionState, cursor: Cursor, chosen: list[InboxEntry]) -> Any:
+            if self.counting:
+                self.offered.append(len(chosen))
+            return take(session, cursor, chosen)
+
+        def counting_entries(session: SessionState) -> list[InboxEntry]:
+            if self.counting:
+                self.copies += 1
+            return entries(session)
+
+        def counting_eq(entry: InboxEntry, other: object) -> Any:
+            if self.counting:
+                self.comparisons += 1
+            return equal(entry, other)
+
+        patch.setattr(SessionState, "read", counting_read)
+        patch.setattr(SessionState, "take", counting_take)
+        patch.setattr(SessionState, "entries", counting_entries)
+        patch.setattr(InboxEntry, "__eq__", counting_eq)
+
+
+#: Where harn_inbox's own code lives: the lines `lines_run_in_harn_inbox` counts.
+_PACKAGE = os.path.dirname(harn_inbox.__file__) + os.sep
+
+
+@contextmanager
+def lines_run_in_harn_inbox() -> Iterator[list[int]]:
+    """Count the lines of harn_inbox's own code this thread runs in the block, into ``[n]``.
+
+    A loop in Python over N entries, or over their N verdicts, runs N lines or more.
+    """
+    count = [0]
+
+    def in_package(frame: FrameType, event: str, arg: object) -> Any:
+        if event == "line":
+            count[0] += 1
+        return in_package
+
+    def on_call(frame: FrameType, event: str, arg: object) -> Any:
+        # Called for each frame entered or resumed (coroutines too): trace only ours.
+        return in_package if frame.f_code.co_filename.startswith(_PACKAGE) else None
+
+    previous = sys.gettrace()
+    sys.settrace(on_call)
+    try:
+        yield count
+    finally:
+        sys.settrace(previous)
+
+
+def work_of_pushes_to_a_parked_wait_for(
+    backend: Backend, judged: int, pushes: int = 5
+) -> list[LookWork]:
+    """What each of *pushes* pushes costs, to a ``wait_for`` parked having judged *judged* entries.
+
+    None of them matches; each push wakes the waiter, which looks and parks
+    again before the next.
+    """
+    inbox = Inbox(clock=ManualClock())
+    push_many(inbox, "s", judged)
+    predicate_calls = 0
+
+    def wanted(entry: InboxEntry) -> bool:
+        nonlocal predicate_calls
+        predicate_calls += 1
+        return entry.content == "want"
+
+    def parked() -> bool:
+        return "s" in inbox._lot.parked
+
+    tally = LookTally()
+    work = []
+
+    async def main() -> None:
+        async with backend.parked(inbox, inbox.wait_for, "s", wanted) as waiter:
+            await backend.until(parked)
+            assert predicate_calls == judged
+            for n in range(pushes):
+                tally.start()
+                with lines_run_in_harn_inbox() as lines:
+                    inbox.push("s", "k", f"new-{n}", "test")
+                    assert not parked()  # the push woke the waiter...
+                    await backend.until(parked)  # ...which looked, and parked again
+                work.append(tally.stop(lines[0]))
+                assert not waiter.finished
+            match = inbox.push("s", "k", "want", "test")
+        assert waiter.result == [match]
+
+    with pytest.MonkeyPatch.context() as patch:
+        tally.spy_on(patch)
+        backend.run(main)
+    assert predicate_calls == judged + pushes + 1
+    return work
+
+
+def test_a_push_to_a_parked_wait_for_costs_the_same_however_many_entries_it_judged(
+    backend: Backend,
+) -> None:
+    # White-box: SessionState's read, take and entries and InboxEntry.__eq__
+    # are wrapped to count what they return, are given, or are called, and
+    # the lines of harn_inbox's code run are counted (sys.settrace). A
+    # wait_for is parked having judged 100, then 10,000 entries that do not
+    # match; each push wakes it. The push and the waiter's looks after it read
+    # just the new entry (the judged ones are never read, copied, compared or
+    # offered to a take again), and run the same lines whatever the number
+    # judged. (The predicate is not called for old entries either way: a push
+    # that rescanned the N verdicts, or a look that read the N entries again
+    # and found their verdicts, would pass the test above and fail this one.)
+    few = work_of_pushes_to_a_parked_wait_for(backend, 100)
+    many = work_of_pushes_to_a_parked_wait_for(backend, 10_000)
+    for work in [*few, *many]:
+        assert sum(work.read) == max(work.read) == 1, work  # the new entry, once
+        assert work.offered == (), work
+        assert work.copies == work.comparisons == 0, work
+    lines_few = max(work.lines for work in few)
+    assert lines_few < 1_000, few  # a push and two looks: a few hundred
+    assert all(work.lines <= lines_few + 50 for work in many), (few, many)
 
 
 # -- A push and the waiters already woken ---------------------------------------------------------
