@@ -270,8 +270,7 @@ class SessionState:
         # _next_sequence and _append, inline: this is every push's path.
         sequence = self.last_sequence + 1
         if sequence > MAX_SEQUENCE:
-            sequence = 1  # u64 wraps to 1, never 0
-            self.version += 1  # keys of `back` stop going up: readers start over
+            sequence = self._wrap()
         self.last_sequence = sequence
         entry = stamp(sequence, session_id, kind, content, source, ts_ms)
         back = self.back
@@ -463,10 +462,10 @@ class SessionState:
         Of entries of one coalesce key the newest stays pending (latest wins,
         counted as coalesced): an entry given back stays out if a newer one of
         its key is pending, and replaces an older one. Newer means a higher
-        sequence, or any entry of this life when the claim was taken in an
-        earlier one (*same_life* false: the session was cleared meanwhile).
-        An entry already pending (put back by hand) is not put back twice.
-        Returns how many went back.
+        sequence (counted across the wrap of the counter), or any entry of
+        this life when the claim was taken in an earlier one (*same_life*
+        false: the session was cleared meanwhile). An entry already pending
+        (put back by hand) is not put back twice. Returns how many went back.
         """
         extras = self.extras
         restored = 0
@@ -476,7 +475,7 @@ class SessionState:
                 rival = extras.coalesce.get(coalesce_key)
                 if rival is not None and rival is not entry and self._is_pending(rival):
                     extras.coalesced += 1
-                    if not same_life or rival.sequence > entry.sequence:
+                    if not same_life or self._newer(rival, entry):
                         continue
                     self._remove(rival)
             if self._find_equal(entry):
@@ -526,10 +525,55 @@ class SessionState:
     def _next_sequence(self) -> int:
         sequence = self.last_sequence + 1
         if sequence > MAX_SEQUENCE:
-            sequence = 1  # u64 wraps to 1, never 0
-            self.version += 1  # keys of `back` stop going up: readers start over
+            sequence = self._wrap()
         self.last_sequence = sequence
         return sequence
+
+    def _wrap(self) -> int:
+        """The counter passed 2**64-1: it goes on at 1 (never 0). Returns 1.
+
+        Readers compare keys of `back` (a cursor's tail is the keys above the
+        last it read), so keys there must keep going up: what is pending moves
+        ahead, into `front`, in order, and `back` starts over at 1. The
+        version moves: readers start over.
+        """
+        self.version += 1
+        back = self.back
+        if back is not None:
+            self.back = None
+            self._move_ahead(list(back.values()))
+        return 1
+
+    def restack(self) -> None:
+        """Make the keys of `back` go up again (entries loaded in their order across a wrap)."""
+        back = self.back
+        if back is None:
+            return
+        keys = list(back)
+        descents = [index for index in range(1, len(keys)) if keys[index] < keys[index - 1]]
+        if descents:
+            start = descents[-1]
+            self._move_ahead([back.pop(key) for key in keys[:start]])
+            self.head = keys[start]
+
+    def _move_ahead(self, entries: list[InboxEntry]) -> None:
+        # *entries*, the oldest pending ones of `back` (taken out of it), in
+        # order, go into `front` behind what is there. `front` is held head
+        # last: they go in below it, the last of them deepest.
+        front: dict[object, InboxEntry] = {}
+        for entry in reversed(entries):
+            front[entry.sequence] = entry
+        for key, entry in (self.front or {}).items():
+            if key in front:
+                key = (entry.sequence, next(_stray_keys))
+                self.strays += 1
+            front[key] = entry
+        self.front = front or None
+
+    def _newer(self, one: InboxEntry, other: InboxEntry) -> bool:
+        """Whether *one* was given its sequence after *other*, across the counter's wrap."""
+        last = self.last_sequence
+        return (last - one.sequence) % MAX_SEQUENCE < (last - other.sequence) % MAX_SEQUENCE
 
     def _append(self, entry: InboxEntry, meta: Meta = (None, None)) -> None:
         # Every appended entry but a plain push's comes here (push inlines it).

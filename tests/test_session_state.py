@@ -18,10 +18,9 @@ whenever the version stayed, the pending entries are those of before, less
 some, in their order, then the new ones: what a cursor relies on.
 
 A run may start a few numbers short of the sequence's wrap (2**64-1 to 1).
-Three defects found there are pinned by strict xfail tests at the end, and the
-machine leaves those cases out (each place says so): across the wrap, a read
-from a cursor may repeat entries or miss new ones, and a claim given back may
-keep the older entry of a coalesce key.
+Three defects this machine found there have regression tests at the end:
+across the wrap, a read from a cursor repeated entries or missed new ones,
+and a claim given back kept the older entry of a coalesce key.
 """
 
 from __future__ import annotations
@@ -147,8 +146,6 @@ class SessionStateMachine(RuleBasedStateMachine):
         self.seen: list[InboxEntry] = []
         #: Whether the clock moved in the last step (the next step's operation must purge).
         self.clock_moved = False
-        #: Whether a sequence wrapped from 2**64-1 to 1 in this run.
-        self.wrapped = False
 
     @initialize(
         max_pending=st.none() | st.integers(1, 4),
@@ -203,10 +200,8 @@ class SessionStateMachine(RuleBasedStateMachine):
             assert only_appended(before, after), (before, after)
 
     def wraps(self) -> bool:
-        """Whether the next sequence issued wraps to 1 (which moves the version); remembered."""
-        wraps = self.state.last_sequence == MAX_SEQUENCE
-        self.wrapped |= wraps
-        return wraps
+        """Whether the next sequence issued wraps to 1 (which moves the version)."""
+        return self.state.last_sequence == MAX_SEQUENCE
 
     # -- Producing --------------------------------------------------------------------------------
 
@@ -398,12 +393,6 @@ class SessionStateMachine(RuleBasedStateMachine):
         if restarted:
             assert entries == pending
             self.seen = entries
-        elif self.wrapped:
-            # KNOWN DEFECT, left out here (see the strict xfail tests below): once
-            # the sequence wrapped, a read from a cursor may hand back entries it
-            # handed before, or miss entries appended since. Not checked.
-            known = {id(entry) for entry in self.seen}
-            self.seen += [entry for entry in entries if id(entry) not in known]
         else:
             # Nothing was put ahead of what it judged, and the new entries are the tail.
             still = {id(entry) for entry in pending}
@@ -465,10 +454,6 @@ class SessionStateMachine(RuleBasedStateMachine):
     @rule(claim=consumes(claims))
     def restore(self, claim: Claim) -> None:
         # The claim's block raised: its entries go back first, with what they carried.
-        if self.wrapped and any(coalesce_key is not None for coalesce_key, _ in claim.metas):
-            # KNOWN DEFECT, left out (see the strict xfail test below): across the
-            # wrap, restore takes the entry of the lower sequence for the older one.
-            return
         version, before = self.begin()
         restored = self.state.restore(claim.entries, claim.metas)
         assert restored == self.model.release(claim.modeled)
@@ -513,10 +498,6 @@ def test_session_state_behaves_as_the_model() -> None:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known defect: after the sequence wraps, read's tail walks back past the cursor",
-)
 @pytest.mark.parametrize("removal", ["expiry", "coalesce"])
 def test_a_read_after_the_sequence_wrapped_returns_only_what_was_appended(removal: str) -> None:
     # Entries 2**64-2 and 2**64-1 are pending, then the counter wraps and
@@ -544,13 +525,9 @@ def test_a_read_after_the_sequence_wrapped_returns_only_what_was_appended(remova
         appended = ["d"]
     cursor, tail, restarted = state.read(cursor)
     assert not restarted
-    assert [entry.content for entry in tail] == appended  # fails: a and b come again
+    assert [entry.content for entry in tail] == appended  # a and b came again
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known defect: a cursor whose last key predates the wrap misses later appends",
-)
 def test_a_read_after_the_sequence_wrapped_returns_an_entry_appended_since() -> None:
     # The counter wraps on a reserved number (the version moves); the
     # consumer then reads, its cursor's last key being 2**64-1's predecessor.
@@ -567,12 +544,9 @@ def test_a_read_after_the_sequence_wrapped_returns_an_entry_appended_since() -> 
     state.push(SESSION, "k", "b", SOURCE, 0, None, False)
     cursor, tail, restarted = state.read(cursor)
     assert not restarted
-    assert [entry.content for entry in tail] == ["b"]  # fails: []
+    assert [entry.content for entry in tail] == ["b"]  # it was missed
 
 
-@pytest.mark.xfail(
-    strict=True, reason="known defect: across the wrap, restore keeps the older entry of a key"
-)
 def test_a_claim_given_back_across_the_wrap_keeps_the_newer_entry_of_its_coalesce_key() -> None:
     # Entry 2**64-1 (key "x") is claimed; a push with key "x" wraps to entry 1.
     # The claim fails: the model keeps entry 1, the newer push (latest wins),
@@ -592,5 +566,5 @@ def test_a_claim_given_back_across_the_wrap_keeps_the_newer_entry_of_its_coalesc
     model.push(SESSION, "k", "new", SOURCE, coalesce_key="x")
     assert model.release(modeled) == 0
     assert [entry.content for entry in model.snapshot(SESSION)] == ["new"]
-    assert state.restore(claimed, metas) == 0  # fails: 1
+    assert state.restore(claimed, metas) == 0  # it was put back
     assert [entry.content for entry in state.entries()] == ["new"]

@@ -388,6 +388,8 @@ class SqliteStore(LocalStore):
                     positions = [min(positions[0], position), max(positions[1], position)]
             self._next_front = positions[0] - 1
             self._next_back = positions[1] + 1
+            for session in self._sessions.values():
+                session.restack()  # a session whose sequence wrapped: keys go up again
             keys = connection.execute(
                 "SELECT * FROM dedupe_keys ORDER BY window_end, ordinal"
             ).fetchall()
