@@ -160,6 +160,7 @@ class Inbox:
         self._now_ms = None if type(clock) is SystemClock else clock.now_ms
         self._telemetry = None if logger is None else Telemetry(logger)
         self._batches = BatchesRegistry()
+        self._store = store  # before attach: its settings' bound methods show this inbox
         store.attach(
             StoreSettings(
                 max_pending=max_pending,
@@ -172,7 +173,6 @@ class Inbox:
                 emit=None if self._telemetry is None else self._telemetry.emit_fields,
             )
         )
-        self._store = store
 
     def __repr__(self) -> str:
         state = "closed" if self._lot.closed else "open"
