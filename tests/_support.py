@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Iterable
+    from collections.abc import Awaitable, Callable, Iterable, Mapping
 
     from harn_inbox import Batches, Inbox, InboxEntry
 
@@ -68,6 +68,11 @@ def raising_after(count: int, error: type[BaseException]) -> Callable[[InboxEntr
 
 
 # -- Waiting in the test's own thread --------------------------------------------------------------
+
+
+def events(logs: Iterable[Mapping[str, Any]], name: str) -> list[Mapping[str, Any]]:
+    """The events called *name* among *logs* (from the ``logs`` fixture), in order."""
+    return [event for event in logs if event["event"] == name]
 
 
 def spin_until(

@@ -21,9 +21,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import attrs
 import hypothesis
 import pytest
+import structlog
 import trio
 import trio.testing
 from _support import ThreadCall, join_all
+from structlog.testing import capture_logs
 
 from harn_inbox import Inbox, ManualClock
 
@@ -53,6 +55,20 @@ PARK_TURNS = 10_000
 @pytest.fixture
 def clock() -> ManualClock:
     return ManualClock(start_ms=1_000_000)
+
+
+@pytest.fixture
+def logs() -> Iterator[list[dict[str, Any]]]:
+    """What structlog loggers emit during the test, one dict per event."""
+    with capture_logs() as captured:
+        yield captured
+
+
+@pytest.fixture
+def logged(clock: ManualClock) -> Iterator[Inbox]:
+    """An inbox with a structlog logger: its events go to `logs`."""
+    with Inbox(clock=clock, logger=structlog.get_logger()) as inbox:
+        yield inbox
 
 
 @pytest.fixture

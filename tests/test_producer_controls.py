@@ -15,14 +15,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import hypothesis
 import pytest
-import structlog
+from _support import events, wanted
 from hypothesis import strategies as st
-from structlog.testing import capture_logs
 
 from harn_inbox import Inbox, InboxClosed, InboxFull, ManualClock
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Iterator
+    from collections.abc import Awaitable, Callable
 
     from _support import ThreadCall
     from conftest import Backend
@@ -41,26 +40,6 @@ def nudge(inbox: Inbox, content: str = "x", session_id: str = "s", **options: An
 
 def contents(inbox: Inbox, session_id: str = "s") -> list[str]:
     return [entry.content for entry in inbox.snapshot(session_id)]
-
-
-def wanted(entry: InboxEntry) -> bool:
-    return entry.kind == "wanted"
-
-
-@pytest.fixture
-def logs() -> Iterator[list[EventDict]]:
-    with capture_logs() as captured:
-        yield captured
-
-
-@pytest.fixture
-def logged(clock: ManualClock) -> Iterator[Inbox]:
-    with Inbox(clock=clock, logger=structlog.get_logger()) as inbox:
-        yield inbox
-
-
-def events(logs: list[EventDict], name: str) -> list[EventDict]:
-    return [event for event in logs if event["event"] == name]
 
 
 def is_parked(inbox: Inbox, session_id: str) -> bool:
@@ -85,7 +64,7 @@ def run_with_parked_wait(
             assert is_parked(inbox, "s"), "the change woke the wait"
             await backend.turns()
             assert not waiter.finished
-            inbox.push("s", "wanted", "ends the wait", "test")
+            inbox.push("s", "wanted", "wanted: ends the wait", "test")
         result: list[InboxEntry] = waiter.result
         return result
 
@@ -606,4 +585,4 @@ def test_revoke_wakes_nobody(backend: Backend, inbox: Inbox) -> None:
         backend, inbox, lambda: revoked.append(inbox.revoke("s", unwanted.sequence))
     )
     assert revoked == [unwanted]
-    assert [entry.content for entry in result] == ["ends the wait"]
+    assert [entry.content for entry in result] == ["wanted: ends the wait"]

@@ -6,37 +6,19 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import structlog
-from _support import parked_wait_sync
+from _support import events, parked_wait_sync
 from structlog.testing import capture_logs
 
 from harn_inbox import Inbox, InboxEntry, ManualClock
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-
     from conftest import Backend
 
 Event = dict[str, Any]
 
 
-@pytest.fixture
-def logs() -> Iterator[list[Event]]:
-    with capture_logs() as captured:
-        yield captured
-
-
-@pytest.fixture
-def logged(clock: ManualClock) -> Iterator[Inbox]:
-    with Inbox(clock=clock, logger=structlog.get_logger()) as inbox:
-        yield inbox
-
-
-def named(logs: list[Event], event: str) -> list[Event]:
-    return [entry for entry in logs if entry["event"] == event]
-
-
 def only(logs: list[Event], event: str) -> Event:
-    (found,) = named(logs, event)
+    (found,) = events(logs, event)
     return found
 
 
@@ -87,7 +69,7 @@ def test_only_the_inbox_with_a_logger_speaks(
 def test_push_emits_its_session_kind_source_and_sequence(logged: Inbox, logs: list[Event]) -> None:
     logged.push("s", "tool_result", "payload", "worker-1")
     logged.push("s", "mcp_progress", "payload", "worker-2")
-    first, second = named(logs, "inbox.push")
+    first, second = events(logs, "inbox.push")
     assert has_fields(first, session_id="s", kind="tool_result", source="worker-1", sequence=1)
     assert has_fields(second, session_id="s", kind="mcp_progress", source="worker-2", sequence=2)
     assert len(logs) == 2
@@ -103,7 +85,7 @@ def test_drain_emits_the_count_taken(logged: Inbox, logs: list[Event]) -> None:
         logged.push("s", "k", "c", "src")
     logged.drain("s")
     logged.drain("empty")
-    full, empty = named(logs, "inbox.drain")
+    full, empty = events(logs, "inbox.drain")
     assert has_fields(full, session_id="s", count=3)
     assert has_fields(empty, session_id="empty", count=0)
 
@@ -113,7 +95,7 @@ def test_drain_where_emits_how_many_were_taken(logged: Inbox, logs: list[Event])
         logged.push("s", kind, "c", "src")
     logged.drain_where("s", lambda entry: entry.kind == "a")
     logged.drain_where("s", lambda entry: False)
-    some, none = named(logs, "inbox.drain_where")
+    some, none = events(logs, "inbox.drain_where")
     assert has_fields(some, session_id="s", taken=2)
     assert has_fields(none, session_id="s", taken=0)
 
@@ -123,7 +105,7 @@ def test_requeue_front_emits_the_session_and_sequence(logged: Inbox, logs: list[
     (entry,) = logged.drain("s")
     logged.requeue_front(entry)
     logged.requeue_front(InboxEntry(9, "other", "k", "c", "src", 0))
-    mine, other = named(logs, "inbox.requeue_front")
+    mine, other = events(logs, "inbox.requeue_front")
     assert has_fields(mine, session_id="s", sequence=1)
     assert has_fields(other, session_id="other", sequence=9)
 
@@ -133,7 +115,7 @@ def test_clear_session_emits_how_many_were_dropped(logged: Inbox, logs: list[Eve
     logged.push("s", "k", "c", "src")
     logged.clear_session("s")
     logged.clear_session("s")
-    first, second = named(logs, "inbox.clear_session")
+    first, second = events(logs, "inbox.clear_session")
     assert has_fields(first, session_id="s", dropped=2)
     assert has_fields(second, session_id="s", dropped=0)
 

@@ -129,25 +129,53 @@ class LocalStore:
         ts_ms: int,
         options: PushOptions,
     ) -> InboxEntry | PushNote:
+        return self._push_settled(session_id, kind, content, source, ts_ms, options)
+
+    def _push_settled(
+        self,
+        session_id: str,
+        kind: str,
+        content: str,
+        source: str,
+        ts_ms: int,
+        options: PushOptions | None = None,
+    ) -> InboxEntry | PushNote:
+        """A push by the general path, where `_settle` and `_after` see it as every other change.
+
+        A push with *options* always comes here; a plain one too in a store
+        whose hooks must see every push (a durable one writes its counters
+        down there), while `push` above skips them for speed.
+        """
         settings = self._settings
         assert settings is not None
         with self._mutex:
             if self._closed:
                 raise InboxClosed(f"push to session {session_id!r} after the inbox was closed")
             session = self._session(session_id, ts_ms)
-            pushed = session.push_with(
-                session_id,
-                kind,
-                content,
-                source,
-                ts_ms,
-                settings.max_pending,
-                settings.drop_oldest,
-                options,
-                settings.dedupe_window_ms,
-            )
+            if options is None:
+                pushed = session.push(
+                    session_id,
+                    kind,
+                    content,
+                    source,
+                    ts_ms,
+                    settings.max_pending,
+                    settings.drop_oldest,
+                )
+            else:
+                pushed = session.push_with(
+                    session_id,
+                    kind,
+                    content,
+                    source,
+                    ts_ms,
+                    settings.max_pending,
+                    settings.drop_oldest,
+                    options,
+                    settings.dedupe_window_ms,
+                )
             self._settle(session_id, session)
-            if options.dedupe_key is not None:
+            if options is not None and options.dedupe_key is not None:
                 if not (type(pushed) is PushNote and pushed.duplicate):
                     self._key_windows.append((ts_ms + settings.dedupe_window_ms, session_id))
                 self._forget_closed_windows(ts_ms)

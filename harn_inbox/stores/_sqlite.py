@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, final
 
 from .._entry import Delivery, InboxEntry, stamp
-from .._errors import InboxClosed, StoreError
+from .._errors import StoreError
 from .._json import freeze, thaw
 from .._mutex import acquire_contended
 from .._session import _NO_META, SessionState
@@ -228,31 +228,9 @@ class SqliteStore(LocalStore):
 
     # -- Operations not shared with the memory store --------------------------------------
 
-    def push(
-        self, session_id: str, kind: str, content: str, source: str, ts_ms: int
-    ) -> InboxEntry | PushNote:
-        # The general path rather than LocalStore's inline one: the session's
-        # counters must be written down too (_settle).
-        settings = self._settings
-        assert settings is not None
-        with self._mutex:
-            self._check_open()
-            if self._closed:
-                raise InboxClosed(f"push to session {session_id!r} after the inbox was closed")
-            session = self._session(session_id, ts_ms)
-            pushed = session.push(
-                session_id,
-                kind,
-                content,
-                source,
-                ts_ms,
-                settings.max_pending,
-                settings.drop_oldest,
-            )
-            self._settle(session_id, session)
-            ticket = self._ticket()
-        self._after(ticket)
-        return pushed
+    # The general path rather than LocalStore's inline one: the session's
+    # counters must be written down too (_settle).
+    push = LocalStore._push_settled
 
     def settle(self, claim: ClaimRecord) -> None:
         if claim.token is None:  # a claim that took nothing
