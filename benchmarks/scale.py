@@ -181,6 +181,30 @@ def _requeue_front(result: ScenarioResult, repeats: int) -> None:
         result.add(f"requeue_front, {pending:,} pending", HARN, "µs", samples)
 
 
+#: Sessions drained and never cleared, beside the ten with entries pending.
+DRAINED = 100_000
+SESSIONS_CASE = "sessions(), 10 with entries pending"
+BESIDE_DRAINED = f"beside {DRAINED:,} drained"
+BESIDE_NONE = "beside none"
+
+
+def _sessions(result: ScenarioResult, repeats: int) -> None:
+    # sessions() must cost what the sessions with entries number, not every session seen.
+    for label, drained in ((BESIDE_NONE, 0), (BESIDE_DRAINED, DRAINED)):
+        inbox = Inbox()
+        for index in range(drained):
+            inbox.push(f"drained-{index}", KIND, CONTENT, SOURCE)
+            inbox.drain(f"drained-{index}")
+        for index in range(10):
+            inbox.push(f"pending-{index}", KIND, CONTENT, SOURCE)
+        samples = []
+        for _ in range(repeats):
+            started = perf_counter_ns()
+            inbox.sessions()
+            samples.append(perf_counter_ns() - started)
+        result.add(SESSIONS_CASE, HARN if drained else label, "ns", samples)
+
+
 def run(quick: bool) -> ScenarioResult:
     wait_repeats, judged_repeats = (3, 20) if quick else (20, 200)
     rounds, ops = (3, 500) if quick else (20, 1_000)
@@ -188,16 +212,17 @@ def run(quick: bool) -> ScenarioResult:
     result = ScenarioResult(
         "scale",
         8,
-        "What a push pays for the waits on its session; requeue_front at scale",
+        "What a push pays for the waits on its session; requeue_front and sessions() at scale",
         f"{METHOD} {wait_repeats} pushes per size of parked waits, {judged_repeats} per count "
         f"of judged entries, {rounds} rounds of {ops:,} pushes beside woken waiters, "
-        f"{requeues:,} requeues per size.",
+        f"{requeues:,} requeues per size, {requeues:,} calls of sessions() per size.",
     )
     with collector_paused():
         _parked_waits(result, wait_repeats)
         trio.run(_judged_entries, result, judged_repeats)
         trio.run(_woken_not_run, result, rounds, ops)
         _requeue_front(result, requeues)
+        _sessions(result, requeues)
 
     per_wait = {
         count: result.find(_waking(count), HARN).summary.median / count for count in WAITS[1:]
@@ -230,6 +255,17 @@ def run(quick: bool) -> ScenarioResult:
             f"a push skips woken waiters: beside {CROWD:,} ≤ {FLAT}x beside none",
             result.find(CROWDED_CASE, HARN),
             result.find(CROWDED_CASE, QUIET_CANDIDATE),
+            "<=",
+            FLAT,
+        )
+    )
+    result.verdicts.append(
+        ratio_verdict(
+            8,
+            f"sessions() visits only sessions with entries: beside {DRAINED:,} drained "
+            f"≤ {FLAT}x beside none",
+            result.find(SESSIONS_CASE, HARN),
+            result.find(SESSIONS_CASE, BESIDE_NONE),
             "<=",
             FLAT,
         )
