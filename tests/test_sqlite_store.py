@@ -697,6 +697,8 @@ def test_threads_pushing_at_once_share_commits_and_every_returned_push_is_in_the
     assert all(event["log_level"] == "debug" for event in commits)
     assert all(event["store"] == str(store.path) for event in commits)
     assert sum(event["changes"] for event in commits) >= len(pushed)
+    assert sum(event["entries"] for event in commits) == len(pushed)
+    assert max(event["entries"] for event in commits) >= threads  # the first, shared
     with SqliteStore(store.path) as reopened:
         restored = Inbox(store=reopened)
         for sid in ("s0", "s1"):

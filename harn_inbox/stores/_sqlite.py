@@ -632,7 +632,7 @@ class _Journal:
 
     def _commit_batch(self) -> dict[str, object] | None:
         # The leader: everything written so far, in one transaction, the store's lock released.
-        # Returns the fields of the commit's telemetry event (None if it failed).
+        # Returns the fields of the commit's telemetry event (None if it failed, or no logger).
         with self._store._mutex:
             statements, self._statements = self._statements, []
             rows, self._rows = self._rows, {}
@@ -661,8 +661,12 @@ class _Journal:
             self._fail(error)
             return None
         self._committed = through
+        settings = self._store._settings
+        if settings is None or settings.emit is None:
+            return None  # nobody to tell: no event to make
         return {
             "store": str(self._store.path),
+            "entries": sum(1 for sql, _ in statements if sql is _INSERT_ENTRY),
             "changes": len(statements) + len(rows),
             "commit_ms": round((time.perf_counter() - started) * 1e3, 3),
         }
