@@ -162,7 +162,7 @@ class ManualClock:
         for _, _, callback in due:
             try:
                 callback()
-            except BaseException as raised:  # noqa: PERF203 (each callback on its own)
+            except BaseException as raised:
                 error = error or raised
         if error is not None:
             raise error

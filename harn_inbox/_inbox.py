@@ -32,7 +32,7 @@ import math
 from collections.abc import Iterable
 from functools import partial
 from time import time_ns as _time_ns
-from typing import TYPE_CHECKING, Any, Literal, final
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, final
 
 import attrs
 import sniffio
@@ -54,6 +54,7 @@ from ._errors import InboxFull
 from ._json import freeze
 from ._judging import Judge, Predicate, check_predicate
 from ._lot import Look, ParkingLot, fallback_logger
+from ._offloop import off_loop
 from ._session import PushOptions
 from ._telemetry import Telemetry
 from ._waiters import AsyncioWaiter, ThreadWaiter, TrioWaiter
@@ -61,6 +62,7 @@ from .stores import MemoryStore
 from .stores._protocol import ClaimRecord, StoreSettings
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from types import TracebackType
 
     from structlog.typing import FilteringBoundLogger
@@ -69,6 +71,7 @@ if TYPE_CHECKING:
     from .stores._protocol import Store
 
 _OVERFLOWS = ("reject", "drop_oldest")
+T = TypeVar("T")
 
 
 @final
@@ -109,6 +112,7 @@ class Inbox:
         "_clock",
         "_lot",
         "_lot_mutex",
+        "_network",
         "_now_ms",
         "_parked",
         "_store",
@@ -161,12 +165,15 @@ class Inbox:
         self._telemetry = None if logger is None else Telemetry(logger)
         self._batches = BatchesRegistry()
         self._store = store  # before attach: its settings' bound methods show this inbox
+        #: The store's looks go over the network: async calls run them off the loop.
+        self._network = bool(getattr(store, "network", False))
         store.attach(
             StoreSettings(
                 max_pending=max_pending,
                 drop_oldest=overflow_name == "drop_oldest",
                 notify=lot.notify,
                 notify_all=lot.notify_all,
+                cleared=lot.end_session,
                 dedupe_window_ms=_milliseconds(window),
                 now_ms=self._read_clock,
                 expired=self._expired,
@@ -574,7 +581,9 @@ class Inbox:
         timeout = check_timeout(timeout)
         waiter = self._async_waiter((session_id,))
         started = self._started()
-        result = await waiter.run(partial(self._look_pending, session_id), timeout, self._clock)
+        result = await waiter.run(
+            partial(self._look_pending, session_id), timeout, self._clock, self._network
+        )
         found = result is True
         self._log_wait("inbox.wait", waiter, found, started, timeout)
         return found
@@ -620,7 +629,7 @@ class Inbox:
         waiter = self._async_waiter((session_id,))
         started = self._started()
         judge = Judge(self._store, session_id, predicate, self._store.take, limit)
-        result = await waiter.run(judge.look, timeout, self._clock)
+        result = await waiter.run(judge.look, timeout, self._clock, self._network, self._give_back)
         taken = result if isinstance(result, list) else []
         self._log_wait("inbox.wait_for", waiter, taken, started, timeout)
         return taken
@@ -649,7 +658,9 @@ class Inbox:
         timeout = check_timeout(timeout)
         waiter = self._async_waiter(sessions)
         started = self._started()
-        result = await waiter.run(partial(self._look_any, sessions), timeout, self._clock)
+        result = await waiter.run(
+            partial(self._look_any, sessions), timeout, self._clock, self._network
+        )
         found = result if isinstance(result, str) else None
         self._log_wait("inbox.wait_any", waiter, found, started, timeout)
         return found
@@ -694,7 +705,9 @@ class Inbox:
     async def _receive_batch(self, stream: Batches) -> list[InboxEntry]:
         waiter = self._async_waiter((stream.session_id,))
         started = self._started()
-        result = await waiter.run(partial(self._look_batch, stream), None, self._clock)
+        result = await waiter.run(
+            partial(self._look_batch, stream), None, self._clock, self._network, self._give_back
+        )
         batch = result if isinstance(result, list) else []
         self._log_wait("inbox.batch", waiter, batch, started, None)
         return batch
@@ -705,6 +718,114 @@ class Inbox:
         # Receivers parked on this channel look again and see it closed (and
         # those of other channels of the session look again, for nothing).
         self._lot.wake_session(stream.session_id)
+
+    # -- Awaitable forms ----------------------------------------------------------------------
+    #
+    # For a store whose operations go over the network (`RedisStore`), each
+    # runs in a worker thread, so the event loop never blocks on the server;
+    # with the in-process stores they run at once, as the plain forms do.
+
+    async def apush(
+        self,
+        session_id: str,
+        kind: str,
+        content: str,
+        source: str,
+        *,
+        payload: object = None,
+        delivery: Delivery | str | None = None,
+        dedupe_key: str | None = None,
+        coalesce_key: str | None = None,
+        expires_in: float | None = None,
+    ) -> InboxEntry:
+        """`push`, awaitable: for a task under trio or asyncio.
+
+        Arguments, result and errors as for `push`. If cancelled while the
+        store works, the push completes: under trio its entry is returned
+        and the cancellation comes at the next checkpoint; under asyncio the
+        entry stays pushed and ``CancelledError`` is raised.
+        """
+        return await self._async(
+            partial(
+                self.push,
+                session_id,
+                kind,
+                content,
+                source,
+                payload=payload,
+                delivery=delivery,
+                dedupe_key=dedupe_key,
+                coalesce_key=coalesce_key,
+                expires_in=expires_in,
+            )
+        )
+
+    async def areserve_sequence(self, session_id: str) -> int:
+        """`reserve_sequence`, awaitable (see `apush` for cancellation)."""
+        return await self._async(partial(self.reserve_sequence, session_id))
+
+    async def arequeue_front(self, entry: InboxEntry) -> None:
+        """`requeue_front`, awaitable (see `apush` for cancellation)."""
+        await self._async(partial(self.requeue_front, entry))
+
+    async def adrain(self, session_id: str) -> list[InboxEntry]:
+        """`drain`, awaitable: a cancelled ``adrain`` returns what it took, or takes nothing.
+
+        Under trio the entries are returned and the cancellation comes at the
+        next checkpoint; under asyncio they go back to the head of the session.
+        """
+        return await self._async(partial(self.drain, session_id), self._give_back)
+
+    async def adrain_where(self, session_id: str, predicate: Predicate) -> list[InboxEntry]:
+        """`drain_where`, awaitable; cancellation as for `adrain`.
+
+        With a network store the predicate runs in the worker thread.
+        """
+        return await self._async(partial(self.drain_where, session_id, predicate), self._give_back)
+
+    async def arevoke(self, session_id: str, sequence: int) -> InboxEntry | None:
+        """`revoke`, awaitable (see `apush` for cancellation)."""
+        return await self._async(partial(self.revoke, session_id, sequence))
+
+    async def aclear_session(self, session_id: str) -> int:
+        """`clear_session`, awaitable (see `apush` for cancellation)."""
+        return await self._async(partial(self.clear_session, session_id))
+
+    async def apending_count(self, session_id: str) -> int:
+        """`pending_count`, awaitable."""
+        return await self._async(partial(self.pending_count, session_id))
+
+    async def asnapshot(self, session_id: str) -> list[InboxEntry]:
+        """`snapshot`, awaitable."""
+        return await self._async(partial(self.snapshot, session_id))
+
+    async def asessions(self) -> list[str]:
+        """`sessions`, awaitable."""
+        return await self._async(self.sessions)
+
+    async def astatistics(self, session_id: str) -> SessionStatistics:
+        """`statistics`, awaitable."""
+        return await self._async(partial(self.statistics, session_id))
+
+    async def _async(
+        self, call: Callable[[], T], give_back: Callable[[Any], object] | None = None
+    ) -> T:
+        if self._network:
+            return await off_loop(call, give_back)
+        result = call()
+        if sniffio.current_async_library() == "trio":
+            # trio's rule, every async call is a checkpoint: one that cannot
+            # raise Cancelled, since the call is done.
+            await trio.lowlevel.cancel_shielded_checkpoint()
+        return result
+
+    def _give_back(self, taken: object) -> None:
+        # An asyncio wait or drain cancelled while its look ran off the loop:
+        # what the look took goes back to the head, in order (see _offloop.py).
+        if isinstance(taken, list) and taken:
+            for entry in reversed(taken):
+                self._store.requeue_front(entry)
+            self._lot.notify(taken[0].session_id)
 
     # -- Shutting down ------------------------------------------------------------------------
 

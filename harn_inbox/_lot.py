@@ -97,6 +97,8 @@ class Pause(enum.Enum):
     SLEEP = enum.auto()
     #: Let the event loop run others, then resume.
     YIELD = enum.auto()
+    #: Look off the event loop (the store's looks go over the network): resume with the result.
+    LOOK = enum.auto()
 
 
 class Interrupt(enum.Enum):
@@ -311,15 +313,19 @@ def wait_steps(
     look: Callable[[], Any],
     timeout: float | None,
     clock: Clock,
-) -> Generator[Pause, None, Any]:
+    off_loop: bool = False,
+) -> Generator[Pause, Any, Any]:
     """One wait call, as steps 1 to 5 of the theory above; returns a result or `Look.NOTHING`.
 
     A generator that pauses where the waiter's framework must act (`Pause`):
     the waiter drives it, sleeping and yielding its own way, and closes it on
     every way out, which runs step 5. If the clock declines to keep *timeout*,
-    `Waiter.framework_timeout` says so by the first pause: the driver keeps it.
+    `Waiter.framework_timeout` says so by the first pause that is not a look:
+    the driver keeps it. With *off_loop* it looks by pausing (`Pause.LOOK`):
+    the driver runs *look* off its event loop and resumes it with the result.
+    The argument is unchanged, as the waiter is armed for all the look takes.
     """
-    found = look()
+    found = (yield Pause.LOOK) if off_loop else look()
     if found is Look.CLEARED:
         return Look.NOTHING
     if found is not Look.NOTHING and found is not Look.JUDGED:
@@ -336,7 +342,7 @@ def wait_steps(
         while True:
             if not lot.arm(waiter):
                 return Look.NOTHING
-            found = look()
+            found = (yield Pause.LOOK) if off_loop else look()
             if found is Look.CLEARED:
                 return Look.NOTHING
             if found is not Look.NOTHING and found is not Look.JUDGED:
@@ -346,7 +352,7 @@ def wait_steps(
             yield Pause.SLEEP
             if waiter.interrupted is Interrupt.CLEARED:
                 return Look.NOTHING
-            found = look()
+            found = (yield Pause.LOOK) if off_loop else look()
             if found is Look.CLEARED:
                 return Look.NOTHING
             if found is not Look.NOTHING and found is not Look.JUDGED:

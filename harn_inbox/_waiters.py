@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import trio
 
 from ._lot import Interrupt, Pause, wait_steps
+from ._offloop import off_loop as run_off_loop
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Generator, Sequence
@@ -192,26 +193,40 @@ class TrioWaiter(Waiter):
         self._lot.unpark(self)
         return trio.lowlevel.Abort.SUCCEEDED
 
-    async def run(self, look: Callable[[], Any], timeout: float | None, clock: Clock) -> Any:
+    async def run(
+        self,
+        look: Callable[[], Any],
+        timeout: float | None,
+        clock: Clock,
+        off_loop: bool = False,
+        give_back: Callable[[Any], object] | None = None,
+    ) -> Any:
+        # (*give_back* is asyncio's: under trio a look is never abandoned,
+        # and what it took is returned.)
         await trio.lowlevel.checkpoint_if_cancelled()
-        steps = wait_steps(self._lot, self, look, timeout, clock)
+        steps = wait_steps(self._lot, self, look, timeout, clock, off_loop)
         try:
             try:
                 pause = next(steps)
+                if pause is Pause.LOOK:
+                    # The first look, off the loop: the next pause knows the timeout.
+                    pause = steps.send(await run_off_loop(look))
             except StopIteration as stop:
                 # trio's rule: every async call is a checkpoint. This one must
                 # not raise Cancelled: the look may have taken entries.
                 await trio.lowlevel.cancel_shielded_checkpoint()
                 return stop.value
             if self.framework_timeout is None:
-                return await self._drive(steps, pause)
+                return await self._drive(steps, pause, look)
             # trio keeps this timeout, on its own clock (so MockClock applies).
             with trio.move_on_after(self.framework_timeout):
-                return await self._drive(steps, pause)
+                return await self._drive(steps, pause, look)
             # Timed out where it slept: one last look, and no more sleeping.
             self._lot.interrupt(self, Interrupt.TIMEOUT)
             try:
-                steps.send(None)
+                pause = steps.send(None)
+                while pause is Pause.LOOK:
+                    pause = steps.send(await run_off_loop(look))
             except StopIteration as stop:
                 return stop.value
             raise AssertionError("a wait slept again after its timeout")  # pragma: no cover
@@ -221,18 +236,25 @@ class TrioWaiter(Waiter):
             self._task = None
             _end(self._lot, self, steps)
 
-    async def _drive(self, steps: Generator[Pause, None, Any], pause: Pause) -> Any:
+    async def _drive(
+        self, steps: Generator[Pause, Any, Any], pause: Pause, look: Callable[[], Any]
+    ) -> Any:
         while True:
+            found = None
             if pause is Pause.SLEEP:
                 if self._woken:
                     self._woken = False
                 else:
                     self._task = self._owner
                     await trio.lowlevel.wait_task_rescheduled(self._abort)
+            elif pause is Pause.LOOK:
+                # Not abandoned if cancelled: what it took is returned, and
+                # the cancellation comes at the caller's next checkpoint.
+                found = await run_off_loop(look)
             else:
                 await trio.lowlevel.checkpoint()
             try:
-                pause = steps.send(None)
+                pause = steps.send(found)
             except StopIteration as stop:
                 return stop.value
 
@@ -298,21 +320,35 @@ class AsyncioWaiter(Waiter):
     def abandoned(self) -> bool:
         return self._loop.is_closed()
 
-    async def run(self, look: Callable[[], Any], timeout: float | None, clock: Clock) -> Any:
-        steps = wait_steps(self._lot, self, look, timeout, clock)
+    async def run(
+        self,
+        look: Callable[[], Any],
+        timeout: float | None,
+        clock: Clock,
+        off_loop: bool = False,
+        give_back: Callable[[Any], object] | None = None,
+    ) -> Any:
+        steps = wait_steps(self._lot, self, look, timeout, clock, off_loop)
         handle = None
         try:
             pause = next(steps)
+            if pause is Pause.LOOK:
+                # The first look, off the loop: the next pause knows the timeout.
+                pause = steps.send(await run_off_loop(look, give_back))
             if self.framework_timeout is not None:
                 handle = self._loop.call_later(
                     self.framework_timeout, self._lot.interrupt, self, Interrupt.TIMEOUT
                 )
             while True:
+                found = None
                 if pause is Pause.SLEEP:
                     await self._future
+                elif pause is Pause.LOOK:
+                    # If cancelled, what the look took goes back (`give_back`).
+                    found = await run_off_loop(look, give_back)
                 else:
                     await asyncio.sleep(0)
-                pause = steps.send(None)
+                pause = steps.send(found)
         except StopIteration as stop:
             return stop.value
         finally:
@@ -321,7 +357,7 @@ class AsyncioWaiter(Waiter):
             _end(self._lot, self, steps)  # CancelledError, or the look raised: leave the lot
 
 
-def _end(lot: ParkingLot, waiter: Waiter, steps: Generator[Pause, None, Any]) -> None:
+def _end(lot: ParkingLot, waiter: Waiter, steps: Generator[Pause, Any, Any]) -> None:
     """Close a wait's *steps* on its way out: that leaves the lot and forgets the timer."""
     steps.close()
     # When a profile or trace function raises as the generator pauses, CPython

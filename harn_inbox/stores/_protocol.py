@@ -16,8 +16,10 @@ below, and the lot (``harn_inbox._lot``) relies on four promises:
    an armed waiter's look must see every change made before that notify. A
    store whose sessions also change elsewhere (another process) calls the
    ``notify`` it was given in `attach` after each such change reaches it, and
-   ``notify_all`` when it may have missed some (a reconnect); both come in the
-   `StoreSettings` of `Store.attach`.
+   ``notify_all`` when it may have missed some (a reconnect), and ``cleared``
+   when a session was cleared elsewhere (its waits here end, as for a local
+   `Inbox.clear_session`); all three come in the `StoreSettings` of
+   `Store.attach`.
 3. **Looks never block for long** and never call back into the inbox.
    ``has_pending``, ``read``, ``take`` and ``drain`` run inside wait calls.
 4. **Versions move on every change but appends** (and but what pushes and
@@ -39,15 +41,16 @@ The stores
 - `MemoryStore` and `SqliteStore` are `LocalStore` (``_local.py``): each
   session a `SessionState` under one lock, the durable one writing every change
   to its file before returning. Their looks are memory reads.
-- A store whose state lives in another process (the Redis store to come)
-  keeps the same methods, each one server round trip (a script), and its
-  session versions and cursors on the server. Its changes from other
-  processes reach this one as notifications (a subscription), which it passes
-  to ``notify``; after the subscription drops and returns, ``notify_all``.
-  Because waiters are armed before they look, a look may take a round trip
-  with no lock of ours held: a change it misses is notified after it. Async
-  waiters will need awaitable forms of the looks (the wait steps pause for
-  them as they pause to sleep), so no event loop blocks on the network.
+- `RedisStore` (``_redis.py``) keeps each session as a log of operations on
+  a Redis server, each appended by one script (one round trip), and replays
+  the logs into a `LocalStore` of its own: every process computes the same
+  sessions. Changes from other processes reach it as notifications (a
+  subscription), which it passes to ``notify``; after the subscription drops
+  and returns, ``notify_all``. Because waiters are armed before they look, a
+  look may take a round trip with no lock of ours held: a change it misses is
+  notified after it. Its class attribute ``network = True`` tells the inbox
+  that its looks go over the network: async waits pause for them
+  (`harn_inbox._lot.Pause.LOOK`) and run them off the event loop.
 
 This interface is how harn_inbox's own stores plug in; it is not yet a
 promise to code outside the package.
@@ -80,6 +83,8 @@ class StoreSettings:
     notify: Callable[[str], None]
     #: Call when changes made elsewhere may have been missed (a reconnect).
     notify_all: Callable[[], None]
+    #: Call after a session was cleared elsewhere (another process): its waits end.
+    cleared: Callable[[str], None]
     #: How long a dedupe key holds (milliseconds on the inbox's clock).
     dedupe_window_ms: int
     #: The inbox's clock (a checked ``int``): when entries expire.
