@@ -24,6 +24,7 @@ import pytest
 import structlog
 import trio
 import trio.testing
+from _redis_server import RedisServer, find_redis_server
 from _support import ThreadCall, join_all
 from structlog.testing import capture_logs
 
@@ -321,3 +322,14 @@ def run_in_thread() -> Iterator[Callable[..., ThreadCall]]:
 
     yield start
     join_all(threads)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """The test session's own ``redis-server`` (see ``_redis_server.py``); skips without one."""
+    binary = find_redis_server()
+    server = RedisServer(binary, tmp_path_factory.mktemp("redis"))
+    try:
+        yield server
+    finally:
+        server.stop()

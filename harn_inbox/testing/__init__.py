@@ -28,7 +28,9 @@ wall clock. In a pytest suite::
         run_conformance(make_inbox)
 
 The same works for any object with `Inbox`'s methods (see `InboxLike`): a
-wrapper that adds persistence or metrics, or a new implementation.
+wrapper that adds persistence or metrics, or a new implementation. For a
+store shared between processes, `SharedInboxes` drives several inboxes on
+one store as one, against one model.
 """
 
 try:
@@ -43,8 +45,15 @@ except ImportError as error:  # pragma: no cover
 from .._protocol import InboxLike
 from ._entry_points import make_conformance_machine, run_conformance
 from ._model import InboxModel
+from ._shared import SharedInboxes
 
-__all__ = ["InboxLike", "InboxModel", "make_conformance_machine", "run_conformance"]
+__all__ = [
+    "InboxLike",
+    "InboxModel",
+    "SharedInboxes",
+    "make_conformance_machine",
+    "run_conformance",
+]
 
 # Say harn_inbox.testing.InboxModel, not harn_inbox.testing._model.InboxModel, in reprs,
 # tracebacks and docs.

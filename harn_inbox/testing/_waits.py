@@ -9,16 +9,18 @@ block; `look_after_close` waits on each session once the inbox is closed.
 from __future__ import annotations
 
 import asyncio
+import itertools
+import time
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ._hosts import in_thread
+from ._hosts import _SAFETY_SECONDS, in_thread
 from ._vocabulary import BlockFailed
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Iterator, Sequence
 
     from .._entry import InboxEntry
     from .._protocol import InboxLike
@@ -27,6 +29,18 @@ if TYPE_CHECKING:
 
 #: Scheduler turns a waiter inside a loop may take to park.
 _LOOP_TURNS = 10_000
+#: Real seconds between looks once those turns have passed: a wait whose looks run off the
+#: loop (a store over the network) parks after a round trip, not within loop turns.
+_PAUSE = 0.001
+
+
+def _turns() -> Iterator[int]:
+    """Turn numbers, until the safety bound has passed (only a broken inbox gets near it)."""
+    deadline = time.monotonic() + _SAFETY_SECONDS
+    for turn in itertools.count():
+        if turn >= _LOOP_TURNS and time.monotonic() > deadline:
+            return
+        yield turn
 
 
 def launch_wait(
@@ -115,14 +129,17 @@ async def wait_then_push_trio(
     failure = None
     async with trio.open_nursery() as nursery:
         nursery.start_soon(waiter)
-        for _ in range(_LOOP_TURNS):
+        for turn in _turns():
             if results:
                 failure = _returned_at_once(session, results[0])
                 break
             if inbox.waiter_count(session) == parked:
                 entry = push()
                 break
-            await trio.lowlevel.checkpoint()
+            if turn < _LOOP_TURNS:
+                await trio.lowlevel.checkpoint()
+            else:  # its looks run off the loop (a network store): let real time pass
+                await trio.sleep(_PAUSE)
         else:
             failure = f"await inbox.wait({session!r}) never parked under trio"
         if failure is not None:
@@ -141,12 +158,12 @@ async def wait_then_push_asyncio(
         return await inbox.wait(session)
 
     task = asyncio.get_running_loop().create_task(waiter())
-    for _ in range(_LOOP_TURNS):
+    for turn in _turns():
         if task.done():
             raise AssertionError(_returned_at_once(session, await task))
         if inbox.waiter_count(session) == parked:
             break
-        await asyncio.sleep(0)
+        await asyncio.sleep(0 if turn < _LOOP_TURNS else _PAUSE)
     else:
         task.cancel()
         raise AssertionError(f"await inbox.wait({session!r}) never parked under asyncio")

@@ -1,0 +1,1051 @@
+"""`RedisStore`: the sessions of every process that names the same Redis server and namespace.
+
+Theory of operation
+-------------------
+Each session is a **log of operations** in Redis (a list), and each process
+keeps a **replica** of the sessions it touches: a `LocalStore`, the very code
+the in-memory store runs, into which it replays that log in order. An
+operation (a push, a drain, a take at a cursor, a claim, a settle...) is
+appended to its session's log by one script, which returns what this process
+has not replayed yet, up to and including the operation itself; replaying
+that gives the operation's result. Every replica replays the same operations
+in the same order, each with its own clock reading and settings, so all of
+them compute the same state, and each operation has one result wherever it
+is computed:
+
+1. A sequence number is issued by replay, once: sequences are gapless per
+   session, whichever process pushed.
+2. An entry is taken by the first operation in the log that takes it: a
+   drain, a take at a cursor (refused if the version moved, as in memory) or
+   a claim, from whichever process.
+3. The script is one atomic round trip: nothing is half written, and no state
+   is read, changed in Python and written back.
+4. An operation carries (process id, counter). A retry after a dropped
+   connection appends it again; replay skips the copy, so the operation is
+   applied once and its result read from the first copy.
+
+A replica decides nothing of its own: its looks do not purge what expired by
+this process's clock (a ``tick`` operation does, so every replica purges at
+the same place in the log), and dedupe keys are forgotten per session, as its
+log says, never across sessions.
+
+Waits: the script publishes the session id after each append. A subscriber
+thread passes each message to ``notify``, and calls ``notify_all`` after it
+reconnects. A look first replays what the log holds (a round trip). So an
+armed waiter's look sees every operation appended before it, and one
+appended after it publishes after it: the message wakes the waiter (the
+parking lot's rule, ``harn_inbox._lot``). A message lost with a dropped
+subscription is covered by the ``notify_all`` that follows the reconnect.
+
+Claims hold a lease. A claim operation records its deadline (the claimant's
+clock plus the lease); replaying any later operation of that session whose
+clock reading has passed the deadline first gives the entries back, at the
+head, in order. Settling or releasing a claim that is no longer held changes
+nothing (fencing): the entries went back once. The subscriber thread appends
+a ``tick`` to sessions whose leases it sees expire, so that waiters elsewhere
+wake for the entries given back.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import threading
+import time
+from typing import TYPE_CHECKING, Any, ClassVar, final
+
+import attrs
+
+from .._entry import Delivery, InboxEntry
+from .._errors import InboxClosed, InboxFull, StoreError
+from .._json import freeze, thaw
+from .._lot import fallback_logger
+from .._session import CLEARED, Cursor, PushNote, PushOptions, SessionState
+from ._local import LocalStore
+from ._protocol import ClaimRecord
+
+if TYPE_CHECKING:
+    from .._statistics import SessionStatistics
+    from ._protocol import StoreSettings
+
+#: The layout of a namespace this code writes and reads. A namespace written by
+#: a newer layout is refused (`StoreError`), never misread.
+SCHEMA_VERSION = 1
+
+# The operations of a session's log from index ARGV[2] on, as
+# {base, snapshot, operations}: *base* is the index of the log's first
+# operation kept (those before it were compacted into *snapshot*, sent only
+# when ARGV[2] is below it, else ''). KEYS: log, sessions set, schema key,
+# base key, snapshot key. ARGV: operation (for an append), first index
+# wanted, channel, session id, schema version.
+_SCHEMA_CHECK = """
+local schema = tonumber(redis.call('GET', KEYS[3]) or '0')
+if schema > tonumber(ARGV[5]) then
+    return redis.error_reply('HARN_SCHEMA ' .. schema)
+end
+"""
+_TAIL_REPLY = """
+local base = tonumber(redis.call('GET', KEYS[4]) or '0')
+local from = tonumber(ARGV[2])
+local snapshot = ''
+if from < base then
+    snapshot = redis.call('GET', KEYS[5]) or ''
+    from = base
+end
+return {base, snapshot, redis.call('LRANGE', KEYS[1], from - base, -1)}
+"""
+# Append ARGV[1] to the log, publish the session id, reply as above.
+_APPEND = (
+    _SCHEMA_CHECK
+    + """
+redis.call('RPUSH', KEYS[1], ARGV[1])
+redis.call('SADD', KEYS[2], ARGV[4])
+redis.call('PUBLISH', ARGV[3], ARGV[4])
+"""
+    + _TAIL_REPLY
+)
+# Reply as above, appending nothing (a look).
+_TAIL = _SCHEMA_CHECK + _TAIL_REPLY
+
+# Compact: the state after the operations before index ARGV[1] is ARGV[2];
+# drop them from the log. Only forwards. KEYS: log, base key, snapshot key.
+_COMPACT = """
+local base = tonumber(redis.call('GET', KEYS[2]) or '0')
+local position = tonumber(ARGV[1])
+if position <= base then
+    return 0
+end
+redis.call('LTRIM', KEYS[1], position - base, -1)
+redis.call('SET', KEYS[2], position)
+redis.call('SET', KEYS[3], ARGV[2])
+return 1
+"""
+
+#: A session's log is compacted once this many operations follow its base and
+#: its state is small (nothing pending or claimed): see `RedisStore._compact`.
+COMPACT_AFTER = 100
+
+# Claim the namespace for this schema, or say which schema holds it.
+_SCHEMA = """
+redis.call('SET', KEYS[1], ARGV[1], 'NX')
+return tonumber(redis.call('GET', KEYS[1]))
+"""
+
+
+@final
+class _Replica(LocalStore):
+    """This process's copy of the sessions it touched, changed only by replaying their logs."""
+
+    __slots__ = ("now",)
+
+    def __init__(self) -> None:
+        super().__init__("Redis store's replica")
+        #: The clock reading of the operation being replayed (or of the last one, for a look).
+        self.now = 0
+
+    def _forget_closed_windows(self, now_ms: int) -> None:
+        # Only the session's own log may forget its keys (its pushes do, in
+        # SessionState.push_with): other sessions' clocks are other processes'.
+        self._key_windows.clear()
+
+
+@final
+class _Track:
+    """Where this process's replica of one session stands in the session's log."""
+
+    __slots__ = ("applied", "base", "claims", "life", "lock", "now", "position")
+
+    def __init__(self) -> None:
+        #: Held by this process's round trip and replay of the session, so that
+        #: its operations on it are replayed in the order they were sent, and a
+        #: compaction never jumps over an operation whose caller waits.
+        self.lock = threading.Lock()
+        #: The index of the next operation to replay.
+        self.position = 0
+        #: The index of the log's first operation kept, as last seen.
+        self.base = 0
+        #: Process id -> the counter of its last operation applied (retried copies are skipped).
+        self.applied: dict[str, int] = {}
+        #: How many times the session was cleared: a cursor names the life it read.
+        self.life = 0
+        #: The clock reading of the last operation replayed.
+        self.now = 0
+        #: Claim id -> (the replica's record, lease deadline): the claims still held.
+        self.claims: dict[str, tuple[ClaimRecord, int]] = {}
+
+
+@final
+class _Taken:
+    """What a drain or a take took, as the replica's claim record (with what each entry carried)."""
+
+    __slots__ = ("record",)
+
+    def __init__(self, record: ClaimRecord) -> None:
+        self.record = record
+
+
+@attrs.define
+class _Outcome:
+    value: Any = None
+    error: BaseException | None = None
+    #: Entries this operation's replay found expired (reported by its own process only).
+    expired: list[InboxEntry] = attrs.Factory(list)
+
+
+@final
+class RedisStore:
+    """Sessions kept on a Redis server, shared by every inbox that names it and the namespace.
+
+    ``Inbox(store=RedisStore("redis://localhost:6379/0"))``. Any number of
+    inboxes, in any processes on any machines, see one set of sessions: a
+    session's sequence numbers are issued once each, gaplessly; each entry is
+    taken by one consumer, wherever it runs; waits wake on pushes made
+    anywhere. Needs the ``redis`` extra: ``pip install 'harn-inbox[redis]'``.
+
+    Every operation is one round trip to the server (see the module
+    docstring); from an event loop, use the inbox's awaitable forms
+    (``await inbox.apush(...)``, ``await inbox.adrain(...)``), which run it
+    off the loop, and wait with ``await inbox.wait(...)`` as usual.
+
+    Args:
+        url: A ``redis://`` (or ``rediss://``, ``unix://``) URL.
+        namespace: The prefix of every key: inboxes share sessions exactly
+            when they share the server and the namespace.
+        claim_lease: Seconds (on the inbox's clock) after which entries taken
+            by a claim that was neither settled nor released go back to the
+            head of their session, as if released: the claimant died.
+        retries: How many times an operation is sent again when the
+            connection fails, before `StoreError`.
+
+    Raises:
+        ImportError: The ``redis`` package is not installed.
+        TypeError, ValueError: An argument is invalid.
+    """
+
+    #: Its looks go over the network: async waits run them off the event loop.
+    network: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        namespace: str = "harn_inbox",
+        claim_lease: float = 60.0,
+        retries: int = 3,
+    ) -> None:
+        if not isinstance(url, str):
+            raise TypeError(f"url must be str, not {type(url).__name__}")
+        if not isinstance(namespace, str):
+            raise TypeError(f"namespace must be str, not {type(namespace).__name__}")
+        if not namespace:
+            raise ValueError("namespace must not be empty")
+        if isinstance(claim_lease, bool) or not isinstance(claim_lease, (int, float)):
+            raise TypeError(f"claim_lease must be a number, not {type(claim_lease).__name__}")
+        if not 0 < claim_lease < float("inf"):
+            raise ValueError(f"claim_lease must be positive and finite, not {claim_lease!r}")
+        if isinstance(retries, bool) or not isinstance(retries, int):
+            raise TypeError(f"retries must be int, not {type(retries).__name__}")
+        if retries < 0:
+            raise ValueError(f"retries must be at least 0, not {retries!r}")
+        try:
+            import redis
+        except ImportError as error:  # pragma: no cover - the extra installs it
+            raise ImportError(
+                "RedisStore needs the redis client: pip install 'harn-inbox[redis]'"
+            ) from error
+        self._redis: Any = redis
+        self.url = url
+        self.namespace = namespace
+        self._lease_ms = round(claim_lease * 1000)
+        self._retries = retries
+        self._client: Any = redis.Redis.from_url(
+            url, socket_timeout=5.0, socket_connect_timeout=2.0, health_check_interval=0
+        )
+        self._append = self._client.register_script(_APPEND)
+        self._tail = self._client.register_script(_TAIL)
+        self._compact_script = self._client.register_script(_COMPACT)
+        self._schema = self._client.register_script(_SCHEMA)
+        self._replica = _Replica()
+        self._tracks: dict[str, _Track] = {}
+        #: Under it: the replica, the tracks, the outcomes. Never held over the network.
+        self._lock = threading.Lock()
+        #: This object's id in every log: operations are (process id, counter).
+        self._process = f"{os.getpid():x}.{os.urandom(6).hex()}"
+        self._counter = itertools.count(1)
+        self._outcomes: dict[int, _Outcome] = {}
+        #: Operations of ours whose caller gave up (StoreError): if one took
+        #: entries when it reached the log after all, they are given back.
+        self._abandoned: set[int] = set()
+        #: What expired in the operation being replayed.
+        self._expired_now: list[InboxEntry] = []
+        #: (max_pending, drop_oldest, dedupe window) -> the replica's settings for a push.
+        self._push_settings: dict[tuple[Any, ...], StoreSettings] = {}
+        self._closed = False
+        self._settings: StoreSettings | None = None
+        self._attaching = False
+        #: COMPACT_AFTER; the tests compact after every few operations.
+        self._compact_after = COMPACT_AFTER
+        self._subscriber: threading.Thread | None = None
+        self._stopping = threading.Event()
+
+    def __repr__(self) -> str:
+        return f"<RedisStore {self._safe_url()!r} namespace={self.namespace!r}>"
+
+    def __enter__(self) -> RedisStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop listening for other processes' changes and close this object's connections.
+
+        What the server holds stays for every other inbox. Idempotent.
+        """
+        self._stopping.set()
+        subscriber = self._subscriber
+        if subscriber is not None and subscriber is not threading.current_thread():
+            subscriber.join(timeout=5)
+        self._client.close()
+
+    # -- The seam -----------------------------------------------------------------------------
+
+    def attach(self, settings: StoreSettings) -> None:
+        """Serve the inbox whose *settings* these are; once only. Checks the namespace's schema.
+
+        Raises:
+            ValueError: Another inbox uses this store already.
+            StoreError: The server cannot be reached, or the namespace was
+                written by a newer schema.
+        """
+        with self._lock:
+            if self._settings is not None or self._attaching:
+                raise ValueError("store is already used by another Inbox; make one store per inbox")
+            self._attaching = True
+        try:
+            schema = self._call(
+                lambda: self._schema(keys=[self._key("schema")], args=[SCHEMA_VERSION])
+            )
+            if int(schema) > SCHEMA_VERSION:
+                raise StoreError(self._newer_schema(int(schema)))
+        finally:
+            self._attaching = False
+        # Only now: a store whose attach failed may be attached again.
+        self._settings = settings
+        self._replica.attach(
+            attrs.evolve(
+                settings,
+                now_ms=self._replay_now,
+                expired=self._collect_expired,
+                notify=_ignore,
+                notify_all=_ignore_all,
+                cleared=_ignore,
+                emit=None,
+            )
+        )
+        self._subscriber = threading.Thread(
+            target=self._listen, name=f"harn_inbox redis subscriber {self.namespace}", daemon=True
+        )
+        self._subscriber.start()
+
+    def push(
+        self, session_id: str, kind: str, content: str, source: str, ts_ms: int
+    ) -> InboxEntry | PushNote:
+        return self._push(session_id, kind, content, source, ts_ms, None)
+
+    def push_with(
+        self,
+        session_id: str,
+        kind: str,
+        content: str,
+        source: str,
+        ts_ms: int,
+        options: PushOptions,
+    ) -> InboxEntry | PushNote:
+        return self._push(session_id, kind, content, source, ts_ms, options)
+
+    def _push(
+        self,
+        session_id: str,
+        kind: str,
+        content: str,
+        source: str,
+        ts_ms: int,
+        options: PushOptions | None,
+    ) -> InboxEntry | PushNote:
+        if self._closed:
+            raise InboxClosed(f"push to session {session_id!r} after the inbox was closed")
+        settings = self._settings
+        assert settings is not None
+        operation: dict[str, Any] = {
+            "o": "push",
+            "t": ts_ms,
+            "kind": kind,
+            "content": content,
+            "source": source,
+            "max": settings.max_pending,
+            "drop": settings.drop_oldest,
+        }
+        if options is not None:
+            operation["opt"] = _options_out(options)
+            operation["window"] = settings.dedupe_window_ms
+        pushed: InboxEntry | PushNote = self._run(session_id, operation)
+        return pushed
+
+    def reserve_sequence(self, session_id: str) -> int:
+        if self._closed:
+            raise InboxClosed(
+                f"reserve_sequence for session {session_id!r} after the inbox was closed"
+            )
+        sequence: int = self._run(session_id, {"o": "reserve", "t": self._now()})
+        return sequence
+
+    def requeue_front(self, entry: InboxEntry) -> None:
+        self._run(entry.session_id, {"o": "requeue", "t": self._now(), "entry": entry.to_dict()})
+
+    def drain(self, session_id: str) -> list[InboxEntry]:
+        entries: list[InboxEntry] = self._run(session_id, {"o": "drain", "t": self._now()})
+        return entries
+
+    def read(self, session_id: str, cursor: Cursor | None) -> tuple[Cursor, list[InboxEntry], bool]:
+        self._catch_up(session_id)
+        with self._lock:
+            self._look_at(session_id)
+            return self._replica.read(session_id, cursor)
+
+    def take(
+        self, session_id: str, cursor: Cursor, chosen: list[InboxEntry]
+    ) -> list[InboxEntry] | None:
+        taken: list[InboxEntry] | None = self._run(
+            session_id,
+            {"o": "take", "t": self._now(), **self._cursor_out(session_id, cursor, chosen)},
+        )
+        return taken
+
+    def claim(
+        self, session_id: str, cursor: Cursor | None, chosen: list[InboxEntry] | None
+    ) -> ClaimRecord | None:
+        operation: dict[str, Any] = {"o": "claim", "t": self._now()}
+        if cursor is not None:
+            assert chosen is not None
+            operation.update(self._cursor_out(session_id, cursor, chosen))
+        operation["deadline"] = operation["t"] + self._lease_ms
+        record: ClaimRecord | None = self._run(session_id, operation)
+        return record
+
+    def settle(self, claim: ClaimRecord) -> None:
+        if claim.token is not None:
+            self._run(claim.session_id, {"o": "settle", "t": self._now(), "claim": claim.token})
+
+    def release(self, claim: ClaimRecord) -> int:
+        if claim.token is None:
+            return 0
+        restored: int = self._run(
+            claim.session_id, {"o": "release", "t": self._now(), "claim": claim.token}
+        )
+        return restored
+
+    def revoke(self, session_id: str, sequence: int) -> InboxEntry | None:
+        entry: InboxEntry | None = self._run(
+            session_id, {"o": "revoke", "t": self._now(), "sequence": sequence}
+        )
+        return entry
+
+    def clear(self, session_id: str) -> int:
+        dropped: int = self._run(session_id, {"o": "clear", "t": self._now()})
+        return dropped
+
+    def refuse_pushes(self) -> None:
+        """Refuse this inbox's pushes from now on; other processes' inboxes go on.
+
+        Its waits no longer park, so it stops listening for other processes' changes.
+        """
+        self._closed = True
+        self._stopping.set()
+
+    def has_pending(self, session_id: str) -> bool:
+        return self.pending_count(session_id) > 0
+
+    def pending_count(self, session_id: str) -> int:
+        self._catch_up(session_id)
+        with self._lock:
+            self._look_at(session_id)
+            return self._replica.pending_count(session_id)
+
+    def snapshot(self, session_id: str) -> list[InboxEntry]:
+        self._catch_up(session_id)
+        with self._lock:
+            self._look_at(session_id)
+            return self._replica.snapshot(session_id)
+
+    def sessions(self) -> list[str]:
+        known = sorted(
+            member.decode()
+            for member in self._call(lambda: self._client.smembers(self._key("sessions")))
+        )
+        return [session_id for session_id in known if self.has_pending(session_id)]
+
+    def statistics(self, session_id: str) -> SessionStatistics:
+        self._catch_up(session_id)
+        with self._lock:
+            self._look_at(session_id)
+            statistics = self._replica.statistics(session_id)
+        return attrs.evolve(statistics, durable=True)
+
+    # -- Operations ---------------------------------------------------------------------------
+
+    def _run(self, session_id: str, operation: dict[str, Any]) -> Any:
+        """Append *operation* to the session's log, replay up to it, return its result."""
+        counter = next(self._counter)
+        operation["p"] = self._process
+        operation["n"] = counter
+        text = json.dumps(operation, separators=(",", ":"))
+        outcome = _Outcome()
+        track = self._track(session_id)
+        with track.lock:
+            self._outcomes[counter] = outcome
+            try:
+                try:
+                    reply = self._call(
+                        lambda: self._append(
+                            keys=self._session_keys(session_id),
+                            args=[
+                                text,
+                                track.position,
+                                self._channel(),
+                                session_id,
+                                SCHEMA_VERSION,
+                            ],
+                        )
+                    )
+                except StoreError:
+                    # It may reach the log after all: replay gives back what it took.
+                    self._abandoned.add(counter)
+                    raise
+                give_back = self._absorb(session_id, track, reply)  # fills in the outcome
+            finally:
+                del self._outcomes[counter]
+        self._after_replay(session_id, give_back)
+        settings = self._settings
+        if outcome.expired and settings is not None:
+            settings.expired(outcome.expired)
+        if outcome.error is not None:
+            raise outcome.error
+        return outcome.value
+
+    def _catch_up(self, session_id: str) -> None:
+        """Replay what the session's log holds beyond this replica (a look's round trip)."""
+        track = self._track(session_id)
+        with track.lock:
+            reply = self._call(
+                lambda: self._tail(
+                    keys=self._session_keys(session_id),
+                    args=["", track.position, "", session_id, SCHEMA_VERSION],
+                )
+            )
+            give_back = self._absorb(session_id, track, reply)
+        self._after_replay(session_id, give_back)
+        if self._due(session_id, track):
+            # Purge by this process's clock, and give back claims whose lease
+            # passed, through the log: for every replica alike.
+            self._run(session_id, {"o": "tick", "t": self._now()})
+
+    def _absorb(self, session_id: str, track: _Track, reply: list[Any]) -> list[dict[str, Any]]:
+        """Take in a script's reply (under the session's lock); return the give-backs owed."""
+        base, snapshot, log = int(reply[0]), reply[1], reply[2]
+        give_back: list[dict[str, Any]] = []
+        cleared = False
+        with self._lock:
+            start = track.position
+            if snapshot and track.position < base:
+                # Compacted past us (by another process): what it replayed
+                # there is in the snapshot. No operation of ours is skipped:
+                # each is in the reply to its own append, under the lock held.
+                cleared = self._load(session_id, track, json.loads(snapshot), base)
+                start = base
+            track.base = max(track.base, base)
+            for index, text in enumerate(log, start):
+                if index < track.position:
+                    continue
+                track.position = index + 1
+                operation = json.loads(text)
+                give = self._apply(session_id, track, operation)
+                if give is not None:
+                    give_back.append(give)
+                cleared |= operation["o"] == "clear" and operation["p"] != self._process
+            compaction = self._compaction(session_id, track)
+        if compaction is not None:
+            self._compact(session_id, *compaction)
+        if cleared and self._settings is not None:
+            # Cleared by another process: this inbox's waits on it end, as its
+            # own clear_session ends them (which tells its lot itself). The
+            # lot's lock is never held around a look, and waking calls no user code.
+            self._settings.cleared(session_id)
+        return give_back
+
+    def _after_replay(self, session_id: str, give_back: list[dict[str, Any]]) -> None:
+        # With the session's lock released: an operation of ours that took
+        # entries reached the log after its caller gave up; they go back.
+        for operation in give_back:
+            try:
+                self._run(session_id, operation)
+            except StoreError:  # pragma: no cover - the server left again
+                fallback_logger.exception(
+                    "harn_inbox: could not give back entries taken by an abandoned operation"
+                )
+
+    def _apply(
+        self, session_id: str, track: _Track, operation: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """Replay one operation (under self._lock, in log order); return a give-back it owes."""
+        process, counter = operation["p"], operation["n"]
+        if track.applied.get(process, 0) >= counter:
+            return None  # a retried copy: applied once already
+        track.applied[process] = counter
+        now = track.now = operation["t"]
+        self._replica.now = now
+        outcome = self._outcomes.get(counter) if process == self._process else None
+        self._expired_now = []
+        failure: BaseException | None = None
+        value = None
+        try:
+            self._expire_leases(track, now)
+            value = self._dispatch(session_id, track, operation)
+        except (InboxFull, ValueError) as error:
+            # Refused (a full session, an equal entry already pending): the
+            # same in every replica, and the operation changed nothing.
+            failure = error
+        expired, self._expired_now = self._expired_now, []
+        if outcome is not None:
+            outcome.value, outcome.error, outcome.expired = value, failure, expired
+            if isinstance(value, _Taken):
+                outcome.value = value.record.entries
+            return None
+        if process != self._process or counter not in self._abandoned:
+            return None
+        self._abandoned.discard(counter)
+        if isinstance(value, _Taken) and value.record.entries:
+            return {
+                "o": "restore",
+                "t": now,
+                "life": track.life,
+                "entries": [entry.to_dict() for entry in value.record.entries],
+                "metas": [list(meta) for meta in value.record.metas],
+            }
+        if isinstance(value, ClaimRecord) and value.token is not None:
+            return {"o": "release", "t": now, "claim": value.token}
+        return None
+
+    def _dispatch(self, session_id: str, track: _Track, operation: dict[str, Any]) -> Any:
+        replica = self._replica
+        kind = operation["o"]
+        now = operation["t"]
+        if kind == "push":
+            replica._settings = self._settings_for(
+                operation["max"], operation["drop"], operation.get("window", 0)
+            )
+            options = operation.get("opt")
+            if options is None:
+                return replica._push_settled(
+                    session_id, operation["kind"], operation["content"], operation["source"], now
+                )
+            return replica.push_with(
+                session_id,
+                operation["kind"],
+                operation["content"],
+                operation["source"],
+                now,
+                _options_in(options),
+            )
+        if kind == "reserve":
+            return replica.reserve_sequence(session_id)
+        if kind == "requeue":
+            replica.requeue_front(InboxEntry.from_dict(operation["entry"]))
+            return None
+        if kind == "drain":
+            # As a claim, which changes the session as a drain does, to know what
+            # each entry carried should it have to go back (see `_apply`).
+            record = replica.claim(session_id, None, None)
+            assert record is not None
+            return _Taken(record)
+        if kind == "take":
+            cursor, chosen = self._cursor_in(session_id, track, operation)
+            record = replica.claim(session_id, cursor, chosen)
+            return None if record is None else _Taken(record)
+        if kind == "restore":
+            session = replica._sessions.get(session_id)
+            record = ClaimRecord(
+                session_id,
+                [InboxEntry.from_dict(data) for data in operation["entries"]],
+                [(key, expires) for key, expires in operation["metas"]],
+                None,
+            )
+            if session is not None and operation["life"] == track.life:
+                record.life = session
+            return replica.release(record)
+        if kind == "claim":
+            if "version" in operation:
+                cursor, chosen = self._cursor_in(session_id, track, operation)
+                record = replica.claim(session_id, cursor, chosen)
+            else:
+                record = replica.claim(session_id, None, None)
+            if record is None:
+                return None
+            if not record.entries:
+                return record
+            claim_id = f"{operation['p']}/{operation['n']}"
+            track.claims[claim_id] = (record, operation["deadline"])
+            # The caller's record: the replica's entries, and the claim's id to settle it by.
+            return ClaimRecord(session_id, record.entries, record.metas, claim_id)
+        if kind == "settle":
+            track.claims.pop(operation["claim"], None)  # not held (its lease passed): fenced
+            return None
+        if kind == "release":
+            held = track.claims.pop(operation["claim"], None)
+            return 0 if held is None else replica.release(held[0])
+        if kind == "revoke":
+            return replica.revoke(session_id, operation["sequence"])
+        if kind == "clear":
+            track.life += 1
+            return replica.clear(session_id)
+        if kind == "tick":
+            replica.pending_count(session_id)  # purges at the tick's clock reading
+            return None
+        raise StoreError(f"{self!r}: unknown operation {kind!r} in session {session_id!r}'s log")
+
+    def _settings_for(
+        self, max_pending: int | None, drop_oldest: bool, window: int
+    ) -> StoreSettings:
+        # A push is replayed with the settings of the inbox that made it.
+        key = (max_pending, drop_oldest, window)
+        settings = self._push_settings.get(key)
+        if settings is None:
+            assert self._replica._settings is not None
+            settings = self._push_settings[key] = attrs.evolve(
+                self._replica._settings,
+                max_pending=max_pending,
+                drop_oldest=drop_oldest,
+                dedupe_window_ms=window,
+            )
+        return settings
+
+    def _expire_leases(self, track: _Track, now: int) -> None:
+        if not track.claims:
+            return
+        for claim_id, (record, deadline) in list(track.claims.items()):
+            if deadline <= now:
+                del track.claims[claim_id]
+                self._replica.release(record)
+
+    # -- Cursors in the log -------------------------------------------------------------------
+
+    def _cursor_out(
+        self, session_id: str, cursor: Cursor, chosen: list[InboxEntry]
+    ) -> dict[str, Any]:
+        # A cursor names the session's life, its version and the last key read;
+        # an entry chosen, its sequence (entries are the same in every replica).
+        with self._lock:
+            track = self._track(session_id)
+            life = track.life
+            if cursor.session is not self._replica._sessions.get(session_id):
+                life = -1  # read in a life that has ended (or of no record): refused
+        return {
+            "life": life,
+            "version": cursor.version,
+            "last": cursor.last,
+            "chosen": [entry.sequence for entry in chosen],
+        }
+
+    def _cursor_in(
+        self, session_id: str, track: _Track, operation: dict[str, Any]
+    ) -> tuple[Cursor, list[InboxEntry]]:
+        session = self._replica._sessions.get(session_id)
+        if session is None or operation["life"] != track.life:
+            # Read in a life that has ended: a cursor of no current session, refused.
+            gone = SessionState()
+            gone.version = CLEARED
+            return Cursor(gone, operation["version"], operation["last"]), []
+        chosen = [
+            entry
+            for sequence in operation["chosen"]
+            if (entry := session._find_sequence(sequence)) is not None
+        ]
+        return Cursor(session, operation["version"], operation["last"]), chosen
+
+    # -- Inside -------------------------------------------------------------------------------
+
+    def _track(self, session_id: str) -> _Track:
+        # With or without self._lock held: setdefault is atomic, so two threads
+        # that find none get the same one.
+        track = self._tracks.get(session_id)
+        if track is None:
+            track = self._tracks.setdefault(session_id, _Track())
+        return track
+
+    def _look_at(self, session_id: str) -> None:
+        # A look purges nothing of its own: the replica's clock reads the log's.
+        self._replica.now = self._track(session_id).now
+
+    def _replay_now(self) -> int:
+        return self._replica.now
+
+    def _collect_expired(self, entries: list[InboxEntry]) -> None:
+        # From the replica, after an operation replayed (under self._lock, on this thread).
+        self._expired_now += entries
+
+    def _due(self, session_id: str, track: _Track) -> bool:
+        """Whether an entry's expiry or a claim's lease has passed by this process's clock."""
+        now = self._now()  # the inbox's clock: read with no lock held
+        with self._lock:
+            if track.claims and min(deadline for _, deadline in track.claims.values()) <= now:
+                return True
+            if session_id not in self._replica._expiring:
+                return False
+            session = self._replica._sessions.get(session_id)
+            extras = None if session is None else session.extras
+            return extras is not None and bool(extras.expiry) and bool(extras.expiry[0][0] <= now)
+
+    # -- Compaction ---------------------------------------------------------------------------
+    #
+    # A log would grow for as long as its session lives. Once COMPACT_AFTER
+    # operations follow its base and the session holds nothing but counters
+    # and dedupe keys (no entry pending, no claim held), the process that
+    # replayed it writes that state down as the log's snapshot, at its
+    # position, and drops the operations before it (one script, only
+    # forwards). Every replica computes the same state there, so a replica
+    # further back loads the snapshot and replays on from it.
+
+    def _compaction(self, session_id: str, track: _Track) -> tuple[int, str] | None:
+        """(position, snapshot) if the session's log is due for compaction (under self._lock)."""
+        if track.position - track.base < self._compact_after or track.claims:
+            return None
+        session = self._replica._sessions.get(session_id)
+        state: dict[str, Any] = {
+            "life": track.life,
+            "now": track.now,
+            "applied": track.applied,
+            "record": session is not None,
+        }
+        if session is not None:
+            extras = session.extras
+            if session.back is not None or session.front is not None:
+                return None
+            if extras is not None and extras.meta:
+                return None  # pragma: no cover - metas are of pending entries only
+            state.update(
+                version=session.version,
+                last_sequence=session.last_sequence,
+                dropped=session.dropped,
+            )
+            if extras is not None:
+                state["counters"] = [
+                    extras.duplicates,
+                    extras.coalesced,
+                    extras.expired,
+                    extras.revoked,
+                    extras.reserved,
+                ]
+                state["dedupe"] = [
+                    [end, key, entry.to_dict()] for end, key, entry in extras.dedupe_order
+                ]
+        return track.position, json.dumps(state, separators=(",", ":"))
+
+    def _compact(self, session_id: str, position: int, snapshot: str) -> None:
+        keys = self._session_keys(session_id)
+        try:
+            self._call(
+                lambda: self._compact_script(
+                    keys=[keys[0], keys[3], keys[4]], args=[position, snapshot]
+                )
+            )
+        except StoreError:  # compaction is housekeeping: the next one will do
+            return
+        track = self._track(session_id)
+        with self._lock:
+            track.base = max(track.base, position)
+
+    def _load(self, session_id: str, track: _Track, state: dict[str, Any], base: int) -> bool:
+        """Make the replica of the session what *state* says it is at *base* (under self._lock).
+
+        Returns whether the session was cleared meanwhile (a life ended).
+        """
+        replica = self._replica
+        old = replica._sessions.pop(session_id, None)
+        replica._active.pop(session_id, None)
+        replica._expiring.pop(session_id, None)
+        ended = bool(state["life"] != track.life)
+        if old is not None and ended:
+            old.version = CLEARED  # cursors read in that life see it end
+        if state["record"]:
+            # The same object within one life: cursors read in it stay valid
+            # (their version has moved, so they read again).
+            session = SessionState() if old is None or ended else old
+            session.back = session.front = None
+            session.strays = 0
+            session.version = state["version"]
+            session.last_sequence = state["last_sequence"]
+            session.dropped = state["dropped"]
+            session.extras = None
+            if "counters" in state:
+                extras = session._extras()
+                (
+                    extras.duplicates,
+                    extras.coalesced,
+                    extras.expired,
+                    extras.revoked,
+                    extras.reserved,
+                ) = state["counters"]
+                for end, key, data in state["dedupe"]:
+                    entry = InboxEntry.from_dict(data)
+                    extras.dedupe_order.append((end, key, entry))
+                    extras.dedupe[key] = entry
+            replica._sessions[session_id] = session
+        track.life = state["life"]
+        track.now = state["now"]
+        track.applied = dict(state["applied"])
+        track.claims = {}  # none was held there; ours that were are settled or went back
+        track.position = track.base = base
+        return ended
+
+    def _now(self) -> int:
+        settings = self._settings
+        assert settings is not None
+        return settings.now_ms()
+
+    def _key(self, name: str) -> str:
+        return f"{self.namespace}:{name}"
+
+    def _session_keys(self, session_id: str) -> list[str]:
+        # As the scripts take them: log, sessions set, schema key, base key, snapshot key.
+        namespace = self.namespace
+        return [
+            f"{namespace}:log:{session_id}",
+            f"{namespace}:sessions",
+            f"{namespace}:schema",
+            f"{namespace}:base:{session_id}",
+            f"{namespace}:snapshot:{session_id}",
+        ]
+
+    def _channel(self) -> str:
+        return f"{self.namespace}:wake"
+
+    def _safe_url(self) -> str:
+        # No password in reprs and messages.
+        kwargs = self._client.connection_pool.connection_kwargs
+        if "path" in kwargs:
+            return f"unix://{kwargs['path']}"
+        return f"redis://{kwargs.get('host')}:{kwargs.get('port')}/{kwargs.get('db', 0)}"
+
+    def _newer_schema(self, schema: int) -> str:
+        return (
+            f"{self!r}: namespace {self.namespace!r} was written by schema {schema}; this "
+            f"harn_inbox reads schema {SCHEMA_VERSION} "
+            "(upgrade harn_inbox, or use another namespace)"
+        )
+
+    def _call(self, command: Any, tail_from_session: str | None = None) -> Any:
+        """Run *command* (a round trip), sending it again on a connection failure, then give up.
+
+        Safe to repeat: an append carries its operation's id (replay skips a
+        second copy), and the rest only read.
+        """
+        redis = self._redis
+        delay = 0.05
+        for attempt in itertools.count():
+            try:
+                return command()
+            except redis.ResponseError as error:
+                if str(error).startswith("HARN_SCHEMA"):
+                    raise StoreError(self._newer_schema(int(str(error).split()[1]))) from None
+                raise StoreError(f"{self!r}: the server refused: {error}") from error
+            except (redis.ConnectionError, redis.TimeoutError) as error:
+                if attempt >= self._retries:
+                    raise StoreError(
+                        f"{self!r}: the server did not answer after {attempt + 1} tries ({error}); "
+                        "an operation that changes a session may or may not have been applied"
+                    ) from error
+                time.sleep(delay)
+                delay *= 2
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # -- The subscriber thread ----------------------------------------------------------------
+
+    def _listen(self) -> None:
+        """Pass other processes' changes to the inbox's lot; tick sessions whose leases passed."""
+        redis = self._redis
+        channel = self._channel()
+        connected = False
+        pubsub = None
+        while not self._stopping.is_set():
+            try:
+                if pubsub is None:
+                    pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+                    pubsub.subscribe(channel)
+                    if connected:
+                        # Messages may have been lost while we were away: everyone looks again.
+                        self._notify_all()
+                    connected = True
+                message = pubsub.get_message(timeout=0.05)
+                if message is not None and message.get("type") == "message":
+                    self._notify(message["data"].decode())
+                self._tick_expired_leases()
+            except (redis.ConnectionError, redis.TimeoutError, StoreError):
+                if pubsub is not None:
+                    try:
+                        pubsub.close()
+                    except Exception:
+                        pass
+                    pubsub = None
+                self._stopping.wait(0.1)
+        if pubsub is not None:
+            pubsub.close()
+
+    def _notify(self, session_id: str) -> None:
+        settings = self._settings
+        if settings is not None:
+            settings.notify(session_id)
+
+    def _notify_all(self) -> None:
+        settings = self._settings
+        if settings is not None:
+            settings.notify_all()
+
+    def _tick_expired_leases(self) -> None:
+        now = self._now()  # the inbox's clock: read with no lock held
+        with self._lock:
+            due = [
+                session_id
+                for session_id, track in self._tracks.items()
+                if track.claims and min(deadline for _, deadline in track.claims.values()) <= now
+            ]
+        for session_id in due:
+            self._run(session_id, {"o": "tick", "t": self._now()})
+
+
+def _ignore(session_id: str) -> None:
+    pass
+
+
+def _ignore_all() -> None:
+    pass
+
+
+def _options_out(options: PushOptions) -> dict[str, Any]:
+    return {
+        "payload": thaw(options.payload),
+        "delivery": None if options.delivery is None else options.delivery.value,
+        "dedupe": options.dedupe_key,
+        "coalesce": options.coalesce_key,
+        "expires": options.expires_in_ms,
+    }
+
+
+def _options_in(data: dict[str, Any]) -> PushOptions:
+    return PushOptions(
+        payload=freeze(data["payload"]),
+        delivery=None if data["delivery"] is None else Delivery(data["delivery"]),
+        dedupe_key=data["dedupe"],
+        coalesce_key=data["coalesce"],
+        expires_in_ms=data["expires"],
+    )
