@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import TYPE_CHECKING, final
 
 import sniffio
 import trio
+
+from ._offloop import off_loop
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -27,7 +30,7 @@ class Claim:
     gone. Each claim is entered once.
     """
 
-    __slots__ = ("_record", "_release", "_settle", "_take", "session_id")
+    __slots__ = ("_network", "_record", "_release", "_settle", "_take", "session_id")
 
     def __init__(
         self,
@@ -35,8 +38,12 @@ class Claim:
         take: Callable[[], ClaimRecord],
         settle: Callable[[ClaimRecord], None],
         release: Callable[[ClaimRecord], None],
+        *,
+        network: bool = False,
     ) -> None:
         self.session_id = session_id
+        #: The store goes over the network: ``async with`` runs its calls off the loop.
+        self._network = network
         self._take = take
         self._settle = settle
         self._release = release
@@ -68,6 +75,8 @@ class Claim:
 
     async def __aenter__(self) -> list[InboxEntry]:
         """As ``__enter__``; under trio a cancellation comes before anything is taken, or never."""
+        if self._network:
+            return await off_loop(self.__enter__, self._give_back)
         trio_run = sniffio.current_async_library() == "trio"
         if trio_run:
             await trio.lowlevel.checkpoint_if_cancelled()
@@ -84,7 +93,16 @@ class Claim:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        if self._network:
+            await off_loop(partial(self.__exit__, exc_type, exc, tb))
+            return
         # Settled or released before anything that could be cancelled.
         self.__exit__(exc_type, exc, tb)
         if sniffio.current_async_library() == "trio":
             await trio.lowlevel.cancel_shielded_checkpoint()
+
+    def _give_back(self, entries: object) -> None:
+        # An asyncio ``async with`` cancelled while it took: the block never ran.
+        record = self._record
+        if record is not None:
+            self._release(record)

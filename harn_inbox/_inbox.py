@@ -456,7 +456,11 @@ class Inbox:
         key, expiry), and its waiters wake; if it ends normally, they are
         gone: at-least-once, where `drain` is at-most-once. ``async with``
         works too, under trio and asyncio; a cancellation before the entries
-        are taken takes nothing, and one in the block gives them back.
+        are taken takes nothing, and one in the block gives them back. With a
+        network store (`RedisStore`), ``async with`` takes, settles and
+        releases off the event loop (see `apush`); a cancellation while it
+        takes gives back what it took under asyncio, and enters the block under
+        trio (the cancellation comes at the block's first checkpoint).
 
         Raises:
             TypeError: *session_id* is not a ``str``, or *predicate* is not a
@@ -470,6 +474,7 @@ class Inbox:
             partial(self._take_claim, session_id, predicate),
             self._settle_claim,
             self._release_claim,
+            network=self._network,
         )
 
     # -- Looking ------------------------------------------------------------------------------

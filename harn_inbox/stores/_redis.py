@@ -122,6 +122,10 @@ redis.call('SET', KEYS[3], ARGV[2])
 return 1
 """
 
+#: Seconds after an operation's caller gave up (`StoreError`) during which this
+#: process looks for it in its log, to give back what it took if it got there.
+ABANDONED_FOR = 120.0
+
 #: A session's log is compacted once this many operations follow its base and
 #: its state is small (nothing pending or claimed): see `RedisStore._compact`.
 COMPACT_AFTER = 100
@@ -274,9 +278,10 @@ class RedisStore:
         self._process = f"{os.getpid():x}.{os.urandom(6).hex()}"
         self._counter = itertools.count(1)
         self._outcomes: dict[int, _Outcome] = {}
-        #: Operations of ours whose caller gave up (StoreError): if one took
-        #: entries when it reached the log after all, they are given back.
-        self._abandoned: set[int] = set()
+        #: Operations of ours whose caller gave up (StoreError) -> (session id,
+        #: until when to look for them, monotonic): if one reaches the log after
+        #: all and took entries, they are given back (the subscriber looks).
+        self._abandoned: dict[int, tuple[str, float]] = {}
         #: What expired in the operation being replayed.
         self._expired_now: list[InboxEntry] = []
         #: (max_pending, drop_oldest, dedupe window) -> the replica's settings for a push.
@@ -520,8 +525,9 @@ class RedisStore:
                         )
                     )
                 except StoreError:
-                    # It may reach the log after all: replay gives back what it took.
-                    self._abandoned.add(counter)
+                    # It may reach the log after all (it sat in a paused server's
+                    # socket, say): then replay gives back what it took.
+                    self._abandoned[counter] = (session_id, time.monotonic() + ABANDONED_FOR)
                     raise
                 give_back = self._absorb(session_id, track, reply)  # fills in the outcome
             finally:
@@ -624,7 +630,7 @@ class RedisStore:
             return None
         if process != self._process or counter not in self._abandoned:
             return None
-        self._abandoned.discard(counter)
+        self._abandoned.pop(counter, None)
         if isinstance(value, _Taken) and value.record.entries:
             return {
                 "o": "restore",
@@ -990,6 +996,7 @@ class RedisStore:
                 if message is not None and message.get("type") == "message":
                     self._notify(message["data"].decode())
                 self._tick_expired_leases()
+                self._recover_abandoned()
             except (redis.ConnectionError, redis.TimeoutError, StoreError):
                 if pubsub is not None:
                     try:
@@ -1010,6 +1017,21 @@ class RedisStore:
         settings = self._settings
         if settings is not None:
             settings.notify_all()
+
+    def _recover_abandoned(self) -> None:
+        """Replay the sessions of operations whose callers gave up, until each shows up or
+        `ABANDONED_FOR` has passed: what such an operation took goes back."""
+        if not self._abandoned:
+            return
+        now = time.monotonic()
+        sessions = set()
+        for counter, (session_id, until) in list(self._abandoned.items()):
+            if until < now:
+                self._abandoned.pop(counter, None)  # it never reached the server
+            else:
+                sessions.add(session_id)
+        for session_id in sessions:
+            self._catch_up(session_id)
 
     def _tick_expired_leases(self) -> None:
         now = self._now()  # the inbox's clock: read with no lock held

@@ -23,7 +23,8 @@ from harn_inbox import (
     SessionStatistics,
     SystemClock,
 )
-from harn_inbox.stores import MemoryStore
+from harn_inbox.stores import MemoryStore, RedisStore
+from harn_inbox.testing import SharedInboxes
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -159,3 +160,26 @@ def an_inbox_is_inbox_like() -> InboxLike:
 
 def errors() -> tuple[type[InboxError], ...]:
     return (InboxClosed, InboxFull)
+
+
+async def shared_by_processes(url: str) -> list[InboxEntry]:
+    """A Redis store, and the awaitable forms a task calls on it."""
+    store: RedisStore = RedisStore(url, namespace="agents", claim_lease=30.0, retries=2)
+    inbox = Inbox(store=store)
+    entry: InboxEntry = await inbox.apush("s", "k", "c", "src", payload={"n": 1}, dedupe_key="d")
+    await inbox.arequeue_front(entry)
+    sequence: int = await inbox.areserve_sequence("s")
+    revoked: InboxEntry | None = await inbox.arevoke("s", sequence)
+    count: int = await inbox.apending_count("s") + await inbox.aclear_session("t")
+    sessions: list[str] = await inbox.asessions()
+    stats: SessionStatistics = await inbox.astatistics("s")
+    copy: list[InboxEntry] = await inbox.asnapshot("s")
+    taken: list[InboxEntry] = await inbox.adrain_where("s", lambda e: e.kind == "k")
+    taken += await inbox.adrain("s")
+    del revoked, count, sessions, stats, copy
+    store.close()
+    return taken
+
+
+def two_inboxes_as_one(first: Inbox, second: Inbox) -> InboxLike:
+    return SharedInboxes([first, second])

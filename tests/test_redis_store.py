@@ -1,0 +1,200 @@
+"""What is `RedisStore`'s own: awaitable forms off the loop, cancellation, compaction, clears
+across inboxes. The whole contract is the conformance kit's (test_redis_conformance.py);
+faults are in test_redis_faults.py, many processes in test_redis_processes.py.
+
+Waking across the network takes real time: those waits run on a real trio clock
+(``run_in_real_time``), every timeout on a `ManualClock`, every verdict on events.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from harn_inbox import Inbox, InboxEntry, ManualClock
+from harn_inbox.stores import MemoryStore, RedisStore
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+    from _redis_server import RedisServer
+    from conftest import Backend
+
+
+@pytest.fixture
+def connect(redis_server: RedisServer) -> Iterator[Callable[..., Inbox]]:
+    """Inboxes on RedisStores, closed with their stores after the test."""
+    made: list[tuple[Inbox, RedisStore]] = []
+
+    def make(namespace: str, clock: ManualClock | None = None, **options: Any) -> Inbox:
+        store = RedisStore(redis_server.url, namespace=namespace, **options)
+        inbox = Inbox(store=store, clock=clock or ManualClock(start_ms=1_000_000))
+        made.append((inbox, store))
+        return inbox
+
+    yield make
+    for inbox, store in made:
+        inbox.close()
+        store.close()
+
+
+def contents(entries: list[InboxEntry]) -> list[str]:
+    return [entry.content for entry in entries]
+
+
+@pytest.mark.parametrize("store", ["memory", "redis"])
+def test_the_awaitable_forms_do_what_the_plain_forms_do(
+    backend: Backend, store: str, connect: Callable[..., Inbox], redis_server: RedisServer
+) -> None:
+    inbox = (
+        connect(redis_server.namespace())
+        if store == "redis"
+        else Inbox(store=MemoryStore(), clock=ManualClock())
+    )
+
+    async def main() -> None:
+        first = await inbox.apush("s", "k", "one", "src")
+        await inbox.apush("s", "job", "two", "src", payload={"handle": "h2"})
+        assert await inbox.areserve_sequence("s") == 3
+        await inbox.apush("s", "k", "four", "src")
+        assert await inbox.apending_count("s") == 3
+        assert contents(await inbox.asnapshot("s")) == ["one", "two", "four"]
+        assert await inbox.asessions() == ["s"]
+        assert contents(await inbox.adrain_where("s", lambda e: e.kind == "job")) == ["two"]
+        assert await inbox.arevoke("s", 4) is not None
+        assert contents(await inbox.adrain("s")) == ["one"]
+        await inbox.arequeue_front(first)
+        statistics = await inbox.astatistics("s")
+        assert (statistics.pending, statistics.last_sequence, statistics.reserved) == (1, 4, 1)
+        assert statistics.durable is (store == "redis")
+        assert await inbox.aclear_session("s") == 1
+        assert await inbox.apending_count("s") == 0
+
+    backend.run_in_real_time(main)
+
+
+def test_async_with_claim_settles_or_gives_back_off_the_loop(
+    backend: Backend, connect: Callable[..., Inbox], redis_server: RedisServer
+) -> None:
+    inbox = connect(redis_server.namespace())
+    inbox.push("s", "k", "one", "src")
+    inbox.push("s", "k", "two", "src")
+
+    async def fail_in_the_block() -> None:
+        async with inbox.claim("s") as held:
+            assert contents(held) == ["one", "two"]
+            assert await inbox.apending_count("s") == 0
+            raise RuntimeError("the handler failed")
+
+    async def main() -> None:
+        with pytest.raises(RuntimeError, match="the handler failed"):
+            await fail_in_the_block()
+        assert contents(await inbox.asnapshot("s")) == ["one", "two"]  # given back, in order
+        async with inbox.claim("s", lambda e: e.content == "two") as held:
+            assert contents(held) == ["two"]
+        assert contents(await inbox.adrain("s")) == ["one"]
+
+    backend.run_in_real_time(main)
+
+
+class HeldDrains:
+    """Makes the store's drain stop, after it took, until the test lets it return."""
+
+    def __init__(self, store: RedisStore) -> None:
+        self.took = threading.Event()
+        self.go = threading.Event()
+        drain = store.drain
+
+        def held(session_id: str) -> list[InboxEntry]:
+            taken = drain(session_id)
+            self.took.set()
+            self.go.wait(10)  # a safety bound only: the test sets it
+            return taken
+
+        store.drain = held  # type: ignore[method-assign]
+
+
+def test_a_drain_cancelled_on_the_wire_loses_nothing(
+    backend: Backend, connect: Callable[..., Inbox], redis_server: RedisServer
+) -> None:
+    namespace = redis_server.namespace()
+    inbox = connect(namespace)
+    store = inbox._store
+    assert isinstance(store, RedisStore)
+    held = HeldDrains(store)
+    pushed = [inbox.push("s", "k", content, "src") for content in ("one", "two")]
+
+    async def main() -> list[InboxEntry]:
+        async with backend.task_group() as group:
+            task = group.start_soon(inbox.adrain, "s")
+            await backend.to_thread(held.took.wait, 10)
+            task.cancel()
+            await backend.turns()
+            held.go.set()
+        assert isinstance(task.raised, backend.cancelled) or task.result == pushed
+        return [] if task.raised else task.result  # type: ignore[no-any-return]
+
+    delivered = backend.run_in_real_time(main)
+    # trio: the drain completed and returned them (the cancellation came after);
+    # asyncio: they went back to the head, in order. Never lost, never twice.
+    if backend.name == "trio":
+        assert delivered == pushed
+        assert connect(namespace).drain("s") == []
+    else:
+        assert delivered == []
+        assert connect(namespace).drain("s") == pushed
+
+
+def test_a_clear_in_one_inbox_ends_the_waits_of_another(
+    backend: Backend, connect: Callable[..., Inbox], redis_server: RedisServer
+) -> None:
+    namespace = redis_server.namespace()
+    waiting, clearing = connect(namespace), connect(namespace)
+    waiting.push("other", "k", "x", "src")
+
+    async def main() -> None:
+        async with backend.task_group() as group:
+            plain = group.start_soon(waiting.wait, "s")
+            selective = group.start_soon(waiting.wait_for, "s", lambda e: e.kind == "go")
+            thread = group.start_soon(backend.to_thread, waiting.wait_sync, "s")
+            await backend.to_thread(_until, lambda: waiting.waiter_count("s") == 3)
+            clearing.push("s", "k", "not it", "src")  # wakes them; none returns
+            assert clearing.clear_session("s") == 1
+        assert (plain.result, selective.result, thread.result) == (False, [], False)
+
+    backend.run_in_real_time(main)
+
+
+def _until(condition: Callable[[], bool]) -> None:
+    # Real time, with a safety bound only a broken inbox reaches.
+    done = threading.Event()
+    for _ in range(10_000):
+        if condition():
+            return
+        done.wait(0.001)
+    raise AssertionError("the condition never held")
+
+
+def test_a_compacted_log_stays_short_and_a_new_inbox_starts_from_its_snapshot(
+    connect: Callable[..., Inbox], redis_server: RedisServer
+) -> None:
+    namespace = redis_server.namespace()
+    clock = ManualClock(start_ms=1_000_000)
+    inbox = connect(namespace, clock)
+    store = inbox._store
+    assert isinstance(store, RedisStore)
+    store._compact_after = 10
+    first = inbox.push("s", "k", "keyed", "src", dedupe_key="once")
+    for round_ in range(30):
+        inbox.push("s", "k", f"#{round_}", "src")
+        inbox.drain("s")
+    log = redis_server.command("LLEN", f"{namespace}:log:s")
+    assert int(log.split(b":")[1]) < 12  # at most what followed the last snapshot
+    # A new process loads the snapshot: counters, dedupe keys and sequences carry on.
+    fresh = connect(namespace, clock)
+    assert fresh.statistics("s").last_sequence == 31
+    assert fresh.push("s", "k", "keyed again", "src", dedupe_key="once") == first
+    assert fresh.push("s", "k", "next", "src").sequence == 32
+    assert contents(inbox.drain("s")) == ["next"]
