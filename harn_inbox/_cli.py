@@ -1,9 +1,13 @@
 """The operator's commands of ``python -m harn_inbox``: ``inspect``, ``push`` and ``drain`` a store.
 
-``STORE`` names a durable store: a path is a `SqliteStore` file. The store is
-opened for the one command and closed after it; a file that an inbox has open
-is refused (one owner at a time), so these commands act on a store whose
-runtime is stopped. Output is JSON lines: one session, or one entry, a line.
+``STORE`` names a durable store: a path is a `SqliteStore` file, a
+``redis://`` (``rediss://``, ``unix://``) URL a `RedisStore`, with
+``--namespace`` (default ``harn_inbox``). The store is opened for the one
+command and closed after it. A file that an inbox has open is refused (one
+owner at a time), so on SQLite these commands act on a store whose runtime is
+stopped; on Redis they act on the live deployment, as one more process
+sharing its sessions (a push wakes its waiters, a drain takes entries from
+its consumers). Output is JSON lines: one session, or one entry, a line.
 """
 
 from __future__ import annotations
@@ -17,13 +21,17 @@ from typing import TYPE_CHECKING
 
 from ._errors import InboxError
 from ._inbox import Inbox
-from .stores import SqliteStore
+from .stores import RedisStore, SqliteStore
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from typing import TextIO
 
     from ._entry import InboxEntry
+
+#: What a STORE argument starts with when it names a Redis server.
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+_STORE_HELP = "the store: a SQLite file's path, or a redis:// URL"
 
 
 def add_store_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -34,35 +42,48 @@ def add_store_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
         description="Print each session with entries pending (JSON lines: session_id, pending,"
         " last_sequence), or with SESSION, that session's pending entries as JSON lines.",
     )
-    inspect.add_argument("store", metavar="STORE", help="the store: a SQLite file's path")
+    inspect.add_argument("store", metavar="STORE", help=_STORE_HELP)
     inspect.add_argument("session", metavar="SESSION", nargs="?", help="one session to show")
+    _add_namespace(inspect)
     inspect.set_defaults(run=run_store_command)
     push = commands.add_parser(
         "push",
         help="push one entry into a session of a store",
         description="Push an entry and print it, stamped, as a JSON line.",
     )
-    push.add_argument("store", metavar="STORE", help="the store: a SQLite file's path")
+    push.add_argument("store", metavar="STORE", help=_STORE_HELP)
     for name in ("session", "kind", "content", "source"):
         push.add_argument(name, metavar=name.upper())
     push.add_argument(
         "--payload", metavar="JSON", type=_json_value, help="structured data for the entry"
     )
+    _add_namespace(push)
     push.set_defaults(run=run_store_command)
     drain = commands.add_parser(
         "drain",
         help="take every pending entry of a session of a store",
         description="Take the session's pending entries and print them as JSON lines.",
     )
-    drain.add_argument("store", metavar="STORE", help="the store: a SQLite file's path")
+    drain.add_argument("store", metavar="STORE", help=_STORE_HELP)
     drain.add_argument("session", metavar="SESSION")
+    _add_namespace(drain)
     drain.set_defaults(run=run_store_command)
+
+
+def _add_namespace(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--namespace",
+        default="harn_inbox",
+        help="a Redis store's namespace (default: harn_inbox); ignored for a SQLite file",
+    )
 
 
 def run_store_command(arguments: argparse.Namespace, out: TextIO) -> int:
     """Run ``inspect``, ``push`` or ``drain``; return the exit status (1 if the store refused)."""
     try:
-        with _opened(arguments.store, must_exist=arguments.command != "push") as inbox:
+        with _opened(
+            arguments.store, arguments.namespace, must_exist=arguments.command != "push"
+        ) as inbox:
             if arguments.command == "inspect":
                 if arguments.session is None:
                     for session_id in sorted(inbox.sessions()):
@@ -95,7 +116,15 @@ def run_store_command(arguments: argparse.Namespace, out: TextIO) -> int:
 
 
 @contextmanager
-def _opened(store: str, *, must_exist: bool) -> Iterator[Inbox]:
+def _opened(store: str, namespace: str, *, must_exist: bool) -> Iterator[Inbox]:
+    if store.startswith(_REDIS_SCHEMES):
+        with RedisStore(store, namespace=namespace) as redis_store:
+            inbox = Inbox(store=redis_store)
+            try:
+                yield inbox
+            finally:
+                inbox.close()
+        return
     path = Path(store)
     if must_exist and not path.exists():
         raise ValueError(f"no store at {store!r}")

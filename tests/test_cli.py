@@ -9,13 +9,16 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from _redis_server import free_port
 
 from harn_inbox import Inbox
 from harn_inbox.__main__ import main
-from harn_inbox.stores import SqliteStore
+from harn_inbox.stores import RedisStore, SqliteStore
 
 if TYPE_CHECKING:
     from pathlib import Path
+
+    from _redis_server import RedisServer
 
 
 def run(*argv: str) -> tuple[int, list[Any]]:
@@ -114,3 +117,28 @@ def test_the_commands_run_as_a_module(tmp_path: Path) -> None:
         check=True,
     )
     assert json.loads(pushed.stdout)["sequence"] == 1
+
+
+def test_the_commands_act_on_a_live_redis_deployment(redis_server: RedisServer) -> None:
+    namespace = redis_server.namespace()
+    flags = ("--namespace", namespace)
+    with RedisStore(redis_server.url, namespace=namespace) as store, Inbox(store=store) as live:
+        live.push("s", "k", "from the runtime", "loop")
+        status, [entry] = run("push", redis_server.url, "s", "k", "from the cli", "cli", *flags)
+        assert (status, entry["sequence"]) == (0, 2)
+        # The runtime sees the operator's push at once: it shares the session.
+        assert live.wait_sync("s", timeout=0)
+        assert [e.content for e in live.snapshot("s")] == ["from the runtime", "from the cli"]
+        status, lines = run("inspect", redis_server.url, *flags)
+        assert lines == [{"session_id": "s", "pending": 2, "last_sequence": 2}]
+        status, lines = run("drain", redis_server.url, "s", *flags)
+        assert [line["content"] for line in lines] == ["from the runtime", "from the cli"]
+        assert live.pending_count("s") == 0
+    # Another namespace on the same server is another set of sessions.
+    assert run("inspect", redis_server.url, "--namespace", redis_server.namespace()) == (0, [])
+
+
+def test_an_unreachable_redis_server_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
+    status, _ = run("push", f"redis://127.0.0.1:{free_port()}/0", "s", "k", "c", "cli")
+    assert status == 1
+    assert "did not answer" in capsys.readouterr().err
