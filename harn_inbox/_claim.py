@@ -76,7 +76,9 @@ class Claim:
     async def __aenter__(self) -> list[InboxEntry]:
         """As ``__enter__``; under trio a cancellation comes before anything is taken, or never."""
         if self._network:
-            return await off_loop(self.__enter__, self._give_back)
+            _, entries = await off_loop(self.__enter__, self._give_back)
+            assert entries is not None
+            return entries
         trio_run = sniffio.current_async_library() == "trio"
         if trio_run:
             await trio.lowlevel.checkpoint_if_cancelled()

@@ -32,7 +32,7 @@ import math
 from collections.abc import Iterable
 from functools import partial
 from time import time_ns as _time_ns
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, final
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast, final
 
 import attrs
 import sniffio
@@ -458,9 +458,8 @@ class Inbox:
         works too, under trio and asyncio; a cancellation before the entries
         are taken takes nothing, and one in the block gives them back. With a
         network store (`RedisStore`), ``async with`` takes, settles and
-        releases off the event loop (see `apush`); a cancellation while it
-        takes gives back what it took under asyncio, and enters the block under
-        trio (the cancellation comes at the block's first checkpoint).
+        releases off the event loop; a cancellation while it takes gives back
+        whatever it took.
 
         Raises:
             TypeError: *session_id* is not a ``str``, or *predicate* is not a
@@ -556,7 +555,9 @@ class Inbox:
         _refuse_blocking_a_loop(timeout, "wait_sync", "wait")
         waiter = ThreadWaiter((session_id,), self._lot)
         started = self._started()
-        result = waiter.run(partial(self._look_pending, session_id), timeout, self._clock)
+        result = waiter.run(
+            partial(self._look_pending, session_id), timeout, self._clock, self._network
+        )
         found = result is True
         self._log_wait("inbox.wait", waiter, found, started, timeout)
         return found
@@ -683,7 +684,7 @@ class Inbox:
         _refuse_blocking_a_loop(timeout, "wait_any_sync", "wait_any")
         waiter = ThreadWaiter(sessions, self._lot)
         started = self._started()
-        result = waiter.run(partial(self._look_any, sessions), timeout, self._clock)
+        result = waiter.run(partial(self._look_any, sessions), timeout, self._clock, self._network)
         found = result if isinstance(result, str) else None
         self._log_wait("inbox.wait_any", waiter, found, started, timeout)
         return found
@@ -745,10 +746,9 @@ class Inbox:
     ) -> InboxEntry:
         """`push`, awaitable: for a task under trio or asyncio.
 
-        Arguments, result and errors as for `push`. If cancelled while the
-        store works, the push completes: under trio its entry is returned
-        and the cancellation comes at the next checkpoint; under asyncio the
-        entry stays pushed and ``CancelledError`` is raised.
+        Arguments, result and errors as for `push`. Cancelled while the store
+        works (its round trip on the wire), it stops waiting at once; the push
+        may then have been applied or not, as after a `StoreError`.
         """
         return await self._async(
             partial(
@@ -774,10 +774,11 @@ class Inbox:
         await self._async(partial(self.requeue_front, entry))
 
     async def adrain(self, session_id: str) -> list[InboxEntry]:
-        """`drain`, awaitable: a cancelled ``adrain`` returns what it took, or takes nothing.
+        """`drain`, awaitable: a cancelled ``adrain`` has taken nothing.
 
-        Under trio the entries are returned and the cancellation comes at the
-        next checkpoint; under asyncio they go back to the head of the session.
+        Cancelled while its round trip is on the wire, it stops waiting at
+        once; whatever the drain took when the server answers goes back to the
+        head of the session, in order.
         """
         return await self._async(partial(self.drain, session_id), self._give_back)
 
@@ -816,7 +817,8 @@ class Inbox:
         self, call: Callable[[], T], give_back: Callable[[Any], object] | None = None
     ) -> T:
         if self._network:
-            return await off_loop(call, give_back)
+            _, result = await off_loop(call, give_back)
+            return cast("T", result)
         result = call()
         if sniffio.current_async_library() == "trio":
             # trio's rule, every async call is a checkpoint: one that cannot
@@ -825,8 +827,9 @@ class Inbox:
         return result
 
     def _give_back(self, taken: object) -> None:
-        # An asyncio wait or drain cancelled while its look ran off the loop:
-        # what the look took goes back to the head, in order (see _offloop.py).
+        # A wait or drain that stopped waiting for its look (cancelled, timed
+        # out, closed) while the look was on the wire: what the look took goes
+        # back to the head, in order (see _offloop.py). In the look's worker thread.
         if isinstance(taken, list) and taken:
             for entry in reversed(taken):
                 self._store.requeue_front(entry)

@@ -325,20 +325,22 @@ def wait_steps(
     the driver runs *look* off its event loop and resumes it with the result.
     The argument is unchanged, as the waiter is armed for all the look takes.
     """
-    found = (yield Pause.LOOK) if off_loop else look()
-    if found is Look.CLEARED:
-        return Look.NOTHING
-    if found is not Look.NOTHING and found is not Look.JUDGED:
-        return found
-    if timeout == 0 or lot.closed:
-        return Look.NOTHING
-    lot.enter(waiter)
     forget = None
-    if timeout is not None:
-        forget = clock.call_later(timeout, lambda: lot.interrupt(waiter, Interrupt.TIMEOUT))
-        if forget is None:
-            waiter.framework_timeout = timeout
+    if off_loop and timeout:
+        # A look over the network may stall (a paused server): the deadline
+        # counts from the start, so that it can end even the first look.
+        forget = _start_timer(lot, waiter, timeout, clock)
     try:
+        found = (yield Pause.LOOK) if off_loop else look()
+        if found is Look.CLEARED:
+            return Look.NOTHING
+        if found is not Look.NOTHING and found is not Look.JUDGED:
+            return found
+        if timeout == 0 or lot.closed or waiter.interrupted is not None:
+            return Look.NOTHING
+        lot.enter(waiter)
+        if timeout is not None and forget is None and waiter.framework_timeout is None:
+            forget = _start_timer(lot, waiter, timeout, clock)
         while True:
             if not lot.arm(waiter):
                 return Look.NOTHING
@@ -365,6 +367,16 @@ def wait_steps(
         lot.leave(waiter)
         if forget is not None:
             forget_timer(forget)
+
+
+def _start_timer(
+    lot: ParkingLot, waiter: Waiter, timeout: float, clock: Clock
+) -> Callable[[], object] | None:
+    """Interrupt *waiter* after *timeout* on *clock*; if the clock declines, its driver keeps it."""
+    forget = clock.call_later(timeout, lambda: lot.interrupt(waiter, Interrupt.TIMEOUT))
+    if forget is None:
+        waiter.framework_timeout = timeout
+    return forget
 
 
 def forget_timer(forget: Callable[[], object]) -> None:

@@ -33,7 +33,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import trio
 
-from ._lot import Interrupt, Pause, wait_steps
+from ._lot import Interrupt, Look, Pause, wait_steps
+from ._offloop import OffLoopCall, wait_in_thread
 from ._offloop import off_loop as run_off_loop
 
 if TYPE_CHECKING:
@@ -105,14 +106,22 @@ class ThreadWaiter(Waiter):
         # consumed (or the wait ended): never released twice before an acquire.
         self._lock.release()
 
-    def run(self, look: Callable[[], Any], timeout: float | None, clock: Clock) -> Any:
-        steps = wait_steps(self._lot, self, look, timeout, clock)
+    def run(
+        self,
+        look: Callable[[], Any],
+        timeout: float | None,
+        clock: Clock,
+        off_loop: bool = False,
+        give_back: Callable[[Any], object] | None = None,
+    ) -> Any:
+        steps = wait_steps(self._lot, self, look, timeout, clock, off_loop)
         try:
             pause = next(steps)
             deadline = None
             if self.framework_timeout is not None:
                 deadline = time.monotonic() + self.framework_timeout
             while True:
+                found = None
                 if pause is Pause.SLEEP:
                     if deadline is None:
                         self._lock.acquire()
@@ -120,17 +129,34 @@ class ThreadWaiter(Waiter):
                         timeout=min(max(deadline - time.monotonic(), 0.0), threading.TIMEOUT_MAX)
                     ):
                         self._lot.interrupt(self, Interrupt.TIMEOUT)
-                pause = steps.send(None)
+                elif pause is Pause.LOOK:
+                    found = self._look(look, give_back, deadline)
+                pause = steps.send(found)
         except StopIteration as stop:
             return stop.value
         finally:
             _end(self._lot, self, steps)  # KeyboardInterrupt in acquire(): leave on the way out
 
+    def _look(
+        self,
+        look: Callable[[], Any],
+        give_back: Callable[[Any], object] | None,
+        deadline: float | None,
+    ) -> Any:
+        # In a worker thread, so that a stalled server cannot hold the wait past its end.
+        def unwanted() -> bool:
+            if deadline is not None and time.monotonic() >= deadline:
+                self._lot.interrupt(self, Interrupt.TIMEOUT)
+            return self.interrupted is not None or self._lot.closed
+
+        answered, found = wait_in_thread(OffLoopCall(look, give_back), unwanted)
+        return found if answered else Look.NOTHING
+
 
 class TrioWaiter(Waiter):
     """A trio task: sleeps in ``wait_task_rescheduled``, woken inside its own run only."""
 
-    __slots__ = ("_lot", "_owner", "_task", "_thread", "_token", "_woken")
+    __slots__ = ("_at", "_lot", "_owner", "_task", "_thread", "_token", "_woken")
 
     def __init__(self, session_ids: tuple[str, ...], lot: ParkingLot) -> None:
         token = trio.lowlevel.current_trio_token()
@@ -145,6 +171,8 @@ class TrioWaiter(Waiter):
         self._task: trio.lowlevel.Task | None = None
         #: A wake that came while the task was not asleep: its next sleep returns at once.
         self._woken = False
+        #: Where `_drive` is: the pause it acts on (so a timeout knows what it cut short).
+        self._at: Pause | None = None
 
     def wake(self) -> None:
         if self._in_own_run():
@@ -201,32 +229,29 @@ class TrioWaiter(Waiter):
         off_loop: bool = False,
         give_back: Callable[[Any], object] | None = None,
     ) -> Any:
-        # (*give_back* is asyncio's: under trio a look is never abandoned,
-        # and what it took is returned.)
         await trio.lowlevel.checkpoint_if_cancelled()
         steps = wait_steps(self._lot, self, look, timeout, clock, off_loop)
+        self._at = None
         try:
             try:
                 pause = next(steps)
-                if pause is Pause.LOOK:
-                    # The first look, off the loop: the next pause knows the timeout.
-                    pause = steps.send(await run_off_loop(look))
             except StopIteration as stop:
                 # trio's rule: every async call is a checkpoint. This one must
                 # not raise Cancelled: the look may have taken entries.
                 await trio.lowlevel.cancel_shielded_checkpoint()
                 return stop.value
             if self.framework_timeout is None:
-                return await self._drive(steps, pause, look)
+                return await self._drive(steps, pause, look, give_back)
             # trio keeps this timeout, on its own clock (so MockClock applies).
             with trio.move_on_after(self.framework_timeout):
-                return await self._drive(steps, pause, look)
-            # Timed out where it slept: one last look, and no more sleeping.
+                return await self._drive(steps, pause, look, give_back)
+            # Timed out where it slept (one last look, and no more sleeping) or
+            # where it looked (that look was abandoned: it took nothing).
             self._lot.interrupt(self, Interrupt.TIMEOUT)
             try:
-                pause = steps.send(None)
+                pause = steps.send(Look.NOTHING if self._at is Pause.LOOK else None)
                 while pause is Pause.LOOK:
-                    pause = steps.send(await run_off_loop(look))
+                    pause = steps.send(await self._look(look, give_back))
             except StopIteration as stop:
                 return stop.value
             raise AssertionError("a wait slept again after its timeout")  # pragma: no cover
@@ -237,9 +262,14 @@ class TrioWaiter(Waiter):
             _end(self._lot, self, steps)
 
     async def _drive(
-        self, steps: Generator[Pause, Any, Any], pause: Pause, look: Callable[[], Any]
+        self,
+        steps: Generator[Pause, Any, Any],
+        pause: Pause,
+        look: Callable[[], Any],
+        give_back: Callable[[Any], object] | None,
     ) -> Any:
         while True:
+            self._at = pause
             found = None
             if pause is Pause.SLEEP:
                 if self._woken:
@@ -248,15 +278,23 @@ class TrioWaiter(Waiter):
                     self._task = self._owner
                     await trio.lowlevel.wait_task_rescheduled(self._abort)
             elif pause is Pause.LOOK:
-                # Not abandoned if cancelled: what it took is returned, and
-                # the cancellation comes at the caller's next checkpoint.
-                found = await run_off_loop(look)
+                found = await self._look(look, give_back)
             else:
                 await trio.lowlevel.checkpoint()
             try:
                 pause = steps.send(found)
             except StopIteration as stop:
                 return stop.value
+
+    async def _look(
+        self, look: Callable[[], Any], give_back: Callable[[Any], object] | None
+    ) -> Any:
+        # Off the loop; if cancelled, or no longer wanted, what it took goes back.
+        answered, found = await run_off_loop(look, give_back, self._unwanted)
+        return found if answered else Look.NOTHING
+
+    def _unwanted(self) -> bool:
+        return self.interrupted is not None or self._lot.closed
 
 
 class AsyncioWaiter(Waiter):
@@ -332,9 +370,6 @@ class AsyncioWaiter(Waiter):
         handle = None
         try:
             pause = next(steps)
-            if pause is Pause.LOOK:
-                # The first look, off the loop: the next pause knows the timeout.
-                pause = steps.send(await run_off_loop(look, give_back))
             if self.framework_timeout is not None:
                 handle = self._loop.call_later(
                     self.framework_timeout, self._lot.interrupt, self, Interrupt.TIMEOUT
@@ -344,8 +379,10 @@ class AsyncioWaiter(Waiter):
                 if pause is Pause.SLEEP:
                     await self._future
                 elif pause is Pause.LOOK:
-                    # If cancelled, what the look took goes back (`give_back`).
-                    found = await run_off_loop(look, give_back)
+                    # Off the loop; if cancelled, or no longer wanted, what it took goes back.
+                    answered, found = await run_off_loop(look, give_back, self._unwanted)
+                    if not answered:
+                        found = Look.NOTHING
                 else:
                     await asyncio.sleep(0)
                 pause = steps.send(found)
@@ -355,6 +392,9 @@ class AsyncioWaiter(Waiter):
             if handle is not None:
                 handle.cancel()
             _end(self._lot, self, steps)  # CancelledError, or the look raised: leave the lot
+
+    def _unwanted(self) -> bool:
+        return self.interrupted is not None or self._lot.closed
 
 
 def _end(lot: ParkingLot, waiter: Waiter, steps: Generator[Pause, Any, Any]) -> None:
