@@ -195,6 +195,8 @@ class _Outcome:
     error: BaseException | None = None
     #: Entries this operation's replay found expired (reported by its own process only).
     expired: list[InboxEntry] = attrs.Factory(list)
+    #: Whether its replay gave it a result.
+    filled: bool = False
 
 
 @final
@@ -502,13 +504,17 @@ class RedisStore:
 
     def _run(self, session_id: str, operation: dict[str, Any]) -> Any:
         """Append *operation* to the session's log, replay up to it, return its result."""
-        counter = next(self._counter)
-        operation["p"] = self._process
-        operation["n"] = counter
-        text = json.dumps(operation, separators=(",", ":"))
         outcome = _Outcome()
         track = self._track(session_id)
         with track.lock:
+            # Numbered under the session's lock: this process's operations
+            # reach the session's log in the order of their numbers, which is
+            # what lets replay tell a retried copy (a number not above the last
+            # applied) from a new operation.
+            counter = next(self._counter)
+            operation["p"] = self._process
+            operation["n"] = counter
+            text = json.dumps(operation, separators=(",", ":"))
             self._outcomes[counter] = outcome
             try:
                 try:
@@ -607,7 +613,13 @@ class RedisStore:
         """Replay one operation (under self._lock, in log order); return a give-back it owes."""
         process, counter = operation["p"], operation["n"]
         if track.applied.get(process, 0) >= counter:
-            return None  # a retried copy: applied once already
+            # A retried copy: applied once already, its result given then.
+            # (Or an operation whose caller gave up, overtaken by a later one:
+            # skipped, in every replica alike.)
+            waiting = self._outcomes.get(counter) if process == self._process else None
+            if waiting is not None and not waiting.filled:  # pragma: no cover - numbering forbids
+                waiting.error = StoreError(f"{self!r}: operation {counter} came out of order")
+            return None
         track.applied[process] = counter
         now = track.now = operation["t"]
         self._replica.now = now
@@ -625,6 +637,7 @@ class RedisStore:
         expired, self._expired_now = self._expired_now, []
         if outcome is not None:
             outcome.value, outcome.error, outcome.expired = value, failure, expired
+            outcome.filled = True
             if isinstance(value, _Taken):
                 outcome.value = value.record.entries
             return None
