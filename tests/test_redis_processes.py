@@ -23,8 +23,9 @@ Once every entry has been kept by some consumer, this process pushes a
   followed by a delivery; every session is empty at the end;
 - per producer and session, the sequences rise with the producer's numbers
   (in what the producer got and in what the consumers took);
-- within each take, the entries nobody ever gave back come in sequence order
-  (a give-back puts entries at the head; everything else keeps its place).
+- (FIFO within a take is the conformance kit's: here a consumer's step that
+  times out while its look is stalled on the loaded server gives back what
+  the look took, at the head, unseen by the consumer.)
 
 No verdict depends on timing: the clock only bounds how long a hung run
 (a lost entry, a lost wake-up) may take before it fails, saying what is missing.
@@ -112,8 +113,6 @@ class Ledger:
         self.given_back: Counter[Key] = Counter()
         #: How many entries each (consumer, operation, fate) took.
         self.tally: Counter[tuple[str, str, str]] = Counter()
-        #: Every delivering take: (session, [(sequence, content)]) in the order taken.
-        self.deliveries: list[tuple[str, list[tuple[int, str]]]] = []
         self.problems: list[str] = []
 
     def push(self, producer: str, fields: list[str]) -> None:
@@ -137,8 +136,6 @@ class Ledger:
                 self.delivered[key].append((consumer, operation, content))
             else:
                 self.given_back[key] += 1
-        if fate == "F":
-            self.deliveries.append((session_id, taken))
 
     def all_delivered(self) -> bool:
         return len(self.delivered) >= self.total and len(self.pushed) >= self.total
@@ -199,11 +196,10 @@ class Ledger:
             assert sequences == sorted(sequences), (
                 f"{producer}'s entries in {session_id}: sequences do not rise with its numbers"
             )
-        for session_id, taken in self.deliveries:
-            first_comers = [seq for seq, _ in taken if self.takes[session_id, seq] == 1]
-            assert first_comers == sorted(first_comers), (
-                f"a take of {session_id} has entries nobody gave back out of order: {taken[:50]}"
-            )
+        # (FIFO within each take is the conformance kit's to check. Here it
+        # cannot be told from outside: a consumer's step that times out while
+        # its look is stalled on the loaded server abandons the look, and the
+        # library gives back what it took, at the head, unseen by the consumers.)
 
     def summary(self) -> str:
         lines = [f"{self.total} entries, {sum(self.given_back.values())} give-backs"]
