@@ -9,8 +9,9 @@ factor): see ``benchmarks/README.md``.
 
 The modules, one per scenario: `push_cost`, `drain_cost`, `wakeup_latency`
 (which holds the fan-out scenario too), `memory`, `throughput`, `selective`,
-`scale`, `controls`, `tricks`. `measure` holds the timing and statistics they
-share, `report` the result records and their JSON and Markdown renderings,
+`scale`, `controls`, `tricks`, `durable`, `redis_store`. `measure` holds the
+timing and statistics they share, `report` the result records and their JSON
+and Markdown renderings, `chart` the PNG of the stores side by side,
 `revisions` the earlier commits of the package, imported beside the working
 tree's, and `push_ab` the paired push comparison.
 """

@@ -9,11 +9,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import (
+    chart,
     controls,
     drain_cost,
     durable,
     memory,
     push_cost,
+    redis_store,
     report,
     scale,
     selective,
@@ -40,6 +42,7 @@ SCENARIOS: dict[str, Callable[[bool], ScenarioResult]] = {
     "controls": controls.run,
     "tricks": tricks.run,
     "durable": durable.run,
+    "redis": redis_store.run,
 }
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
@@ -78,6 +81,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     arguments = parse(sys.argv[1:] if argv is None else argv)
     chosen = [name for name in SCENARIOS if not arguments.only or name in arguments.only]
+    if "redis" in chosen and (missing := redis_store.unavailable()):
+        # Before anything runs: a complete run should not lose its first minutes to it.
+        print(f"python -m benchmarks: {missing}", file=sys.stderr)
+        return 2
     mode = "quick" if arguments.quick else "full"
     env = report.environment()
     print(
@@ -101,6 +108,18 @@ def main(argv: list[str] | None = None) -> int:
     stem = "quick" if arguments.quick else "results"
     json_path, markdown_path = report.write(arguments.out, stem, env, results, mode)
     print(f"\n{env['seconds']} s in all; wrote {json_path} and {markdown_path}")
+    picture = arguments.out / ("quick.stores.png" if arguments.quick else "stores.png")
+    try:
+        drawn = chart.draw_run(results, env, mode, picture)
+    except Exception as error:  # the chart never costs a run its results
+        print(f"no chart: {type(error).__name__}: {error}")
+    else:
+        if drawn is not None:
+            print(f"drew {drawn}")
+        elif any(result.key in chart.KEYS for result in results):
+            print(
+                "no chart: matplotlib is not installed (pip install -r benchmarks/requirements.txt)"
+            )
     if mode == "full" and len(chosen) == len(SCENARIOS) and arguments.out == DEFAULT_OUT:
         # Only a complete full run into the committed results speaks for the README.
         report.update_readme(README, env, results)

@@ -31,6 +31,7 @@ _DISTRIBUTIONS = (
     "janus",
     "culsans",
     "aiologic",
+    "redis",
 )
 
 
@@ -216,7 +217,7 @@ def write(
     document = {
         "environment": env,
         "mode": mode,
-        "scenarios": [_scenario_json(result) for result in results],
+        "scenarios": [scenario_json(result) for result in results],
         "verdicts": [_verdict_json(verdict) for result in results for verdict in result.verdicts],
     }
     json_path = directory / f"{stem}.json"
@@ -232,7 +233,7 @@ def _replace(path: Path, text: str) -> None:
     os.replace(temporary, path)
 
 
-def _scenario_json(result: ScenarioResult) -> dict[str, Any]:
+def scenario_json(result: ScenarioResult) -> dict[str, Any]:
     return {
         "key": result.key,
         "number": result.number,
@@ -260,7 +261,7 @@ def markdown(env: dict[str, Any], results: list[ScenarioResult], mode: str) -> s
     versions = env["versions"]
     peers = ", ".join(
         f"{name} {versions[name]}"
-        for name in ("trio", "janus", "culsans", "aiologic")
+        for name in ("trio", "janus", "culsans", "aiologic", "redis")
         if versions.get(name)
     )
     revision = f" (git {env['git']})" if env.get("git") else ""
