@@ -46,13 +46,13 @@ def contents(entries: list[InboxEntry]) -> list[str]:
 
 @pytest.mark.parametrize("store", ["memory", "redis"])
 def test_the_awaitable_forms_do_what_the_plain_forms_do(
-    backend: Backend, store: str, connect: Callable[..., Inbox], redis_server: RedisServer
+    backend: Backend, store: str, request: pytest.FixtureRequest
 ) -> None:
-    inbox = (
-        connect(redis_server.namespace())
-        if store == "redis"
-        else Inbox(store=MemoryStore(), clock=ManualClock())
-    )
+    if store == "redis":  # (only this case needs a server: the memory one runs everywhere)
+        server: RedisServer = request.getfixturevalue("redis_server")
+        inbox = request.getfixturevalue("connect")(server.namespace())
+    else:
+        inbox = Inbox(store=MemoryStore(), clock=ManualClock())
 
     async def main() -> None:
         first = await inbox.apush("s", "k", "one", "src")
