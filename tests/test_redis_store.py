@@ -155,8 +155,9 @@ def test_a_clear_in_one_inbox_ends_the_waits_of_another(
             selective = group.start_soon(waiting.wait_for, "s", lambda e: e.kind == "go")
             thread = group.start_soon(backend.to_thread, waiting.wait_sync, "s")
             await backend.to_thread(_until, lambda: waiting.waiter_count("s") == 3)
-            clearing.push("s", "k", "not it", "src")  # wakes them; none returns
-            assert clearing.clear_session("s") == 1
+            # (Nothing pushed first: a plain wait woken by it may rightly
+            # return True before the clear reaches it.)
+            assert clearing.clear_session("s") == 0
         assert (plain.result, selective.result, thread.result) == (False, [], False)
 
     backend.run_in_real_time(main)

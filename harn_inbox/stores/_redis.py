@@ -29,13 +29,17 @@ this process's clock (a ``tick`` operation does, so every replica purges at
 the same place in the log), and dedupe keys are forgotten per session, as its
 log says, never across sessions.
 
-Waits: the script publishes the session id after each append. A subscriber
-thread passes each message to ``notify``, and calls ``notify_all`` after it
-reconnects. A look first replays what the log holds (a round trip). So an
-armed waiter's look sees every operation appended before it, and one
-appended after it publishes after it: the message wakes the waiter (the
-parking lot's rule, ``harn_inbox._lot``). A message lost with a dropped
-subscription is covered by the ``notify_all`` that follows the reconnect.
+Waits: the script publishes on the session's own channel after each append.
+A subscriber thread listens to the channels of the sessions this process
+waits on (a wait's look asks for its session's), passes each message to
+``notify``, and notifies a session again once its subscription is confirmed
+(a look made before then may have missed a message sent before then); after
+it reconnects, it subscribes again and calls ``notify_all``. A look first
+replays what the log holds (a round trip). So an armed waiter's look sees
+every operation appended before it, and one appended after it is heard: by
+its message, or by the notification that confirms the subscription or
+follows the reconnect (the parking lot's rule, ``harn_inbox._lot``). A
+process that only pushes listens to nothing.
 
 Claims hold a lease. A claim operation records its deadline (the claimant's
 clock plus the lease); replaying any later operation of that session whose
@@ -53,6 +57,7 @@ import json
 import os
 import threading
 import time
+from collections import deque
 from typing import TYPE_CHECKING, Any, ClassVar, final
 
 import attrs
@@ -295,6 +300,10 @@ class RedisStore:
         self._compact_after = COMPACT_AFTER
         self._subscriber: threading.Thread | None = None
         self._stopping = threading.Event()
+        #: The sessions whose channels the subscriber listens to (only grows).
+        self._wanted: set[str] = set()
+        #: Sessions wanted since the subscriber last looked (appended and popped lock-free).
+        self._requests: deque[str] = deque()
 
     def __repr__(self) -> str:
         return f"<RedisStore {self._safe_url()!r} namespace={self.namespace!r}>"
@@ -416,6 +425,7 @@ class RedisStore:
         return entries
 
     def read(self, session_id: str, cursor: Cursor | None) -> tuple[Cursor, list[InboxEntry], bool]:
+        self._want(session_id)  # (a wait_for's look; or a drain_where, which may wait next)
         self._catch_up(session_id)
         with self._lock:
             self._look_at(session_id)
@@ -472,6 +482,8 @@ class RedisStore:
         self._stopping.set()
 
     def has_pending(self, session_id: str) -> bool:
+        # Only waits ask (wait, wait_any): listen to the session from now on.
+        self._want(session_id)
         return self.pending_count(session_id) > 0
 
     def pending_count(self, session_id: str) -> int:
@@ -524,7 +536,7 @@ class RedisStore:
                             args=[
                                 text,
                                 track.position,
-                                self._channel(),
+                                self._wake_channel(session_id),
                                 session_id,
                                 SCHEMA_VERSION,
                             ],
@@ -946,8 +958,9 @@ class RedisStore:
             f"{namespace}:snapshot:{session_id}",
         ]
 
-    def _channel(self) -> str:
-        return f"{self.namespace}:wake"
+    def _wake_channel(self, session_id: str) -> str:
+        # One per session: a process hears only the sessions it waits on.
+        return f"{self.namespace}:wake:{session_id}"
 
     def _safe_url(self) -> str:
         # No password in reprs and messages.
@@ -991,23 +1004,39 @@ class RedisStore:
     # -- The subscriber thread ----------------------------------------------------------------
 
     def _listen(self) -> None:
-        """Pass other processes' changes to the inbox's lot; tick sessions whose leases passed."""
+        """Pass other processes' changes to the inbox's lot; tick sessions whose leases passed.
+
+        It listens to the channels of the sessions this process has looked at
+        for a wait (`_want`), subscribing to new ones as they come. A
+        subscription's confirmation notifies its session: a look made before it
+        may have missed a change whose message went out before it, so the
+        session's waiters look again. After a reconnect every wanted channel is
+        subscribed again, and every parked wait looks again.
+        """
         redis = self._redis
-        channel = self._channel()
-        connected = False
+        prefix = len(self._wake_channel(""))
         pubsub = None
+        first = True
         while not self._stopping.is_set():
             try:
                 if pubsub is None:
-                    pubsub = self._client.pubsub(ignore_subscribe_messages=True)
-                    pubsub.subscribe(channel)
-                    if connected:
+                    pubsub = self._client.pubsub()
+                    self._requests.clear()
+                    wanted = list(self._wanted)
+                    if wanted:
+                        pubsub.subscribe(*map(self._wake_channel, wanted))
+                    if not first:
                         # Messages may have been lost while we were away: everyone looks again.
                         self._notify_all()
-                    connected = True
-                message = pubsub.get_message(timeout=0.05)
-                if message is not None and message.get("type") == "message":
-                    self._notify(message["data"].decode())
+                    first = False
+                requested = []
+                while self._requests:
+                    requested.append(self._requests.popleft())
+                if requested:
+                    pubsub.subscribe(*map(self._wake_channel, requested))
+                message = pubsub.get_message(timeout=0.02)
+                if message is not None and message["type"] in ("message", "subscribe"):
+                    self._notify(message["channel"].decode()[prefix:])
                 self._tick_expired_leases()
                 self._recover_abandoned()
             except (redis.ConnectionError, redis.TimeoutError, StoreError):
@@ -1020,6 +1049,19 @@ class RedisStore:
                 self._stopping.wait(0.1)
         if pubsub is not None:
             pubsub.close()
+
+    def _want(self, session_id: str) -> None:
+        """Listen to *session_id*'s channel from now on (a wait looks at it); any thread.
+
+        Nothing waits for the subscription: its confirmation notifies the
+        session (see `_listen`), which covers any change this look misses.
+        """
+        if session_id not in self._wanted:
+            with self._lock:
+                if session_id in self._wanted:
+                    return
+                self._wanted.add(session_id)
+            self._requests.append(session_id)
 
     def _notify(self, session_id: str) -> None:
         settings = self._settings
