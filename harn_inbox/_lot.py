@@ -200,8 +200,7 @@ class ParkingLot:
     def notify_all(self) -> None:
         """Anything may have changed (a store reconnected): every parked wait looks again."""
         with self._mutex:
-            woken = [waiter for parked in self.parked.values() for waiter in parked]
-            woken = self._unpark_all(dict.fromkeys(woken))
+            woken = self._unpark_everyone()
         wake_all(woken)
 
     def interrupt(self, waiter: Waiter, reason: Interrupt) -> None:
@@ -247,9 +246,7 @@ class ParkingLot:
                 for waiter in list(waits):
                     if waiter.abandoned():
                         self._leave_locked(waiter)
-            woken = self._unpark_all(
-                dict.fromkeys(waiter for parked in self.parked.values() for waiter in parked)
-            )
+            woken = self._unpark_everyone()
         wake_all(woken)
         return len(woken)
 
@@ -293,6 +290,16 @@ class ParkingLot:
                 waiter.parked = False
             else:  # parked on other sessions too: not any more
                 self._unpark_locked(waiter)
+        return woken
+
+    def _unpark_everyone(self) -> list[Waiter]:
+        # Every parked waiter leaves `parked` (emptied in place: the inbox
+        # peeks at this very dict), so that no later notify finds one it
+        # has already woken and wakes it twice.
+        woken = list(dict.fromkeys(waiter for parked in self.parked.values() for waiter in parked))
+        self.parked.clear()
+        for waiter in woken:
+            waiter.parked = False
         return woken
 
     def _leave_locked(self, waiter: Waiter) -> None:
