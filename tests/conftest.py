@@ -29,6 +29,7 @@ from _support import ThreadCall, join_all
 from structlog.testing import capture_logs
 
 from harn_inbox import Inbox, ManualClock
+from harn_inbox.stores import RedisStore
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -333,3 +334,28 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def connect(redis_server: RedisServer) -> Iterator[Callable[..., Inbox]]:
+    """``connect(namespace, clock=None, **store_options)``: an inbox on the test's server.
+
+    Every inbox and store made is closed at teardown (an inbox's close leaves
+    its store open: the store's own close stops its subscriber thread).
+    """
+    made: list[tuple[Inbox, RedisStore]] = []
+
+    def connect(namespace: str, clock: ManualClock | None = None, **options: Any) -> Inbox:
+        store = RedisStore(redis_server.url, namespace=namespace, **options)
+        try:
+            inbox = Inbox(store=store, clock=clock or ManualClock(start_ms=1_000_000))
+        except BaseException:
+            store.close()
+            raise
+        made.append((inbox, store))
+        return inbox
+
+    yield connect
+    for inbox, store in made:
+        inbox.close()
+        store.close()

@@ -57,31 +57,6 @@ MAY_OR_MAY_NOT = "an operation that changes a session may or may not have been a
 # -- Helpers ---------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def connect(redis_server: RedisServer) -> Iterator[Callable[..., Inbox]]:
-    """``connect(namespace, clock=None, **store_options)``: an inbox on the test's server.
-
-    Every inbox and store made is closed at teardown (an inbox's close leaves
-    its store open: the store's own close stops its subscriber thread).
-    """
-    made: list[tuple[Inbox, RedisStore]] = []
-
-    def connect(namespace: str, clock: ManualClock | None = None, **options: Any) -> Inbox:
-        store = RedisStore(redis_server.url, namespace=namespace, **options)
-        try:
-            inbox = Inbox(store=store, clock=clock or ManualClock(start_ms=START_MS))
-        except BaseException:
-            store.close()
-            raise
-        made.append((inbox, store))
-        return inbox
-
-    yield connect
-    for inbox, store in made:
-        inbox.close()
-        store.close()
-
-
 def store_of(inbox: Inbox) -> RedisStore:
     return cast("RedisStore", inbox._store)
 

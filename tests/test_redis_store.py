@@ -17,27 +17,10 @@ from harn_inbox import Inbox, InboxEntry, ManualClock
 from harn_inbox.stores import MemoryStore, RedisStore
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable
 
     from _redis_server import RedisServer
     from conftest import Backend
-
-
-@pytest.fixture
-def connect(redis_server: RedisServer) -> Iterator[Callable[..., Inbox]]:
-    """Inboxes on RedisStores, closed with their stores after the test."""
-    made: list[tuple[Inbox, RedisStore]] = []
-
-    def make(namespace: str, clock: ManualClock | None = None, **options: Any) -> Inbox:
-        store = RedisStore(redis_server.url, namespace=namespace, **options)
-        inbox = Inbox(store=store, clock=clock or ManualClock(start_ms=1_000_000))
-        made.append((inbox, store))
-        return inbox
-
-    yield make
-    for inbox, store in made:
-        inbox.close()
-        store.close()
 
 
 def contents(entries: list[InboxEntry]) -> list[str]:
@@ -99,21 +82,24 @@ def test_async_with_claim_settles_or_gives_back_off_the_loop(
     backend.run_in_real_time(main)
 
 
-class HeldDrains:
-    """Makes the store's drain stop, after it took, until the test lets it return."""
+class Held:
+    """Makes one of the store's methods stop, after it did its work, until the test lets it return.
 
-    def __init__(self, store: RedisStore) -> None:
+    As an answer still on the wire: what it took is taken, its caller does not know yet.
+    """
+
+    def __init__(self, store: RedisStore, method: str) -> None:
         self.took = threading.Event()
         self.go = threading.Event()
-        drain = store.drain
+        original = getattr(store, method)
 
-        def held(session_id: str) -> list[InboxEntry]:
-            taken = drain(session_id)
+        def held(*args: Any) -> Any:
+            result = original(*args)
             self.took.set()
             self.go.wait(10)  # a safety bound only: the test sets it
-            return taken
+            return result
 
-        store.drain = held  # type: ignore[method-assign]
+        setattr(store, method, held)
 
 
 def test_a_drain_cancelled_on_the_wire_stops_at_once_and_loses_nothing(
@@ -123,7 +109,7 @@ def test_a_drain_cancelled_on_the_wire_stops_at_once_and_loses_nothing(
     inbox = connect(namespace)
     store = inbox._store
     assert isinstance(store, RedisStore)
-    held = HeldDrains(store)
+    held = Held(store, "drain")
     pushed = [inbox.push("s", "k", content, "src") for content in ("one", "two")]
 
     async def main() -> None:
@@ -196,23 +182,6 @@ def test_a_compacted_log_stays_short_and_a_new_inbox_starts_from_its_snapshot(
     assert contents(inbox.drain("s")) == ["next"]
 
 
-class HeldTakes:
-    """Makes the store's selective take stop, after it took, until the test lets it return."""
-
-    def __init__(self, store: RedisStore) -> None:
-        self.took = threading.Event()
-        self.go = threading.Event()
-        take = store.take
-
-        def held(*args: Any) -> list[InboxEntry] | None:
-            taken = take(*args)
-            self.took.set()
-            self.go.wait(10)  # a safety bound only: the test sets it
-            return taken
-
-        store.take = held  # type: ignore[method-assign]
-
-
 @pytest.mark.parametrize("ending", ["cancelled", "timed out", "closed"])
 def test_a_wait_for_whose_take_is_stalled_ends_at_once_and_loses_nothing(
     backend: Backend, connect: Callable[..., Inbox], redis_server: RedisServer, ending: str
@@ -222,7 +191,7 @@ def test_a_wait_for_whose_take_is_stalled_ends_at_once_and_loses_nothing(
     inbox = connect(namespace, clock)
     store = inbox._store
     assert isinstance(store, RedisStore)
-    held = HeldTakes(store)
+    held = Held(store, "take")
     pushed = inbox.push("s", "go", "wanted", "src")
 
     async def main() -> None:
