@@ -14,9 +14,9 @@ import shutil
 import signal
 import socket
 import subprocess
-import time
+import threading
 import uuid
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 import pytest
 
@@ -82,29 +82,32 @@ class RedisServer:
                 "--save",
                 "",
                 "--loglevel",
-                "warning",
+                "notice",
             ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
         )
-        self._until_answering()
+        self._until_ready(self.process)
 
-    def _until_answering(self) -> None:
-        # Not a verdict: how long a test waits for its own server to come up.
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            assert self.process is not None
-            if self.process.poll() is not None:
-                raise RuntimeError(f"redis-server exited with {self.process.returncode}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as conn:
-                    conn.sendall(b"PING\r\n")
-                    if conn.recv(64).startswith(b"+PONG"):
-                        return
-            except OSError:
-                pass
-            time.sleep(0.02)
-        raise RuntimeError("redis-server did not answer within 30 s")
+    @staticmethod
+    def _until_ready(process: subprocess.Popen[bytes]) -> None:
+        """Read the server's log until it says it accepts connections (after loading its AOF).
+
+        An event, not a poll: the log line is written once the server listens.
+        The rest of the log is read by a daemon thread, so the server never
+        blocks on a full pipe.
+        """
+        assert process.stdout is not None
+        seen = []
+        for line in process.stdout:
+            seen.append(line)
+            if b"Ready to accept connections" in line:
+                break
+        else:
+            raise RuntimeError(
+                f"redis-server exited with {process.wait()}: {b''.join(seen[-5:]).decode()!r}"
+            )
+        threading.Thread(target=_read_to_the_end, args=(process.stdout,), daemon=True).start()
 
     def kill(self) -> None:
         """SIGKILL: the server dies as in a crash (the append-only file keeps what was fsynced)."""
@@ -140,3 +143,9 @@ class RedisServer:
             self.resume()
             self.process.terminate()
             self.process.wait()
+
+
+def _read_to_the_end(stream: IO[bytes]) -> None:
+    """Read the rest of a server's log (it ends when the server does), then close it."""
+    with stream:
+        stream.read()

@@ -12,6 +12,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from _support import ThreadCall, spin_until
 
 from harn_inbox import Inbox, InboxEntry, ManualClock
 from harn_inbox.stores import MemoryStore, RedisStore
@@ -123,9 +124,7 @@ def test_a_drain_cancelled_on_the_wire_stops_at_once_and_loses_nothing(
     backend.run_in_real_time(main)
     held.go.set()
     # When the drain answers, what it took goes back to the head, in order.
-    fresh = connect(namespace)
-    _until(lambda: fresh.pending_count("s") == 2)
-    assert fresh.drain("s") == pushed
+    assert given_back(connect(namespace), "s") == pushed
 
 
 def test_a_clear_in_one_inbox_ends_the_waits_of_another(
@@ -140,7 +139,9 @@ def test_a_clear_in_one_inbox_ends_the_waits_of_another(
             plain = group.start_soon(waiting.wait, "s")
             selective = group.start_soon(waiting.wait_for, "s", lambda e: e.kind == "go")
             thread = group.start_soon(backend.to_thread, waiting.wait_sync, "s")
-            await backend.to_thread(_until, lambda: waiting.waiter_count("s") == 3)
+            await backend.to_thread(
+                spin_until, lambda: waiting.waiter_count("s") == 3, "three waits parked"
+            )
             # (Nothing pushed first: a plain wait woken by it may rightly
             # return True before the clear reaches it.)
             assert clearing.clear_session("s") == 0
@@ -149,14 +150,10 @@ def test_a_clear_in_one_inbox_ends_the_waits_of_another(
     backend.run_in_real_time(main)
 
 
-def _until(condition: Callable[[], bool]) -> None:
-    # Real time, with a safety bound only a broken inbox reaches.
-    done = threading.Event()
-    for _ in range(10_000):
-        if condition():
-            return
-        done.wait(0.001)
-    raise AssertionError("the condition never held")
+def given_back(inbox: Inbox, session_id: str) -> list[InboxEntry]:
+    """Wait (woken by the give-back's push to the head) until *session_id* has entries; drain."""
+    assert ThreadCall(inbox.wait_sync, session_id, None).outcome() is True
+    return inbox.drain(session_id)
 
 
 def test_a_compacted_log_stays_short_and_a_new_inbox_starts_from_its_snapshot(
@@ -213,9 +210,7 @@ def test_a_wait_for_whose_take_is_stalled_ends_at_once_and_loses_nothing(
     backend.run_in_real_time(main)
     held.go.set()
     # When the take answers, what it took goes back to the head.
-    fresh = connect(namespace)
-    _until(lambda: fresh.pending_count("s") == 1)
-    assert fresh.drain("s") == [pushed]
+    assert given_back(connect(namespace), "s") == [pushed]
 
 
 def test_a_thread_wait_whose_look_is_stalled_ends_at_its_deadline(
