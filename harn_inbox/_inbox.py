@@ -68,7 +68,7 @@ if TYPE_CHECKING:
     from structlog.typing import FilteringBoundLogger
 
     from ._statistics import SessionStatistics
-    from .stores._protocol import Store
+    from .stores._protocol import NetworkStore, Store
 
 _OVERFLOWS = ("reject", "drop_oldest")
 T = TypeVar("T")
@@ -113,6 +113,7 @@ class Inbox:
         "_lot",
         "_lot_mutex",
         "_network",
+        "_network_store",
         "_now_ms",
         "_parked",
         "_store",
@@ -167,6 +168,8 @@ class Inbox:
         self._store = store  # before attach: its settings' bound methods show this inbox
         #: The store's looks go over the network: async calls run them off the loop.
         self._network = bool(getattr(store, "network", False))
+        #: The same store, as one whose waits may look "here" first (only if `_network`).
+        self._network_store = cast("NetworkStore", store)
         store.attach(
             StoreSettings(
                 max_pending=max_pending,
@@ -556,7 +559,10 @@ class Inbox:
         waiter = ThreadWaiter((session_id,), self._lot)
         started = self._started()
         result = waiter.run(
-            partial(self._look_pending, session_id), timeout, self._clock, self._network
+            partial(self._look_pending, session_id),
+            timeout,
+            self._clock,
+            self._here(self._look_pending_here, session_id),
         )
         found = result is True
         self._log_wait("inbox.wait", waiter, found, started, timeout)
@@ -588,7 +594,10 @@ class Inbox:
         waiter = self._async_waiter((session_id,))
         started = self._started()
         result = await waiter.run(
-            partial(self._look_pending, session_id), timeout, self._clock, self._network
+            partial(self._look_pending, session_id),
+            timeout,
+            self._clock,
+            self._here(self._look_pending_here, session_id),
         )
         found = result is True
         self._log_wait("inbox.wait", waiter, found, started, timeout)
@@ -634,8 +643,15 @@ class Inbox:
         limit = _check_limit(limit)
         waiter = self._async_waiter((session_id,))
         started = self._started()
-        judge = Judge(self._store, session_id, predicate, self._store.take, limit)
-        result = await waiter.run(judge.look, timeout, self._clock, self._network, self._give_back)
+        read_here = self._network_store.read_here if self._network else None
+        judge = Judge(self._store, session_id, predicate, self._store.take, limit, read_here)
+        result = await waiter.run(
+            judge.look,
+            timeout,
+            self._clock,
+            judge.look_here if self._network else None,
+            self._give_back,
+        )
         taken = result if isinstance(result, list) else []
         self._log_wait("inbox.wait_for", waiter, taken, started, timeout)
         return taken
@@ -665,7 +681,10 @@ class Inbox:
         waiter = self._async_waiter(sessions)
         started = self._started()
         result = await waiter.run(
-            partial(self._look_any, sessions), timeout, self._clock, self._network
+            partial(self._look_any, sessions),
+            timeout,
+            self._clock,
+            self._here(self._look_any_here, sessions),
         )
         found = result if isinstance(result, str) else None
         self._log_wait("inbox.wait_any", waiter, found, started, timeout)
@@ -684,7 +703,12 @@ class Inbox:
         _refuse_blocking_a_loop(timeout, "wait_any_sync", "wait_any")
         waiter = ThreadWaiter(sessions, self._lot)
         started = self._started()
-        result = waiter.run(partial(self._look_any, sessions), timeout, self._clock, self._network)
+        result = waiter.run(
+            partial(self._look_any, sessions),
+            timeout,
+            self._clock,
+            self._here(self._look_any_here, sessions),
+        )
         found = result if isinstance(result, str) else None
         self._log_wait("inbox.wait_any", waiter, found, started, timeout)
         return found
@@ -712,7 +736,11 @@ class Inbox:
         waiter = self._async_waiter((stream.session_id,))
         started = self._started()
         result = await waiter.run(
-            partial(self._look_batch, stream), None, self._clock, self._network, self._give_back
+            partial(self._look_batch, stream),
+            None,
+            self._clock,
+            self._here(self._look_batch_here, stream),
+            self._give_back,
         )
         batch = result if isinstance(result, list) else []
         self._log_wait("inbox.batch", waiter, batch, started, None)
@@ -884,6 +912,34 @@ class Inbox:
             if self._store.has_pending(session_id):
                 return session_id
         return Look.NOTHING
+
+    # A network store's waits look "here" first, on the event loop, from what
+    # this process holds (`Look.AWAY` where that needs the network): see
+    # `harn_inbox._lot.wait_steps`, and the store's `has_pending_here`.
+
+    def _here(self, look_here: Callable[..., Any], *args: Any) -> Callable[[], Any] | None:
+        return partial(look_here, *args) if self._network else None
+
+    def _look_pending_here(self, session_id: str) -> Literal[True] | Look:
+        pending = self._network_store.has_pending_here(session_id)
+        if pending is None:
+            return Look.AWAY
+        return True if pending else Look.NOTHING
+
+    def _look_any_here(self, session_ids: tuple[str, ...]) -> str | Look:
+        for session_id in session_ids:
+            pending = self._network_store.has_pending_here(session_id)
+            if pending is None:
+                return Look.AWAY  # (the first in order with entries may be this one)
+            if pending:
+                return session_id
+        return Look.NOTHING
+
+    def _look_batch_here(self, stream: Batches) -> list[InboxEntry] | Look:
+        if stream.cleared or stream.closed:
+            return []
+        pending = self._network_store.has_pending_here(stream.session_id)
+        return Look.NOTHING if pending is False else Look.AWAY  # a drain goes over the network
 
     def _take_claim(self, session_id: str, predicate: Predicate | None) -> ClaimRecord:
         if predicate is None:

@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from .stores._protocol import Store
 
 Predicate = Callable[["InboxEntry"], object]
+#: A network store's ``read_here``: `Store.read` from what this process holds, or None.
+ReadHere = Callable[[str, "Cursor | None"], "tuple[Cursor, list[InboxEntry], bool] | None"]
 #: What a take returns: the entries taken, or a claim on them (falsy when empty).
 Taken = TypeVar("Taken", bound=Sized)
 
@@ -68,8 +70,10 @@ class Judge(Generic[Taken]):
     __slots__ = (
         "_cursor",
         "_limit",
+        "_looked",
         "_matches",
         "_predicate",
+        "_read_here",
         "_seen",
         "_session_id",
         "_store",
@@ -84,12 +88,17 @@ class Judge(Generic[Taken]):
         predicate: Predicate,
         take: Callable[[str, Cursor, list[InboxEntry]], Taken | None],  # Store.take or .claim
         limit: int | None = None,
+        read_here: ReadHere | None = None,
     ) -> None:
         self._store = store
         self._session_id = session_id
         self._predicate = predicate
         self._take = take
         self._limit = limit
+        #: A wait's read of what this process holds (a network store's ``read_here``), or None.
+        self._read_here = read_here
+        #: Whether it has read the store once (a wait's first look is never "here").
+        self._looked = False
         self._cursor: Cursor | None = None
         #: Every entry read since the last restart, in pending order, and its verdict.
         self._seen: list[InboxEntry] = []
@@ -103,10 +112,30 @@ class Judge(Generic[Taken]):
         `Look.CLEARED` if the session was cleared since this call first read
         it. Raises whatever the predicate raises, having taken nothing.
         """
+        return self._look(here=False)
+
+    def look_here(self) -> Taken | Look:
+        """`look` on the event loop, for a wait on a network store: it never goes over the network.
+
+        It judges what the store already holds (``read_here``) and says
+        `Look.AWAY` when the store cannot answer here or when there are
+        matches to take (a round trip): `look`, run off the loop, goes on from
+        where this one stopped, with its verdicts.
+        """
+        return self._look(here=True)
+
+    def _look(self, here: bool) -> Taken | Look:
         judged_any = False
+        read_here = self._read_here if self._looked else None
         while True:
             previous = self._cursor
-            cursor, entries, restarted = self._store.read(self._session_id, previous)
+            read = None if read_here is None else read_here(self._session_id, previous)
+            if read is None:
+                if here:
+                    return Look.AWAY
+                read = self._store.read(self._session_id, previous)
+                self._looked = True
+            cursor, entries, restarted = read
             known = None
             if restarted and previous is not None and previous.cleared():
                 # Cleared while this call judged it: the session it was
@@ -124,8 +153,10 @@ class Judge(Generic[Taken]):
                 self._seen += entries
                 self._verdicts += fresh
                 self._matches += sum(fresh)
-            if not self._matches:
+            if not self._matches or here:
                 self._cursor = cursor
+                if self._matches:
+                    return Look.AWAY  # the take goes over the network
                 return Look.JUDGED if judged_any else Look.NOTHING
             chosen = list(
                 itertools.islice(itertools.compress(self._seen, self._verdicts), self._limit)

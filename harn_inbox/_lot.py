@@ -88,6 +88,9 @@ class Look(enum.Enum):
     JUDGED = enum.auto()
     #: Nothing to return ever: the session was cleared while the look ran. Ends the wait.
     CLEARED = enum.auto()
+    #: No answer here, on the event loop: look again off the loop (`Pause.LOOK`). Only a
+    #: look "here" of a store whose looks go over the network says so (`wait_steps`).
+    AWAY = enum.auto()
 
 
 class Pause(enum.Enum):
@@ -320,7 +323,7 @@ def wait_steps(
     look: Callable[[], Any],
     timeout: float | None,
     clock: Clock,
-    off_loop: bool = False,
+    look_here: Callable[[], Any] | None = None,
 ) -> Generator[Pause, Any, Any]:
     """One wait call, as steps 1 to 5 of the theory above; returns a result or `Look.NOTHING`.
 
@@ -328,16 +331,28 @@ def wait_steps(
     the waiter drives it, sleeping and yielding its own way, and closes it on
     every way out, which runs step 5. If the clock declines to keep *timeout*,
     `Waiter.framework_timeout` says so by the first pause that is not a look:
-    the driver keeps it. With *off_loop* it looks by pausing (`Pause.LOOK`):
-    the driver runs *look* off its event loop and resumes it with the result.
-    The argument is unchanged, as the waiter is armed for all the look takes.
+    the driver keeps it.
+
+    *look_here* is given for a store whose looks go over the network
+    (``network = True``). The first look then pauses (`Pause.LOOK`): the
+    driver runs *look* off its event loop and resumes it with the result.
+    Every later look is made by an armed waiter, after that one: it is
+    *look_here*, on the event loop, which answers from what this process
+    holds of the session, or says `Look.AWAY` (then it pauses to look as the
+    first did). The argument is unchanged: what the process does not hold
+    yet of the session was changed after the first look, and the store
+    notifies such a change once it holds it, so the armed waiter is woken
+    and looks again.
     """
+    off_loop = look_here is not None
     forget = None
     if off_loop and timeout:
         # A look over the network may stall (a paused server): the deadline
         # counts from the start, so that it can end even the first look.
         forget = _start_timer(lot, waiter, timeout, clock)
     try:
+        # The first look is never "here": it sees every change made before the
+        # wait began, wherever it was made (another process's clear, say).
         found = (yield Pause.LOOK) if off_loop else look()
         if found is Look.CLEARED:
             return Look.NOTHING
@@ -351,7 +366,7 @@ def wait_steps(
         while True:
             if not lot.arm(waiter):
                 return Look.NOTHING
-            found = (yield Pause.LOOK) if off_loop else look()
+            found = look() if look_here is None else (yield from _look_here(look_here))
             if found is Look.CLEARED:
                 return Look.NOTHING
             if found is not Look.NOTHING and found is not Look.JUDGED:
@@ -361,7 +376,7 @@ def wait_steps(
             yield Pause.SLEEP
             if waiter.interrupted is Interrupt.CLEARED:
                 return Look.NOTHING
-            found = (yield Pause.LOOK) if off_loop else look()
+            found = look() if look_here is None else (yield from _look_here(look_here))
             if found is Look.CLEARED:
                 return Look.NOTHING
             if found is not Look.NOTHING and found is not Look.JUDGED:
@@ -374,6 +389,14 @@ def wait_steps(
         lot.leave(waiter)
         if forget is not None:
             forget_timer(forget)
+
+
+def _look_here(look_here: Callable[[], Any]) -> Generator[Pause, Any, Any]:
+    """A look of `wait_steps` for a network store: *look_here*, or if it says `Look.AWAY`, away."""
+    found = look_here()
+    if found is Look.AWAY:
+        found = yield Pause.LOOK
+    return found
 
 
 def _start_timer(

@@ -111,10 +111,10 @@ class ThreadWaiter(Waiter):
         look: Callable[[], Any],
         timeout: float | None,
         clock: Clock,
-        off_loop: bool = False,
+        look_here: Callable[[], Any] | None = None,
         give_back: Callable[[Any], object] | None = None,
     ) -> Any:
-        steps = wait_steps(self._lot, self, look, timeout, clock, off_loop)
+        steps = wait_steps(self._lot, self, look, timeout, clock, look_here)
         try:
             pause = next(steps)
             deadline = None
@@ -226,11 +226,11 @@ class TrioWaiter(Waiter):
         look: Callable[[], Any],
         timeout: float | None,
         clock: Clock,
-        off_loop: bool = False,
+        look_here: Callable[[], Any] | None = None,
         give_back: Callable[[Any], object] | None = None,
     ) -> Any:
         await trio.lowlevel.checkpoint_if_cancelled()
-        steps = wait_steps(self._lot, self, look, timeout, clock, off_loop)
+        steps = wait_steps(self._lot, self, look, timeout, clock, look_here)
         self._at = None
         try:
             try:
@@ -363,10 +363,10 @@ class AsyncioWaiter(Waiter):
         look: Callable[[], Any],
         timeout: float | None,
         clock: Clock,
-        off_loop: bool = False,
+        look_here: Callable[[], Any] | None = None,
         give_back: Callable[[Any], object] | None = None,
     ) -> Any:
-        steps = wait_steps(self._lot, self, look, timeout, clock, off_loop)
+        steps = wait_steps(self._lot, self, look, timeout, clock, look_here)
         handle = None
         try:
             pause = next(steps)

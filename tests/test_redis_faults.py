@@ -119,7 +119,7 @@ def server_paused(server: RedisServer) -> Iterator[None]:
 
 
 class LookCounter:
-    """Counts one store's finished looks (each replays the session's log: ``_catch_up``).
+    """Counts one store's finished looks: at the server (``_catch_up``) or at its replica.
 
     A wait looks once before it parks and once more once armed: after two
     finished looks and ``waiter_count`` showing it, its armed look has found
@@ -128,13 +128,25 @@ class LookCounter:
 
     def __init__(self, store: RedisStore) -> None:
         self.count = 0
-        original = store._catch_up
+        catch_up, pending_here, read_here = store._catch_up, store.has_pending_here, store.read_here
 
-        def catch_up(session_id: str) -> None:
-            original(session_id)
+        def counted_catch_up(session_id: str) -> None:
+            catch_up(session_id)
             self.count += 1
 
-        store._catch_up = catch_up  # type: ignore[method-assign]
+        def counted_pending_here(session_id: str) -> bool | None:
+            found = pending_here(session_id)
+            self.count += found is not None
+            return found
+
+        def counted_read_here(session_id: str, cursor: Any) -> Any:
+            found = read_here(session_id, cursor)
+            self.count += found is not None
+            return found
+
+        store._catch_up = counted_catch_up  # type: ignore[method-assign]
+        store.has_pending_here = counted_pending_here  # type: ignore[method-assign]
+        store.read_here = counted_read_here  # type: ignore[method-assign]
 
 
 class ReconnectGate:

@@ -94,8 +94,8 @@ class Held:
         self.go = threading.Event()
         original = getattr(store, method)
 
-        def held(*args: Any) -> Any:
-            result = original(*args)
+        def held(*args: Any, **kwargs: Any) -> Any:
+            result = original(*args, **kwargs)
             self.took.set()
             self.go.wait(10)  # a safety bound only: the test sets it
             return result
@@ -265,3 +265,84 @@ def test_threads_of_one_process_pushing_into_one_session_each_get_their_entry(
     for entries in got:  # each thread's pushes in its order
         assert [entry.sequence for entry in entries] == sorted(entry.sequence for entry in entries)
     assert len(inbox.drain("s")) == 800
+
+
+# -- Looks at the replica ------------------------------------------------------------------------
+
+
+class ServerLooks:
+    """Counts a store's looks at the server (``_catch_up``: a round trip each)."""
+
+    def __init__(self, store: RedisStore) -> None:
+        self.count = 0
+        original = store._catch_up
+
+        def counted(session_id: str) -> None:
+            self.count += 1
+            original(session_id)
+
+        store._catch_up = counted  # type: ignore[method-assign]
+
+
+def store_of(inbox: Inbox) -> RedisStore:
+    store = inbox._store
+    assert isinstance(store, RedisStore)
+    return store
+
+
+@pytest.mark.parametrize("way", ["wait", "wait_for"])
+def test_a_parked_wait_woken_from_another_process_takes_no_look_at_the_server(
+    backend: Backend, connect: Callable[..., Inbox], redis_server: RedisServer, way: str
+) -> None:
+    # The pushed operation comes in its message; the subscriber replays it, and
+    # the woken wait reads the replica (a wait_for then takes: one round trip).
+    namespace = redis_server.namespace()
+    waiting, pushing = connect(namespace), connect(namespace)
+    store = store_of(waiting)
+    looks = ServerLooks(store)
+
+    async def main() -> tuple[object, InboxEntry, int]:
+        async with backend.task_group() as group:
+            if way == "wait":
+                task = group.start_soon(waiting.wait, "s")
+            else:
+                task = group.start_soon(waiting.wait_for, "s", lambda e: e.kind == "go")
+            # Parked, subscribed, and its replica settled by a look at the server.
+            await backend.to_thread(
+                spin_until,
+                lambda: waiting.waiter_count("s") == 1 and store.has_pending_here("s") is False,
+                "a wait parked on a fresh replica",
+            )
+            before = looks.count
+            pushed = pushing.push("s", "go", "x", "src")
+        return task.result, pushed, looks.count - before
+
+    result, pushed, server_looks = backend.run_in_real_time(main)
+    assert (result is True) if way == "wait" else (result == [pushed])
+    assert server_looks == 0
+    assert waiting.drain("s") == ([pushed] if way == "wait" else [])
+
+
+def test_the_replica_is_not_read_while_a_look_at_the_server_replays_into_it(
+    connect: Callable[..., Inbox], redis_server: RedisServer
+) -> None:
+    # An operation appended before the session was heard reaches the replica
+    # only through a look at the server. While one is on the wire, another
+    # thread's look must not read the replica as if it held everything: that
+    # look would miss the entry, and no message would come to make up for it.
+    namespace = redis_server.namespace()
+    waiting, pushing = connect(namespace), connect(namespace)
+    store = store_of(waiting)
+    pushed = pushing.push("s", "k", "before anyone listened", "src")
+    store._want("s")
+    spin_until(lambda: store._track("s").listening, "the session is heard")
+    assert store.has_pending_here("s") is None  # not settled: the server must be asked
+    held = Held(store, "_tail")
+    look = ThreadCall(lambda: store.pending_count("s"))
+    assert held.took.wait(10)
+    # The look at the server has its answer but has not replayed it yet.
+    assert store.has_pending_here("s") is None
+    held.go.set()
+    assert look.outcome() == 1
+    assert store.has_pending_here("s") is True
+    assert waiting.drain("s") == [pushed]

@@ -49,8 +49,10 @@ The stores
   and returns, ``notify_all``. Because waiters are armed before they look, a
   look may take a round trip with no lock of ours held: a change it misses is
   notified after it. Its class attribute ``network = True`` tells the inbox
-  that its looks go over the network: async waits pause for them
-  (`harn_inbox._lot.Pause.LOOK`) and run them off the event loop.
+  that its looks go over the network: a wait's first look runs off the
+  event loop (`harn_inbox._lot.Pause.LOOK`); its later looks, made armed,
+  ask the store first what its process already holds (`NetworkStore`), on
+  the loop, and go off it only where that is not enough.
 
 This interface is how harn_inbox's own stores plug in; it is not yet a
 promise to code outside the package.
@@ -195,3 +197,23 @@ class Store(Protocol):
 
     def statistics(self, session_id: str) -> SessionStatistics:
         """The session's statistics, with ``waiters=0`` (the lot counts those)."""
+
+
+class NetworkStore(Store, Protocol):
+    """A store whose looks go over the network (``network = True``): what its waits ask first.
+
+    A wait is armed before it looks (``harn_inbox._lot``), so it may look at
+    what this process already holds of a session, on the event loop, as long
+    as every change this process does not hold yet will still be notified to
+    it. These two answer from there, or say ``None`` when they cannot (the
+    wait then looks with `has_pending` or `read`, off the loop). Only waits
+    call them: a plain call must see every change made before it, wherever.
+    """
+
+    def has_pending_here(self, session_id: str) -> bool | None:
+        """`has_pending` from what this process holds, or None if that is not enough."""
+
+    def read_here(
+        self, session_id: str, cursor: Cursor | None
+    ) -> tuple[Cursor, list[InboxEntry], bool] | None:
+        """`read` from what this process holds, or None if that is not enough."""

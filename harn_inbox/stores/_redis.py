@@ -29,17 +29,34 @@ this process's clock (a ``tick`` operation does, so every replica purges at
 the same place in the log), and dedupe keys are forgotten per session, as its
 log says, never across sessions.
 
-Waits: the script publishes on the session's own channel after each append.
-A subscriber thread listens to the channels of the sessions this process
-waits on (a wait's look asks for its session's), passes each message to
-``notify``, and notifies a session again once its subscription is confirmed
-(a look made before then may have missed a message sent before then); after
-it reconnects, it subscribes again and calls ``notify_all``. A look first
-replays what the log holds (a round trip). So an armed waiter's look sees
-every operation appended before it, and one appended after it is heard: by
-its message, or by the notification that confirms the subscription or
-follows the reconnect (the parking lot's rule, ``harn_inbox._lot``). A
-process that only pushes listens to nothing.
+Waits: the script publishes ``<index> <operation>`` on the session's own
+channel after each append. A subscriber thread listens to the channels of
+the sessions this process waits on (a wait's look asks for its session's),
+and replays each operation it hears into the replica when it is the next
+one (`_heard`), then passes the session to ``notify``. A session's replica is
+*fresh* (`_Track.settled`, `_Track.listening`) while it holds every
+operation of the log but those whose messages are still to come; a wait's
+first look replays what the log holds (a round trip), and its later looks,
+made armed, read a fresh replica without one (``has_pending_here``,
+``read_here``, on the event loop). The argument, case by case:
+
+- an operation heard when it is the next one is replayed before its notify;
+- one heard while this process has an operation of that session on the wire
+  (its lock held: that reply may or may not hold the heard one), or after a
+  gap (operations not heard), marks the session stale before its notify, and
+  a stale session's looks go to the server;
+- one appended before the subscription was confirmed may never be heard: the
+  confirmation marks the session stale and notifies it;
+- after a dropped subscription every session is stale and not listening
+  until confirmed again, and ``notify_all`` follows the reconnection;
+- a look at the server settles the marks made before its round trip, and
+  only once its reply is replayed (another thread's look must not read the
+  replica before): an operation behind those marks was appended before the
+  round trip, so it is in the reply; a mark made meanwhile stands.
+
+So an armed waiter's look either sees an operation or is notified after it
+(the parking lot's rule, ``harn_inbox._lot``). A process that only pushes
+listens to nothing.
 
 Claims hold a lease. A claim operation records its deadline (the claimant's
 clock plus the lease); replaying any later operation of that session whose
@@ -89,9 +106,9 @@ local schema = tonumber(redis.call('GET', KEYS[3]) or '0')
 if schema > tonumber(ARGV[5]) then
     return redis.error_reply('HARN_SCHEMA ' .. schema)
 end
+local base = tonumber(redis.call('GET', KEYS[4]) or '0')
 """
 _TAIL_REPLY = """
-local base = tonumber(redis.call('GET', KEYS[4]) or '0')
 local from = tonumber(ARGV[2])
 local snapshot = ''
 if from < base then
@@ -100,13 +117,14 @@ if from < base then
 end
 return {base, snapshot, redis.call('LRANGE', KEYS[1], from - base, -1)}
 """
-# Append ARGV[1] to the log, publish the session id, reply as above.
+# Append ARGV[1] to the log, publish "<its index> <operation>" on the
+# session's channel, reply as above.
 _APPEND = (
     _SCHEMA_CHECK
     + """
-redis.call('RPUSH', KEYS[1], ARGV[1])
+local length = redis.call('RPUSH', KEYS[1], ARGV[1])
 redis.call('SADD', KEYS[2], ARGV[4])
-redis.call('PUBLISH', ARGV[3], ARGV[4])
+redis.call('PUBLISH', ARGV[3], (base + length - 1) .. ' ' .. ARGV[1])
 """
     + _TAIL_REPLY
 )
@@ -163,7 +181,18 @@ class _Replica(LocalStore):
 class _Track:
     """Where this process's replica of one session stands in the session's log."""
 
-    __slots__ = ("applied", "base", "claims", "life", "lock", "now", "position")
+    __slots__ = (
+        "applied",
+        "base",
+        "claims",
+        "life",
+        "listening",
+        "lock",
+        "marks",
+        "now",
+        "position",
+        "settled",
+    )
 
     def __init__(self) -> None:
         #: Held by this process's round trip and replay of the session, so that
@@ -182,6 +211,17 @@ class _Track:
         self.now = 0
         #: Claim id -> (the replica's record, lease deadline): the claims still held.
         self.claims: dict[str, tuple[ClaimRecord, int]] = {}
+        #: The subscriber hears the session's channel (its subscription is confirmed).
+        self.listening = False
+        #: How many times the session was marked stale: an operation may be in the
+        #: log that the replica lacks and whose message was heard or lost. Counted
+        #: under the store's lock, as is `settled`.
+        self.marks = 1
+        #: The marks that a look at the server has made good: it read `marks`, then
+        #: replayed the log, so every operation behind those marks is replayed.
+        #: While listening and ``settled == marks`` (*fresh*), the replica holds
+        #: every operation of the log but those whose messages are still to come.
+        self.settled = 0
 
 
 @final
@@ -486,6 +526,35 @@ class RedisStore:
         self._want(session_id)
         return self.pending_count(session_id) > 0
 
+    def has_pending_here(self, session_id: str) -> bool | None:
+        """`has_pending` from the replica, for a wait's look; None if that needs the server.
+
+        The replica is enough while the session's channel is heard and no
+        operation was missed (`_Track.settled`): an operation it lacks then is
+        one whose message is still to come, and that message notifies the
+        session after the subscriber has replayed it (`_heard`). The waiter
+        was armed before it looked, so it is woken and looks again.
+        """
+        track = self._fresh(session_id)
+        if track is None:
+            return None
+        with self._lock:
+            self._look_at(session_id)
+            return self._replica.pending_count(session_id) > 0
+
+    def read_here(
+        self, session_id: str, cursor: Cursor | None
+    ) -> tuple[Cursor, list[InboxEntry], bool] | None:
+        """`read` from the replica, for a wait's look; None if that needs the server.
+
+        See `has_pending_here`.
+        """
+        if self._fresh(session_id) is None:
+            return None
+        with self._lock:
+            self._look_at(session_id)
+            return self._replica.read(session_id, cursor)
+
     def pending_count(self, session_id: str) -> int:
         self._catch_up(session_id)
         with self._lock:
@@ -503,7 +572,7 @@ class RedisStore:
             member.decode()
             for member in self._call(lambda: self._client.smembers(self._key("sessions")))
         )
-        return [session_id for session_id in known if self.has_pending(session_id)]
+        return [session_id for session_id in known if self.pending_count(session_id) > 0]
 
     def statistics(self, session_id: str) -> SessionStatistics:
         self._catch_up(session_id)
@@ -547,7 +616,7 @@ class RedisStore:
                     # socket, say): then replay gives back what it took.
                     self._abandoned[counter] = (session_id, time.monotonic() + ABANDONED_FOR)
                     raise
-                give_back = self._absorb(session_id, track, reply)  # fills in the outcome
+                give_back = self._absorb(session_id, track, *reply)  # fills in the outcome
             finally:
                 del self._outcomes[counter]
         self._after_replay(session_id, give_back)
@@ -562,22 +631,42 @@ class RedisStore:
         """Replay what the session's log holds beyond this replica (a look's round trip)."""
         track = self._track(session_id)
         with track.lock:
+            with self._lock:
+                marks = track.marks
             reply = self._call(
                 lambda: self._tail(
                     keys=self._session_keys(session_id),
                     args=["", track.position, "", session_id, SCHEMA_VERSION],
                 )
             )
-            give_back = self._absorb(session_id, track, reply)
+            give_back = self._absorb(session_id, track, *reply)
+            with self._lock:
+                # Settled only now that the reply is replayed (a look on another
+                # thread must not read the replica before), and only as far as the
+                # marks made before the round trip: an operation behind them was
+                # appended before it, so it is in the reply. A later mark stands.
+                track.settled = max(track.settled, marks)
         self._after_replay(session_id, give_back)
         if self._due(session_id, track):
             # Purge by this process's clock, and give back claims whose lease
             # passed, through the log: for every replica alike.
             self._run(session_id, {"o": "tick", "t": self._now()})
 
-    def _absorb(self, session_id: str, track: _Track, reply: list[Any]) -> list[dict[str, Any]]:
-        """Take in a script's reply (under the session's lock); return the give-backs owed."""
-        base, snapshot, log = int(reply[0]), reply[1], reply[2]
+    def _absorb(
+        self,
+        session_id: str,
+        track: _Track,
+        base: int,
+        snapshot: bytes | str,
+        log: list[bytes],
+        compact: bool = True,
+    ) -> list[dict[str, Any]]:
+        """Replay a script's reply, or a message (under the session's lock); return give-backs owed.
+
+        The reply of a script is ``[base, snapshot, log]`` (see ``_TAIL_REPLY``);
+        the log starts at the replica's position, or at *base* with a snapshot.
+        """
+        base = int(base)
         give_back: list[dict[str, Any]] = []
         cleared = False
         with self._lock:
@@ -598,7 +687,7 @@ class RedisStore:
                 if give is not None:
                     give_back.append(give)
                 cleared |= operation["o"] == "clear" and operation["p"] != self._process
-            compaction = self._compaction(session_id, track)
+            compaction = self._compaction(session_id, track) if compact else None
         if compaction is not None:
             self._compact(session_id, *compaction)
         if cleared and self._settings is not None:
@@ -1020,6 +1109,7 @@ class RedisStore:
         while not self._stopping.is_set():
             try:
                 if pubsub is None:
+                    self._deaf()
                     pubsub = self._client.pubsub()
                     self._requests.clear()
                     wanted = list(self._wanted)
@@ -1035,11 +1125,19 @@ class RedisStore:
                 if requested:
                     pubsub.subscribe(*map(self._wake_channel, requested))
                 message = pubsub.get_message(timeout=0.02)
-                if message is not None and message["type"] in ("message", "subscribe"):
+                if message is not None and message["type"] == "message":
+                    self._heard(message["channel"].decode()[prefix:], message["data"])
+                elif message is not None and message["type"] == "subscribe":
+                    # From now on the session's operations are heard; those
+                    # before may not have been: its waiters look at the server.
+                    track = self._track(message["channel"].decode()[prefix:])
+                    self._mark(track)
+                    track.listening = True
                     self._notify(message["channel"].decode()[prefix:])
                 self._tick_expired_leases()
                 self._recover_abandoned()
             except (redis.ConnectionError, redis.TimeoutError, StoreError):
+                self._deaf()
                 if pubsub is not None:
                     try:
                         pubsub.close()
@@ -1049,6 +1147,63 @@ class RedisStore:
                 self._stopping.wait(0.1)
         if pubsub is not None:
             pubsub.close()
+
+    def _heard(self, session_id: str, data: bytes) -> None:
+        """Replay an operation heard on its session's channel if it is the next one; notify.
+
+        The message is ``<index> <operation>``. Replayed here, a wait's look
+        needs no round trip (`has_pending_here`). When it cannot be replayed
+        now, the session is marked stale, and its waits look at the server:
+        an operation of this process is on the wire (the session's lock is
+        held, and that operation's reply may end before this one), or
+        operations before it were not heard.
+        """
+        track = self._track(session_id)
+        give_back: list[dict[str, Any]] = []
+        if track.lock.acquire(blocking=False):
+            try:
+                index_text, _, text = data.partition(b" ")
+                index = int(index_text)
+                if index == track.position:
+                    give_back = self._absorb(
+                        session_id, track, track.base, "", [text], compact=False
+                    )
+                elif index > track.position:
+                    self._mark(track)
+            except Exception:  # (not ours to raise: the subscriber must go on)
+                self._mark(track)
+                fallback_logger.exception(
+                    "harn_inbox: could not replay a message of %r", session_id
+                )
+            finally:
+                track.lock.release()
+        else:
+            self._mark(track)
+        self._notify(session_id)
+        self._after_replay(session_id, give_back)
+
+    def _deaf(self) -> None:
+        """The subscription dropped: messages may be lost from now until it is back."""
+        for track in list(self._tracks.values()):
+            track.listening = False
+            self._mark(track)
+
+    def _mark(self, track: _Track) -> None:
+        """The replica may lack an operation of *track* that will not be heard: look again."""
+        with self._lock:
+            track.marks += 1
+
+    def _fresh(self, session_id: str) -> _Track | None:
+        """The session's track if the replica may answer a wait's look (see `_Track.settled`)."""
+        track = self._tracks.get(session_id)
+        if (
+            track is None
+            or not track.listening
+            or track.settled != track.marks
+            or self._due(session_id, track)
+        ):
+            return None
+        return track
 
     def _want(self, session_id: str) -> None:
         """Listen to *session_id*'s channel from now on (a wait looks at it); any thread.
