@@ -168,6 +168,14 @@ class Inbox:
         self._store = store  # before attach: its settings' bound methods show this inbox
         #: The store's looks go over the network: async calls run them off the loop.
         self._network = bool(getattr(store, "network", False))
+        if self._network and not (
+            callable(getattr(store, "has_pending_here", None))
+            and callable(getattr(store, "read_here", None))
+        ):
+            raise TypeError(
+                f"store {store!r} says network = True but lacks has_pending_here and "
+                "read_here (see harn_inbox.stores._protocol.NetworkStore)"
+            )
         #: The same store, as one whose waits may look "here" first (only if `_network`).
         self._network_store = cast("NetworkStore", store)
         store.attach(

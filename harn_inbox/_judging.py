@@ -78,6 +78,7 @@ class Judge(Generic[Taken]):
         "_session_id",
         "_store",
         "_take",
+        "_to_take",
         "_verdicts",
     )
 
@@ -99,6 +100,8 @@ class Judge(Generic[Taken]):
         self._read_here = read_here
         #: Whether it has read the store once (a wait's first look is never "here").
         self._looked = False
+        #: `look_here` found matches: the next `look` takes them, reading "here" if it can.
+        self._to_take = False
         self._cursor: Cursor | None = None
         #: Every entry read since the last restart, in pending order, and its verdict.
         self._seen: list[InboxEntry] = []
@@ -126,7 +129,11 @@ class Judge(Generic[Taken]):
 
     def _look(self, here: bool) -> Taken | Look:
         judged_any = False
-        read_here = self._read_here if self._looked else None
+        # On the loop once it has read the store; off it only right after a look
+        # here that found matches (any other look off the loop reads the server:
+        # a first look, or a wait's last one).
+        read_here = self._read_here if self._looked and (here or self._to_take) else None
+        self._to_take = False
         while True:
             previous = self._cursor
             read = None if read_here is None else read_here(self._session_id, previous)
@@ -156,6 +163,7 @@ class Judge(Generic[Taken]):
             if not self._matches or here:
                 self._cursor = cursor
                 if self._matches:
+                    self._to_take = True
                     return Look.AWAY  # the take goes over the network
                 return Look.JUDGED if judged_any else Look.NOTHING
             chosen = list(

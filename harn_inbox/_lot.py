@@ -366,7 +366,7 @@ def wait_steps(
         while True:
             if not lot.arm(waiter):
                 return Look.NOTHING
-            found = look() if look_here is None else (yield from _look_here(look_here))
+            found = look() if look_here is None else (yield from _look_here(look_here, waiter, lot))
             if found is Look.CLEARED:
                 return Look.NOTHING
             if found is not Look.NOTHING and found is not Look.JUDGED:
@@ -376,7 +376,7 @@ def wait_steps(
             yield Pause.SLEEP
             if waiter.interrupted is Interrupt.CLEARED:
                 return Look.NOTHING
-            found = look() if look_here is None else (yield from _look_here(look_here))
+            found = look() if look_here is None else (yield from _look_here(look_here, waiter, lot))
             if found is Look.CLEARED:
                 return Look.NOTHING
             if found is not Look.NOTHING and found is not Look.JUDGED:
@@ -391,12 +391,20 @@ def wait_steps(
             forget_timer(forget)
 
 
-def _look_here(look_here: Callable[[], Any]) -> Generator[Pause, Any, Any]:
-    """A look of `wait_steps` for a network store: *look_here*, or if it says `Look.AWAY`, away."""
-    found = look_here()
-    if found is Look.AWAY:
-        found = yield Pause.LOOK
-    return found
+def _look_here(
+    look_here: Callable[[], Any], waiter: Waiter, lot: ParkingLot
+) -> Generator[Pause, Any, Any]:
+    """A later look of `wait_steps` for a network store: *look_here*, or away if it says so.
+
+    A wait's last look (its timeout passed, the inbox closed) is always made
+    away: an entry pushed before the deadline counts, even if its message has
+    not reached this process yet.
+    """
+    if waiter.interrupted is None and not lot.closed:
+        found = look_here()
+        if found is not Look.AWAY:
+            return found
+    return (yield Pause.LOOK)
 
 
 def _start_timer(

@@ -346,3 +346,94 @@ def test_the_replica_is_not_read_while_a_look_at_the_server_replays_into_it(
     assert look.outcome() == 1
     assert store.has_pending_here("s") is True
     assert waiting.drain("s") == [pushed]
+
+
+def test_a_wait_whose_timeout_passes_looks_at_the_server_last(
+    backend: Backend, connect: Callable[..., Inbox], redis_server: RedisServer
+) -> None:
+    # Pushed before the deadline, its message still on its way: the wait's last
+    # look, made once the timeout passed, asks the server and counts the entry.
+    clock = ManualClock()
+    namespace = redis_server.namespace()
+    waiting, pushing = connect(namespace, clock), connect(namespace)
+    store = store_of(waiting)
+    held_back: list[bytes] = []  # the messages this process hears, kept from it
+
+    def hold_back(session_id: str, data: bytes) -> None:
+        held_back.append(data)
+
+    async def main() -> object:
+        async with backend.task_group() as group:
+            task = group.start_soon(waiting.wait, "s", 5)
+            await backend.to_thread(
+                spin_until,
+                lambda: waiting.waiter_count("s") == 1 and store.has_pending_here("s") is False,
+                "a wait parked on a fresh replica",
+            )
+            store._heard = hold_back  # type: ignore[method-assign]
+            pushing.push("s", "k", "just in time", "src")
+            await backend.to_thread(spin_until, lambda: bool(held_back), "its message came")
+            clock.advance(5)
+        return task.result
+
+    assert backend.run_in_real_time(main) is True
+    assert contents(waiting.drain("s")) == ["just in time"]
+
+
+def test_a_batches_step_is_woken_by_another_process(
+    backend: Backend, connect: Callable[..., Inbox], redis_server: RedisServer
+) -> None:
+    namespace = redis_server.namespace()
+    waiting, pushing = connect(namespace), connect(namespace)
+    store = store_of(waiting)
+
+    async def main() -> tuple[object, InboxEntry]:
+        async with backend.task_group() as group:
+            task = group.start_soon(waiting.batches("s").receive)
+            await backend.to_thread(
+                spin_until,
+                lambda: waiting.waiter_count("s") == 1 and store._track("s").listening,
+                "a batches step parked, its session heard",
+            )
+            pushed = pushing.push("s", "k", "x", "src")
+        return task.result, pushed
+
+    batch, pushed = backend.run_in_real_time(main)
+    assert batch == [pushed]
+
+
+def test_the_subscriber_survives_an_error_of_its_own_and_waits_still_wake(
+    backend: Backend,
+    connect: Callable[..., Inbox],
+    redis_server: RedisServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    namespace = redis_server.namespace()
+    waiting, pushing = connect(namespace), connect(namespace)
+    store = store_of(waiting)
+    tick = store._tick_expired_leases
+    failed = threading.Event()
+
+    def fails_once() -> None:
+        if not failed.is_set():
+            failed.set()
+            raise RuntimeError("a bug in the subscriber's housekeeping")
+        tick()
+
+    store._tick_expired_leases = fails_once  # type: ignore[method-assign]
+    assert failed.wait(10)
+
+    async def main() -> tuple[object, InboxEntry]:
+        async with backend.task_group() as group:
+            task = group.start_soon(waiting.wait_for, "s", lambda e: True)
+            await backend.to_thread(
+                spin_until,
+                lambda: waiting.waiter_count("s") == 1 and store._track("s").listening,
+                "a wait parked, its session heard",
+            )
+            pushed = pushing.push("s", "k", "x", "src")
+        return task.result, pushed
+
+    taken, pushed = backend.run_in_real_time(main)
+    assert taken == [pushed]
+    assert "the Redis subscriber starts again" in caplog.text

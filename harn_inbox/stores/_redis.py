@@ -681,8 +681,8 @@ class RedisStore:
             for index, text in enumerate(log, start):
                 if index < track.position:
                     continue
-                track.position = index + 1
                 operation = json.loads(text)
+                track.position = index + 1
                 give = self._apply(session_id, track, operation)
                 if give is not None:
                     give_back.append(give)
@@ -1106,6 +1106,7 @@ class RedisStore:
         prefix = len(self._wake_channel(""))
         pubsub = None
         first = True
+        housekeeping = 0.0
         while not self._stopping.is_set():
             try:
                 if pubsub is None:
@@ -1134,9 +1135,14 @@ class RedisStore:
                     self._mark(track)
                     track.listening = True
                     self._notify(message["channel"].decode()[prefix:])
-                self._tick_expired_leases()
-                self._recover_abandoned()
-            except (redis.ConnectionError, redis.TimeoutError, StoreError):
+                if message is None or time.monotonic() >= housekeeping:
+                    # Not after every message: a loop just woken waits for the GIL.
+                    housekeeping = time.monotonic() + 0.02
+                    self._tick_expired_leases()
+                    self._recover_abandoned()
+            except Exception as error:
+                if not isinstance(error, (redis.ConnectionError, redis.TimeoutError, StoreError)):
+                    fallback_logger.exception("harn_inbox: the Redis subscriber starts again")
                 self._deaf()
                 if pubsub is not None:
                     try:
@@ -1145,6 +1151,7 @@ class RedisStore:
                         pass
                     pubsub = None
                 self._stopping.wait(0.1)
+        self._deaf()  # (its waits look at the server: nothing is heard any more)
         if pubsub is not None:
             pubsub.close()
 
@@ -1164,12 +1171,17 @@ class RedisStore:
             try:
                 index_text, _, text = data.partition(b" ")
                 index = int(index_text)
+                if not isinstance(json.loads(text), dict):
+                    raise ValueError("not an operation")
+            except ValueError:  # not a message of this layout (an older process's)
+                index = None
+            try:
                 if index == track.position:
                     give_back = self._absorb(
                         session_id, track, track.base, "", [text], compact=False
                     )
-                elif index > track.position:
-                    self._mark(track)
+                elif index is None or index > track.position:
+                    self._mark(track)  # unreadable, or operations before it not heard
             except Exception:  # (not ours to raise: the subscriber must go on)
                 self._mark(track)
                 fallback_logger.exception(
@@ -1195,9 +1207,11 @@ class RedisStore:
 
     def _fresh(self, session_id: str) -> _Track | None:
         """The session's track if the replica may answer a wait's look (see `_Track.settled`)."""
+        self._want(session_id)  # (only waits look here)
         track = self._tracks.get(session_id)
         if (
-            track is None
+            self._stopping.is_set()  # nothing is heard any more
+            or track is None
             or not track.listening
             or track.settled != track.marks
             or self._due(session_id, track)
@@ -1248,7 +1262,7 @@ class RedisStore:
         with self._lock:
             due = [
                 session_id
-                for session_id, track in self._tracks.items()
+                for session_id, track in list(self._tracks.items())
                 if track.claims and min(deadline for _, deadline in track.claims.values()) <= now
             ]
         for session_id in due:
