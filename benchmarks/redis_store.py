@@ -18,21 +18,23 @@ plain loop, then empties the session or the list (untimed); rounds rotate
 across the candidates.
 
 **Cross-process wake-up.** A pusher process fires on request; the waiter, in
-the benchmark's process, parks: ``await inbox.wait_for(session, predicate)``
-(taking the entry), or ``await inbox.wait(session)`` then ``await
-inbox.adrain(session)``, under trio and under asyncio; the bare round trips
-block on redis-py in a plain thread: ``pubsub.get_message`` on a subscribed
-channel (the pusher ``PUBLISH``es) and ``BLPOP`` (the pusher ``RPUSH``es).
-Each round the waiter's gate thread waits until the waiter is parked (for the
-inbox, its public ``waiter_count``; for the bare calls, the round's start),
-lets a settling time pass (for the inbox's second look, a round trip, to
-end), then tells the pusher to fire; the pusher reads the clock and fires.
-The latency runs from that reading to the waiter's first line with the entry
-in hand (after ``wait_for``, after ``adrain``, after the bare call). A block
-is *rounds* rounds on a session of its own (one ``trio.run`` or
-``asyncio.run`` for the inbox); its p50 and p99 are one repeat. Each
-framework's case has bare blocks of its own, so that every ratio pairs blocks
-of one rotation round.
+the benchmark's process, parks under trio and under asyncio: ``await
+inbox.wait(session)``, the wake-up itself (the target's; the entry is then
+drained, untimed), ``await inbox.wait_for(session, predicate)`` (woken and
+the entry taken: one more round trip), or ``await inbox.wait(session)`` then
+``await inbox.adrain(session)``; the bare round trips block on redis-py in a
+plain thread: ``pubsub.get_message`` on a subscribed channel (the pusher
+``PUBLISH``es) and ``BLPOP`` (the pusher ``RPUSH``es). Each round the
+waiter's gate thread waits until the waiter is parked (for the inbox, its
+public ``waiter_count``; for the bare calls, the round's start), lets a
+settling time pass (for the inbox's second look, a round trip, to end), then
+tells the pusher to fire; the pusher reads the clock and fires. The latency
+runs from that reading to the waiter's first line after the wake: ``wait``
+returned true, ``wait_for`` returned the entry, ``adrain`` returned it, the
+bare call returned. A block is *rounds* rounds on a session of its own (one
+``trio.run`` or ``asyncio.run`` for the inbox); its p50 and p99 are one
+repeat. Each framework's case has bare blocks of its own, so that every
+ratio pairs blocks of one rotation round.
 
 **Throughput.** Eight producer processes, released at once by a barrier, each
 push *count* entries into a session of their own; one consumer in the
@@ -70,6 +72,7 @@ from time import monotonic_ns, time_ns
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import redis
+import sniffio
 import trio
 import trio.testing
 
@@ -116,12 +119,14 @@ PRODUCERS = 8
 
 BARE_SCRIPT_NAME = "bare script: RPUSH + PUBLISH"
 PING = "PING (the round trip alone)"
+WAIT_FOR = "harn_inbox: wait_for (woken and taken)"
 WAIT_DRAIN = "harn_inbox: wait, then adrain"
 BARE_PUBSUB = "bare redis-py pub/sub"
 BARE_BLPOP = "bare redis-py BLPOP"
+BARE_PUBSUB_LOOP = "bare redis-py pub/sub, then a thread-safe wake of the loop"
 BARE_QUEUE = "bare redis-py queue: INCR + RPUSH script, BLPOP"
 #: The candidates that are a floor, not a peer (the chart draws them apart).
-FLOORS = (BARE_SCRIPT_NAME, PING, BARE_PUBSUB, BARE_BLPOP, BARE_QUEUE)
+FLOORS = (BARE_SCRIPT_NAME, PING, BARE_PUBSUB, BARE_BLPOP, BARE_PUBSUB_LOOP, BARE_QUEUE)
 
 PUSH_CASE = "push round trip, one thread, one session"
 
@@ -451,8 +456,8 @@ class AsyncRig(Protocol):
 
     def parked(self) -> bool: ...
 
-    async def receive(self) -> int:
-        """Park until the entry comes; how many entries it has in hand."""
+    async def receive(self) -> tuple[int, int]:
+        """Park until the entry comes: the ``monotonic_ns`` reading then, and how many came."""
 
 
 class SyncRig(Protocol):
@@ -462,15 +467,15 @@ class SyncRig(Protocol):
 
     def parked(self) -> bool: ...
 
-    def receive(self) -> int: ...
+    def receive(self) -> tuple[int, int]: ...
 
 
 def _is_ours(entry: InboxEntry) -> bool:
     return entry.kind == KIND
 
 
-class WaitForRig:
-    """``await inbox.wait_for(session, predicate)``: the entry taken by the wait itself."""
+class WaitRig:
+    """``await inbox.wait(session)``: woken; the entry is drained after the reading (untimed)."""
 
     def __init__(self, inbox: Inbox, session_id: str) -> None:
         self.inbox, self.session_id = inbox, session_id
@@ -479,17 +484,29 @@ class WaitForRig:
     def parked(self) -> bool:
         return self.inbox.waiter_count(self.session_id) > 0
 
-    async def receive(self) -> int:
-        return len(await self.inbox.wait_for(self.session_id, _is_ours, timeout=WAIT_TIMEOUT))
+    async def receive(self) -> tuple[int, int]:
+        if not await self.inbox.wait(self.session_id, timeout=WAIT_TIMEOUT):
+            return monotonic_ns(), 0
+        woke = monotonic_ns()
+        return woke, len(await self.inbox.adrain(self.session_id))
 
 
-class WaitDrainRig(WaitForRig):
+class WaitForRig(WaitRig):
+    """``await inbox.wait_for(session, predicate)``: the entry taken by the wait itself."""
+
+    async def receive(self) -> tuple[int, int]:
+        taken = await self.inbox.wait_for(self.session_id, _is_ours, timeout=WAIT_TIMEOUT)
+        return monotonic_ns(), len(taken)
+
+
+class WaitDrainRig(WaitRig):
     """``await inbox.wait(session)``, then ``await inbox.adrain(session)``."""
 
-    async def receive(self) -> int:
+    async def receive(self) -> tuple[int, int]:
         if not await self.inbox.wait(self.session_id, timeout=WAIT_TIMEOUT):
-            return 0
-        return len(await self.inbox.adrain(self.session_id))
+            return monotonic_ns(), 0
+        drained = await self.inbox.adrain(self.session_id)
+        return monotonic_ns(), len(drained)
 
 
 class PubSubRig:
@@ -506,12 +523,56 @@ class PubSubRig:
     def parked(self) -> bool:
         return True  # the gate opens as the round starts; the settling time covers the rest
 
-    def receive(self) -> int:
+    def receive(self) -> tuple[int, int]:
         message = self.pubsub.get_message(timeout=WAIT_TIMEOUT)
-        return 0 if message is None or message["type"] != "message" else 1
+        return monotonic_ns(), 0 if message is None or message["type"] != "message" else 1
 
     def close(self) -> None:
         self.pubsub.close()
+
+
+class PubSubToLoopRig:
+    """``pubsub.get_message`` in a plain thread that then wakes the waiting task's event loop.
+
+    The floor of any wake that comes through a thread: one message, one
+    thread-safe wake of the loop (``run_sync_soon``, ``call_soon_threadsafe``).
+    """
+
+    def __init__(self, client: Any, channel: str) -> None:
+        self.bare = PubSubRig(client, channel)
+        self.command = self.bare.command
+        self._listening = threading.Event()
+
+    def parked(self) -> bool:
+        return self._listening.is_set()
+
+    async def receive(self) -> tuple[int, int]:
+        self._listening.clear()
+        got: list[int] = []
+        if sniffio.current_async_library() == "trio":
+            token, done = trio.lowlevel.current_trio_token(), trio.Event()
+
+            def listen() -> None:
+                self._listening.set()
+                got.append(self.bare.receive()[1])
+                token.run_sync_soon(done.set)
+
+            threading.Thread(target=listen, daemon=True).start()
+            await done.wait()
+        else:
+            loop, arrived = asyncio.get_running_loop(), asyncio.Event()
+
+            def listen() -> None:
+                self._listening.set()
+                got.append(self.bare.receive()[1])
+                loop.call_soon_threadsafe(arrived.set)
+
+            threading.Thread(target=listen, daemon=True).start()
+            await arrived.wait()
+        return monotonic_ns(), got[0]
+
+    def close(self) -> None:
+        self.bare.close()
 
 
 class BlpopRig:
@@ -524,11 +585,20 @@ class BlpopRig:
     def parked(self) -> bool:
         return True
 
-    def receive(self) -> int:
-        return 0 if self.client.blpop([self.key], timeout=WAIT_TIMEOUT) is None else 1
+    def receive(self) -> tuple[int, int]:
+        popped = self.client.blpop([self.key], timeout=WAIT_TIMEOUT)
+        return monotonic_ns(), 0 if popped is None else 1
 
     def close(self) -> None:
         pass
+
+
+#: The inbox's candidates: the wake-up itself (the verdict's), and a wake-up with the take.
+RIGS: dict[str, Callable[[Inbox, str], AsyncRig]] = {
+    HARN: WaitRig,
+    WAIT_FOR: WaitForRig,
+    WAIT_DRAIN: WaitDrainRig,
+}
 
 
 def _latency(pusher: Pusher, woke: int, received: int) -> float:
@@ -543,8 +613,7 @@ async def _async_rounds(rig: AsyncRig, gate: Gate, pusher: Pusher, rounds: int) 
     latencies: list[float] = []
     for _ in range(rounds):
         gate.open(rig.command)
-        received = await rig.receive()
-        woke = monotonic_ns()
+        woke, received = await rig.receive()
         latencies.append(_latency(pusher, woke, received))
     return latencies
 
@@ -553,8 +622,7 @@ def _sync_rounds(rig: SyncRig, gate: Gate, pusher: Pusher, rounds: int) -> list[
     latencies: list[float] = []
     for _ in range(rounds):
         gate.open(rig.command)
-        received = rig.receive()
-        woke = monotonic_ns()
+        woke, received = rig.receive()
         latencies.append(_latency(pusher, woke, received))
     return latencies
 
@@ -574,7 +642,7 @@ def _measure_wake(
     blocks: int,
     rounds: int,
 ) -> None:
-    names = (HARN, WAIT_DRAIN, BARE_PUBSUB, BARE_BLPOP)
+    names = (HARN, WAIT_FOR, WAIT_DRAIN, BARE_PUBSUB_LOOP, BARE_PUBSUB, BARE_BLPOP)
     candidates: list[WakeCandidate] = [
         (framework, name) for framework in ("trio", "asyncio") for name in names
     ]
@@ -591,8 +659,18 @@ def _measure_wake(
                 nonlocal serial
                 serial += 1
                 target = f"wake-{framework}-{serial}"
-                if name in (HARN, WAIT_DRAIN):
-                    rig = (WaitForRig if name == HARN else WaitDrainRig)(inbox, target)
+                if name == BARE_PUBSUB_LOOP:
+                    loop_rig = PubSubToLoopRig(client, f"{namespace}:bare:{target}")
+                    gate = Gate(pusher, loop_rig.parked)
+                    try:
+                        if framework == "trio":
+                            return trio.run(_async_rounds, loop_rig, gate, pusher, rounds)
+                        return _asyncio_rounds(loop_rig, gate, pusher, rounds)
+                    finally:
+                        gate.close()
+                        loop_rig.close()
+                if name in RIGS:
+                    rig = RIGS[name](inbox, target)
                     gate = Gate(pusher, rig.parked)
                     try:
                         if framework == "trio":
@@ -642,7 +720,7 @@ def _measure_wake(
             result.verdicts.append(
                 ratio_verdict(
                     12,
-                    f"{framework}: a wait_for woken from another process, p50 ≤ "
+                    f"{framework}: a wait woken from another process, p50 ≤ "
                     f"{WAKE_LIMIT:g}x a {bare.removeprefix('bare ')} round trip",
                     result.find(case, HARN),
                     result.find(case, bare),
