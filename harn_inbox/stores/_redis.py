@@ -98,38 +98,43 @@ SCHEMA_VERSION = 1
 # The operations of a session's log from index ARGV[2] on, as
 # {base, snapshot, operations}: *base* is the index of the log's first
 # operation kept (those before it were compacted into *snapshot*, sent only
-# when ARGV[2] is below it, else ''). KEYS: log, sessions set, schema key,
-# base key, snapshot key. ARGV: operation (for an append), first index
-# wanted, channel, session id, schema version.
+# when ARGV[2] is below it, else ''). KEYS: the log. ARGV: operation (for an
+# append), first index wanted, namespace, session id, schema version. The
+# other keys are the namespace's (its schema key, its sessions set) or the
+# session's (base, snapshot, channel), named here from ARGV: fewer arguments
+# to send on every push (a namespace lives on one server anyway: its schema
+# key and sessions set span every session).
 _SCHEMA_CHECK = """
-local schema = tonumber(redis.call('GET', KEYS[3]) or '0')
+local prefix, session = ARGV[3] .. ':', ARGV[4]
+local schema = tonumber(redis.call('GET', prefix .. 'schema') or '0')
 if schema > tonumber(ARGV[5]) then
     return redis.error_reply('HARN_SCHEMA ' .. schema)
 end
-local base = tonumber(redis.call('GET', KEYS[4]) or '0')
+local base = tonumber(redis.call('GET', prefix .. 'base:' .. session) or '0')
 """
 _TAIL_REPLY = """
 local from = tonumber(ARGV[2])
 local snapshot = ''
 if from < base then
-    snapshot = redis.call('GET', KEYS[5]) or ''
+    snapshot = redis.call('GET', prefix .. 'snapshot:' .. session) or ''
     from = base
 end
-return {base, snapshot, redis.call('LRANGE', KEYS[1], from - base, -1)}
+return {base, snapshot, redis.call('LRANGE', KEYS[1], from - base, %d)}
 """
 # Append ARGV[1] to the log, publish "<its index> <operation>" on the
-# session's channel, reply as above.
+# session's channel, reply as above without the operation just appended
+# (its sender has it).
 _APPEND = (
     _SCHEMA_CHECK
     + """
 local length = redis.call('RPUSH', KEYS[1], ARGV[1])
-redis.call('SADD', KEYS[2], ARGV[4])
-redis.call('PUBLISH', ARGV[3], (base + length - 1) .. ' ' .. ARGV[1])
+redis.call('SADD', prefix .. 'sessions', session)
+redis.call('PUBLISH', prefix .. 'wake:' .. session, (base + length - 1) .. ' ' .. ARGV[1])
 """
-    + _TAIL_REPLY
+    + _TAIL_REPLY % -2
 )
 # Reply as above, appending nothing (a look).
-_TAIL = _SCHEMA_CHECK + _TAIL_REPLY
+_TAIL = _SCHEMA_CHECK + _TAIL_REPLY % -1
 
 # Compact: the state after the operations before index ARGV[1] is ARGV[2];
 # drop them from the log. Only forwards. KEYS: log, base key, snapshot key.
@@ -599,16 +604,10 @@ class RedisStore:
             self._outcomes[counter] = outcome
             try:
                 try:
-                    reply = self._call(
+                    base, snapshot, log = self._call(
                         lambda: self._append(
-                            keys=self._session_keys(session_id),
-                            args=[
-                                text,
-                                track.position,
-                                self._wake_channel(session_id),
-                                session_id,
-                                SCHEMA_VERSION,
-                            ],
+                            keys=[self._log_key(session_id)],
+                            args=[text, track.position, self.namespace, session_id, SCHEMA_VERSION],
                         )
                     )
                 except StoreError:
@@ -616,7 +615,8 @@ class RedisStore:
                     # socket, say): then replay gives back what it took.
                     self._abandoned[counter] = (session_id, time.monotonic() + ABANDONED_FOR)
                     raise
-                give_back = self._absorb(session_id, track, *reply)  # fills in the outcome
+                # (The reply ends before the operation itself: it is *text*.)
+                give_back = self._absorb(session_id, track, base, snapshot, [*log, text.encode()])
             finally:
                 del self._outcomes[counter]
         self._after_replay(session_id, give_back)
@@ -635,8 +635,8 @@ class RedisStore:
                 marks = track.marks
             reply = self._call(
                 lambda: self._tail(
-                    keys=self._session_keys(session_id),
-                    args=["", track.position, "", session_id, SCHEMA_VERSION],
+                    keys=[self._log_key(session_id)],
+                    args=["", track.position, self.namespace, session_id, SCHEMA_VERSION],
                 )
             )
             give_back = self._absorb(session_id, track, *reply)
@@ -972,13 +972,14 @@ class RedisStore:
         return track.position, json.dumps(state, separators=(",", ":"))
 
     def _compact(self, session_id: str, position: int, snapshot: str) -> None:
-        keys = self._session_keys(session_id)
+        namespace = self.namespace
+        keys = [
+            self._log_key(session_id),
+            f"{namespace}:base:{session_id}",
+            f"{namespace}:snapshot:{session_id}",
+        ]
         try:
-            self._call(
-                lambda: self._compact_script(
-                    keys=[keys[0], keys[3], keys[4]], args=[position, snapshot]
-                )
-            )
+            self._call(lambda: self._compact_script(keys=keys, args=[position, snapshot]))
         except StoreError:  # compaction is housekeeping: the next one will do
             return
         track = self._track(session_id)
@@ -1036,16 +1037,9 @@ class RedisStore:
     def _key(self, name: str) -> str:
         return f"{self.namespace}:{name}"
 
-    def _session_keys(self, session_id: str) -> list[str]:
-        # As the scripts take them: log, sessions set, schema key, base key, snapshot key.
-        namespace = self.namespace
-        return [
-            f"{namespace}:log:{session_id}",
-            f"{namespace}:sessions",
-            f"{namespace}:schema",
-            f"{namespace}:base:{session_id}",
-            f"{namespace}:snapshot:{session_id}",
-        ]
+    def _log_key(self, session_id: str) -> str:
+        # The scripts name the session's other keys from the namespace and the id.
+        return f"{self.namespace}:log:{session_id}"
 
     def _wake_channel(self, session_id: str) -> str:
         # One per session: a process hears only the sessions it waits on.
@@ -1171,7 +1165,7 @@ class RedisStore:
             try:
                 index_text, _, text = data.partition(b" ")
                 index = int(index_text)
-                if not isinstance(json.loads(text), dict):
+                if not text.startswith(b"{"):
                     raise ValueError("not an operation")
             except ValueError:  # not a message of this layout (an older process's)
                 index = None
