@@ -67,6 +67,7 @@ import tempfile
 import threading
 import time
 import uuid
+from functools import partial
 from pathlib import Path
 from time import monotonic_ns, time_ns
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -459,6 +460,8 @@ class AsyncRig(Protocol):
     async def receive(self) -> tuple[int, int]:
         """Park until the entry comes: the ``monotonic_ns`` reading then, and how many came."""
 
+    def close(self) -> None: ...
+
 
 class SyncRig(Protocol):
     """A waiter that blocks a plain thread: the bare redis-py calls."""
@@ -483,6 +486,9 @@ class WaitRig:
 
     def parked(self) -> bool:
         return self.inbox.waiter_count(self.session_id) > 0
+
+    def close(self) -> None:
+        pass
 
     async def receive(self) -> tuple[int, int]:
         if not await self.inbox.wait(self.session_id, timeout=WAIT_TIMEOUT):
@@ -549,26 +555,22 @@ class PubSubToLoopRig:
     async def receive(self) -> tuple[int, int]:
         self._listening.clear()
         got: list[int] = []
+        arrived: trio.Event | asyncio.Event
+        wake: Callable[[], object]
         if sniffio.current_async_library() == "trio":
-            token, done = trio.lowlevel.current_trio_token(), trio.Event()
-
-            def listen() -> None:
-                self._listening.set()
-                got.append(self.bare.receive()[1])
-                token.run_sync_soon(done.set)
-
-            threading.Thread(target=listen, daemon=True).start()
-            await done.wait()
+            arrived = trio.Event()
+            wake = partial(trio.lowlevel.current_trio_token().run_sync_soon, arrived.set)
         else:
-            loop, arrived = asyncio.get_running_loop(), asyncio.Event()
+            arrived = asyncio.Event()
+            wake = partial(asyncio.get_running_loop().call_soon_threadsafe, arrived.set)
 
-            def listen() -> None:
-                self._listening.set()
-                got.append(self.bare.receive()[1])
-                loop.call_soon_threadsafe(arrived.set)
+        def listen() -> None:
+            self._listening.set()
+            got.append(self.bare.receive()[1])
+            wake()
 
-            threading.Thread(target=listen, daemon=True).start()
-            await arrived.wait()
+        threading.Thread(target=listen, daemon=True).start()
+        await arrived.wait()
         return monotonic_ns(), got[0]
 
     def close(self) -> None:
@@ -659,18 +661,12 @@ def _measure_wake(
                 nonlocal serial
                 serial += 1
                 target = f"wake-{framework}-{serial}"
-                if name == BARE_PUBSUB_LOOP:
-                    loop_rig = PubSubToLoopRig(client, f"{namespace}:bare:{target}")
-                    gate = Gate(pusher, loop_rig.parked)
-                    try:
-                        if framework == "trio":
-                            return trio.run(_async_rounds, loop_rig, gate, pusher, rounds)
-                        return _asyncio_rounds(loop_rig, gate, pusher, rounds)
-                    finally:
-                        gate.close()
-                        loop_rig.close()
-                if name in RIGS:
-                    rig = RIGS[name](inbox, target)
+                if name in RIGS or name == BARE_PUBSUB_LOOP:
+                    rig = (
+                        PubSubToLoopRig(client, f"{namespace}:bare:{target}")
+                        if name == BARE_PUBSUB_LOOP
+                        else RIGS[name](inbox, target)
+                    )
                     gate = Gate(pusher, rig.parked)
                     try:
                         if framework == "trio":
@@ -678,6 +674,7 @@ def _measure_wake(
                         return _asyncio_rounds(rig, gate, pusher, rounds)
                     finally:
                         gate.close()
+                        rig.close()
                 bare = (
                     PubSubRig(client, f"{namespace}:bare:{target}")
                     if name == BARE_PUBSUB

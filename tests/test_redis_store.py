@@ -9,6 +9,7 @@ Waking across the network takes real time: those waits run on a real trio clock
 from __future__ import annotations
 
 import threading
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -18,7 +19,7 @@ from harn_inbox import Inbox, InboxEntry, ManualClock
 from harn_inbox.stores import MemoryStore, RedisStore
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable
 
     from _redis_server import RedisServer
     from conftest import Backend
@@ -380,25 +381,34 @@ def test_a_wait_whose_timeout_passes_looks_at_the_server_last(
     assert contents(waiting.drain("s")) == ["just in time"]
 
 
+def woken_from_afar(
+    backend: Backend, waiting: Inbox, pushing: Inbox, wait: Callable[[], Awaitable[object]]
+) -> tuple[object, InboxEntry]:
+    """Run *wait* (on session "s" of *waiting*) until parked and heard; push from *pushing*."""
+    store = store_of(waiting)
+
+    async def main() -> tuple[object, InboxEntry]:
+        async with backend.task_group() as group:
+            task = group.start_soon(wait)
+            await backend.to_thread(
+                spin_until,
+                lambda: waiting.waiter_count("s") == 1 and store._track("s").listening,
+                "a wait parked, its session heard",
+            )
+            pushed = pushing.push("s", "k", "x", "src")
+        return task.result, pushed
+
+    result: tuple[object, InboxEntry] = backend.run_in_real_time(main)
+    return result
+
+
 def test_a_batches_step_is_woken_by_another_process(
     backend: Backend, connect: Callable[..., Inbox], redis_server: RedisServer
 ) -> None:
     namespace = redis_server.namespace()
     waiting, pushing = connect(namespace), connect(namespace)
-    store = store_of(waiting)
 
-    async def main() -> tuple[object, InboxEntry]:
-        async with backend.task_group() as group:
-            task = group.start_soon(waiting.batches("s").receive)
-            await backend.to_thread(
-                spin_until,
-                lambda: waiting.waiter_count("s") == 1 and store._track("s").listening,
-                "a batches step parked, its session heard",
-            )
-            pushed = pushing.push("s", "k", "x", "src")
-        return task.result, pushed
-
-    batch, pushed = backend.run_in_real_time(main)
+    batch, pushed = woken_from_afar(backend, waiting, pushing, waiting.batches("s").receive)
     assert batch == [pushed]
 
 
@@ -423,17 +433,8 @@ def test_the_subscriber_survives_an_error_of_its_own_and_waits_still_wake(
     store._tick_expired_leases = fails_once  # type: ignore[method-assign]
     assert failed.wait(10)
 
-    async def main() -> tuple[object, InboxEntry]:
-        async with backend.task_group() as group:
-            task = group.start_soon(waiting.wait_for, "s", lambda e: True)
-            await backend.to_thread(
-                spin_until,
-                lambda: waiting.waiter_count("s") == 1 and store._track("s").listening,
-                "a wait parked, its session heard",
-            )
-            pushed = pushing.push("s", "k", "x", "src")
-        return task.result, pushed
-
-    taken, pushed = backend.run_in_real_time(main)
+    taken, pushed = woken_from_afar(
+        backend, waiting, pushing, partial(waiting.wait_for, "s", lambda e: True)
+    )
     assert taken == [pushed]
     assert "the Redis subscriber starts again" in caplog.text
