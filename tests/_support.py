@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterable, Mapping
 
     from harn_inbox import Batches, Inbox, InboxEntry
+    from harn_inbox.stores import RedisStore
 
 #: How long a test may wait for something that should happen at once, before it fails.
 HANG_GUARD_SECONDS = 60.0
@@ -217,3 +218,12 @@ def waiting(
             return []
 
     return step
+
+
+def store_of(inbox: Inbox) -> RedisStore:
+    """The `RedisStore` under *inbox* (the Redis tests reach into it)."""
+    from harn_inbox.stores import RedisStore
+
+    store = inbox._store
+    assert isinstance(store, RedisStore)
+    return store

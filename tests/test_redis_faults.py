@@ -30,11 +30,11 @@ import time
 import uuid
 from contextlib import contextmanager
 from functools import partial
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from _redis_server import RedisServer, free_port
-from _support import ThreadCall, everything, parked_wait_sync, spin_until
+from _support import ThreadCall, everything, parked_wait_sync, spin_until, store_of
 
 from harn_inbox import Inbox, InboxClosed, InboxEntry, ManualClock, StoreError
 from harn_inbox.stores import RedisStore
@@ -55,10 +55,6 @@ GUARD_SECONDS = 10.0
 MAY_OR_MAY_NOT = "an operation that changes a session may or may not have been applied"
 
 # -- Helpers ---------------------------------------------------------------------------------------
-
-
-def store_of(inbox: Inbox) -> RedisStore:
-    return cast("RedisStore", inbox._store)
 
 
 def push(inbox: Inbox, session_id: str, content: str, **options: Any) -> InboxEntry:

@@ -13,7 +13,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from _support import ThreadCall, spin_until
+from _support import ThreadCall, spin_until, store_of
 
 from harn_inbox import Inbox, InboxEntry, ManualClock
 from harn_inbox.stores import MemoryStore, RedisStore
@@ -109,8 +109,7 @@ def test_a_drain_cancelled_on_the_wire_stops_at_once_and_loses_nothing(
 ) -> None:
     namespace = redis_server.namespace()
     inbox = connect(namespace)
-    store = inbox._store
-    assert isinstance(store, RedisStore)
+    store = store_of(inbox)
     held = Held(store, "drain")
     pushed = [inbox.push("s", "k", content, "src") for content in ("one", "two")]
 
@@ -163,8 +162,7 @@ def test_a_compacted_log_stays_short_and_a_new_inbox_starts_from_its_snapshot(
     namespace = redis_server.namespace()
     clock = ManualClock(start_ms=1_000_000)
     inbox = connect(namespace, clock)
-    store = inbox._store
-    assert isinstance(store, RedisStore)
+    store = store_of(inbox)
     store._compact_after = 10
     first = inbox.push("s", "k", "keyed", "src", dedupe_key="once")
     for round_ in range(30):
@@ -187,8 +185,7 @@ def test_a_wait_for_whose_take_is_stalled_ends_at_once_and_loses_nothing(
     namespace = redis_server.namespace()
     clock = ManualClock(start_ms=1_000_000)
     inbox = connect(namespace, clock)
-    store = inbox._store
-    assert isinstance(store, RedisStore)
+    store = store_of(inbox)
     held = Held(store, "take")
     pushed = inbox.push("s", "go", "wanted", "src")
 
@@ -219,8 +216,7 @@ def test_a_thread_wait_whose_look_is_stalled_ends_at_its_deadline(
 ) -> None:
     clock = ManualClock(start_ms=1_000_000)
     inbox = connect(redis_server.namespace(), clock)
-    store = inbox._store
-    assert isinstance(store, RedisStore)
+    store = store_of(inbox)
     stalled = threading.Event()
     go = threading.Event()
     pending_count = store.pending_count
@@ -283,12 +279,6 @@ class ServerLooks:
             original(session_id)
 
         store._catch_up = counted  # type: ignore[method-assign]
-
-
-def store_of(inbox: Inbox) -> RedisStore:
-    store = inbox._store
-    assert isinstance(store, RedisStore)
-    return store
 
 
 @pytest.mark.parametrize("way", ["wait", "wait_for"])
