@@ -74,7 +74,12 @@ class Claim:
             self._release(record)
 
     async def __aenter__(self) -> list[InboxEntry]:
-        """As ``__enter__``; under trio a cancellation comes before anything is taken, or never."""
+        """As ``__enter__``; a cancellation leaves nothing taken.
+
+        Under trio it comes before anything is taken, or never; with a network
+        store the claim runs off the loop, and what it took goes back if the
+        caller was cancelled meanwhile.
+        """
         if self._network:
             _, entries = await off_loop(self.__enter__, self._give_back)
             assert entries is not None
@@ -104,7 +109,8 @@ class Claim:
             await trio.lowlevel.cancel_shielded_checkpoint()
 
     def _give_back(self, entries: object) -> None:
-        # An asyncio ``async with`` cancelled while it took: the block never ran.
+        # An ``async with`` cancelled while its claim ran off the loop (a network
+        # store): the block never ran.
         record = self._record
         if record is not None:
             self._release(record)

@@ -70,7 +70,6 @@ class Judge(Generic[Taken]):
     __slots__ = (
         "_cursor",
         "_limit",
-        "_looked",
         "_matches",
         "_predicate",
         "_read_here",
@@ -98,8 +97,6 @@ class Judge(Generic[Taken]):
         self._limit = limit
         #: A wait's read of what this process holds (a network store's ``read_here``), or None.
         self._read_here = read_here
-        #: Whether it has read the store once (a wait's first look is never "here").
-        self._looked = False
         #: `look_here` found matches: the next `look` takes them, reading "here" if it can.
         self._to_take = False
         self._cursor: Cursor | None = None
@@ -129,10 +126,10 @@ class Judge(Generic[Taken]):
 
     def _look(self, here: bool) -> Taken | Look:
         judged_any = False
-        # On the loop once it has read the store; off it only right after a look
-        # here that found matches (any other look off the loop reads the server:
-        # a first look, or a wait's last one).
-        read_here = self._read_here if self._looked and (here or self._to_take) else None
+        # On the loop (a wait looks there only after its first look, at the
+        # store); off it only right after a look here that found matches: any
+        # other look off the loop reads the store (a first look, a last one).
+        read_here = self._read_here if here or self._to_take else None
         self._to_take = False
         while True:
             previous = self._cursor
@@ -141,7 +138,6 @@ class Judge(Generic[Taken]):
                 if here:
                     return Look.AWAY
                 read = self._store.read(self._session_id, previous)
-                self._looked = True
             cursor, entries, restarted = read
             known = None
             if restarted and previous is not None and previous.cleared():

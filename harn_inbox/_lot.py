@@ -398,7 +398,8 @@ def _look_here(
 
     A wait's last look (its timeout passed, the inbox closed) is always made
     away: an entry pushed before the deadline counts, even if its message has
-    not reached this process yet.
+    not reached this process yet (as long as the server answers within the
+    patience of a look off the loop, ``harn_inbox._offloop.PATIENCE``).
     """
     if waiter.interrupted is None and not lot.closed:
         found = look_here()

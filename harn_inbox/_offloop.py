@@ -134,6 +134,11 @@ def _ignore(result: object) -> None:
     pass
 
 
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 def _never() -> bool:
     return False
 
@@ -187,7 +192,9 @@ async def _trio_wait(call: OffLoopCall[T], unwanted: Callable[[], bool]) -> tupl
 
     call.start(notify)
     try:
-        while not call.finished:
+        # On `done`, not `call.finished`: it is set from the loop, so this
+        # awaits at least once (a trio call is a checkpoint, however fast).
+        while not done.is_set():
             with trio.move_on_after(PATIENCE):
                 await done.wait()
             if not call.finished and unwanted() and call.abandon():
@@ -203,21 +210,20 @@ async def _asyncio_wait(
     call: OffLoopCall[T], unwanted: Callable[[], bool]
 ) -> tuple[bool, T | None]:
     loop = asyncio.get_running_loop()
-    done = asyncio.Event()
+    done: asyncio.Future[None] = loop.create_future()
 
     def notify() -> None:
         try:
-            loop.call_soon_threadsafe(done.set)
+            loop.call_soon_threadsafe(_resolve, done)
         except RuntimeError:  # the loop is closed: nobody waits any more
             pass
 
     call.start(notify)
     try:
-        while not call.finished:
-            try:
-                await asyncio.wait_for(done.wait(), PATIENCE)
-            except asyncio.TimeoutError:
-                pass
+        while not done.done():
+            # asyncio.wait, not wait_for: it neither wraps the future in a task
+            # nor, on Python < 3.12, swallows a cancellation that meets the result.
+            await asyncio.wait((done,), timeout=PATIENCE)
             if not call.finished and unwanted() and call.abandon():
                 return False, None
     except BaseException:  # CancelledError: nothing taken is lost

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import trio
@@ -147,7 +148,7 @@ class ThreadWaiter(Waiter):
         def unwanted() -> bool:
             if deadline is not None and time.monotonic() >= deadline:
                 self._lot.interrupt(self, Interrupt.TIMEOUT)
-            return self.interrupted is not None or self._lot.closed
+            return _unwanted(self, self._lot)
 
         answered, found = wait_in_thread(OffLoopCall(look, give_back), unwanted)
         return found if answered else Look.NOTHING
@@ -251,7 +252,7 @@ class TrioWaiter(Waiter):
             try:
                 pause = steps.send(Look.NOTHING if self._at is Pause.LOOK else None)
                 while pause is Pause.LOOK:
-                    pause = steps.send(await self._look(look, give_back))
+                    pause = steps.send(await _look_off_loop(self, self._lot, look, give_back))
             except StopIteration as stop:
                 return stop.value
             raise AssertionError("a wait slept again after its timeout")  # pragma: no cover
@@ -278,23 +279,13 @@ class TrioWaiter(Waiter):
                     self._task = self._owner
                     await trio.lowlevel.wait_task_rescheduled(self._abort)
             elif pause is Pause.LOOK:
-                found = await self._look(look, give_back)
+                found = await _look_off_loop(self, self._lot, look, give_back)
             else:
                 await trio.lowlevel.checkpoint()
             try:
                 pause = steps.send(found)
             except StopIteration as stop:
                 return stop.value
-
-    async def _look(
-        self, look: Callable[[], Any], give_back: Callable[[Any], object] | None
-    ) -> Any:
-        # Off the loop; if cancelled, or no longer wanted, what it took goes back.
-        answered, found = await run_off_loop(look, give_back, self._unwanted)
-        return found if answered else Look.NOTHING
-
-    def _unwanted(self) -> bool:
-        return self.interrupted is not None or self._lot.closed
 
 
 class AsyncioWaiter(Waiter):
@@ -379,10 +370,7 @@ class AsyncioWaiter(Waiter):
                 if pause is Pause.SLEEP:
                     await self._future
                 elif pause is Pause.LOOK:
-                    # Off the loop; if cancelled, or no longer wanted, what it took goes back.
-                    answered, found = await run_off_loop(look, give_back, self._unwanted)
-                    if not answered:
-                        found = Look.NOTHING
+                    found = await _look_off_loop(self, self._lot, look, give_back)
                 else:
                     await asyncio.sleep(0)
                 pause = steps.send(found)
@@ -393,8 +381,21 @@ class AsyncioWaiter(Waiter):
                 handle.cancel()
             _end(self._lot, self, steps)  # CancelledError, or the look raised: leave the lot
 
-    def _unwanted(self) -> bool:
-        return self.interrupted is not None or self._lot.closed
+
+async def _look_off_loop(
+    waiter: Waiter,
+    lot: ParkingLot,
+    look: Callable[[], Any],
+    give_back: Callable[[Any], object] | None,
+) -> Any:
+    """A trio or asyncio wait's look off its loop; if cancelled or unwanted, it gives back."""
+    answered, found = await run_off_loop(look, give_back, partial(_unwanted, waiter, lot))
+    return found if answered else Look.NOTHING
+
+
+def _unwanted(waiter: Waiter, lot: ParkingLot) -> bool:
+    """Whether a wait no longer wants the look it runs: its timeout passed, the inbox closed."""
+    return waiter.interrupted is not None or lot.closed
 
 
 def _end(lot: ParkingLot, waiter: Waiter, steps: Generator[Pause, Any, Any]) -> None:

@@ -150,6 +150,10 @@ redis.call('SET', KEYS[3], ARGV[2])
 return 1
 """
 
+#: Seconds between the subscriber's looks at leases that passed and at operations
+#: whose callers gave up.
+HOUSEKEEPING = 0.1
+
 #: Seconds after an operation's caller gave up (`StoreError`) during which this
 #: process looks for it in its log, to give back what it took if it got there.
 ABANDONED_FOR = 120.0
@@ -245,8 +249,6 @@ class _Outcome:
     error: BaseException | None = None
     #: Entries this operation's replay found expired (reported by its own process only).
     expired: list[InboxEntry] = attrs.Factory(list)
-    #: Whether its replay gave it a result.
-    filled: bool = False
 
 
 @final
@@ -545,7 +547,7 @@ class RedisStore:
             return None
         with self._lock:
             self._look_at(session_id)
-            return self._replica.pending_count(session_id) > 0
+            return self._replica.has_pending(session_id)
 
     def read_here(
         self, session_id: str, cursor: Cursor | None
@@ -716,10 +718,9 @@ class RedisStore:
         if track.applied.get(process, 0) >= counter:
             # A retried copy: applied once already, its result given then.
             # (Or an operation whose caller gave up, overtaken by a later one:
-            # skipped, in every replica alike.)
-            waiting = self._outcomes.get(counter) if process == self._process else None
-            if waiting is not None and not waiting.filled:  # pragma: no cover - numbering forbids
-                waiting.error = StoreError(f"{self!r}: operation {counter} came out of order")
+            # skipped, in every replica alike, so it has nothing to give back.)
+            if process == self._process:
+                self._abandoned.pop(counter, None)
             return None
         track.applied[process] = counter
         now = track.now = operation["t"]
@@ -738,7 +739,6 @@ class RedisStore:
         expired, self._expired_now = self._expired_now, []
         if outcome is not None:
             outcome.value, outcome.error, outcome.expired = value, failure, expired
-            outcome.filled = True
             if isinstance(value, _Taken):
                 outcome.value = value.record.entries
             return None
@@ -972,11 +972,10 @@ class RedisStore:
         return track.position, json.dumps(state, separators=(",", ":"))
 
     def _compact(self, session_id: str, position: int, snapshot: str) -> None:
-        namespace = self.namespace
         keys = [
             self._log_key(session_id),
-            f"{namespace}:base:{session_id}",
-            f"{namespace}:snapshot:{session_id}",
+            self._key(f"base:{session_id}"),
+            self._key(f"snapshot:{session_id}"),
         ]
         try:
             self._call(lambda: self._compact_script(keys=keys, args=[position, snapshot]))
@@ -1039,7 +1038,7 @@ class RedisStore:
 
     def _log_key(self, session_id: str) -> str:
         # The scripts name the session's other keys from the namespace and the id.
-        return f"{self.namespace}:log:{session_id}"
+        return self._key(f"log:{session_id}")
 
     def _wake_channel(self, session_id: str) -> str:
         # One per session: a process hears only the sessions it waits on.
@@ -1120,18 +1119,20 @@ class RedisStore:
                 if requested:
                     pubsub.subscribe(*map(self._wake_channel, requested))
                 message = pubsub.get_message(timeout=0.02)
-                if message is not None and message["type"] == "message":
-                    self._heard(message["channel"].decode()[prefix:], message["data"])
-                elif message is not None and message["type"] == "subscribe":
-                    # From now on the session's operations are heard; those
-                    # before may not have been: its waiters look at the server.
-                    track = self._track(message["channel"].decode()[prefix:])
-                    self._mark(track)
-                    track.listening = True
-                    self._notify(message["channel"].decode()[prefix:])
-                if message is None or time.monotonic() >= housekeeping:
+                if message is not None and message["type"] in ("message", "subscribe"):
+                    session_id = message["channel"].decode()[prefix:]
+                    if message["type"] == "message":
+                        self._heard(session_id, message["data"])
+                    else:
+                        # From now on the session's operations are heard; those
+                        # before may not have been: its waiters look at the server.
+                        track = self._track(session_id)
+                        self._mark(track)
+                        track.listening = True
+                        self._notify(session_id)
+                if time.monotonic() >= housekeeping:
                     # Not after every message: a loop just woken waits for the GIL.
-                    housekeeping = time.monotonic() + 0.02
+                    housekeeping = time.monotonic() + HOUSEKEEPING
                     self._tick_expired_leases()
                     self._recover_abandoned()
             except Exception as error:
