@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from harn_inbox import Inbox, InboxEntry
+from harn_inbox import Inbox, InboxEntry, StoreError
 from harn_inbox.stores import SqliteStore
 
 if TYPE_CHECKING:
@@ -122,8 +122,12 @@ def parse(output: bytes) -> Lines:
     return [line.split() for line in output.decode().split("\n")[:-1]]
 
 
-def opened(path: Path) -> tuple[SqliteStore, Inbox]:
-    store = SqliteStore(path)
+def opened(path: Path, context: str) -> tuple[SqliteStore, Inbox]:
+    """The file a kill left, opened; a refusal fails with *context* (it names the seed)."""
+    try:
+        store = SqliteStore(path)
+    except StoreError as error:
+        pytest.fail(f"{context}: the file was refused: {error}")
     return store, Inbox(store=store)
 
 
@@ -154,7 +158,7 @@ def test_every_reported_push_survives_sigkill_exactly_once_in_order(tmp_path: Pa
                 _, sid, sequence, content = fields
                 pushed[sid][int(sequence)] = content
 
-        store, inbox = opened(path)
+        store, inbox = opened(path, context)
         try:
             for sid in SESSIONS:
                 pending = inbox.snapshot(sid)
@@ -195,7 +199,7 @@ def test_an_entry_drained_before_sigkill_is_reported_or_gone_never_pending_again
         lines = run_and_kill("drain", path, when)
         if not path.exists():  # killed before the file was made
             continue
-        store, inbox = opened(path)
+        store, inbox = opened(path, context)
         try:
             for sid in SESSIONS:
                 reported = reports(lines, sid)
@@ -244,7 +248,7 @@ def test_a_claim_killed_in_its_block_gives_its_entries_back_at_the_head_after_si
         lines = run_and_kill("claim", path, when)
         if not path.exists():
             continue
-        store, inbox = opened(path)
+        store, inbox = opened(path, context)
         try:
             for sid in SESSIONS:
                 reported = reports(lines, sid)

@@ -191,6 +191,45 @@ def test_another_applications_sqlite_file_keeps_its_data(tmp_path: Path) -> None
     connection.close()
 
 
+def test_a_file_whose_checkpoint_a_kill_cut_short_opens_with_every_entry(tmp_path: Path) -> None:
+    """A checkpoint copies the log's pages into the file in page order, header first.
+
+    Killed part way, it leaves a file whose header counts pages the file does
+    not have yet; the log beside it still holds them. SQLite finishes the copy
+    on the next open, so the store must not refuse that file as truncated.
+    """
+    path, cut, whole = tmp_path / "x.db", tmp_path / "cut.db", tmp_path / "whole.db"
+    fill(path, 30)  # closed: checkpointed, the file alone
+    with SqliteStore(path) as store:
+        inbox = Inbox(store=store, clock=ManualClock(start_ms=2_000_000))
+        for n in range(300):  # into the log: the file itself does not grow
+            push(inbox, f"s{n % 3}", f"late {n} " + "y" * 200)
+        expected = {sid: inbox.snapshot(sid) for sid in inbox.sessions()}
+        for copy in (cut, whole):  # the files as a kill would leave them, before the checkpoint
+            shutil.copy(path, copy)
+            shutil.copy(f"{path}-wal", f"{copy}-wal")
+    connection = sqlite3.connect(whole)  # what the whole checkpoint writes
+    connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    connection.close()
+    header = whole.read_bytes()[:PAGE]
+    assert whole.stat().st_size > cut.stat().st_size  # the checkpoint grows the file
+    overwrite(cut, 0, header)  # killed after copying the header, before growing the file
+
+    assert reopened(cut) == expected
+
+
+def test_a_truncated_file_with_a_log_beside_it_is_still_refused(tmp_path: Path) -> None:
+    """With a log beside the file its header's page count is not checked; reading it is."""
+    path, cut = tmp_path / "x.db", tmp_path / "cut.db"
+    fill(path)
+    with SqliteStore(path) as store:
+        push(Inbox(store=store), "s0", "in the log")
+        shutil.copy(path, cut)
+        shutil.copy(f"{path}-wal", f"{cut}-wal")
+    os.truncate(cut, cut.stat().st_size // 2 // PAGE * PAGE)
+    says(refusal(cut), cut, "malformed|truncated|corrupt")
+
+
 # -- Permissions ---------------------------------------------------------------------------------
 
 
