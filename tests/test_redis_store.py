@@ -314,6 +314,38 @@ def test_a_parked_wait_woken_from_another_process_takes_no_look_at_the_server(
     assert waiting.drain("s") == ([pushed] if way == "wait" else [])
 
 
+def test_a_push_heard_before_its_own_reply_leaves_the_replica_fresh(
+    connect: Callable[..., Inbox], redis_server: RedisServer
+) -> None:
+    # A process that pushes to a session it waits on hears its own push, often
+    # before the push's reply comes. The message is replayed then and the reply
+    # skips it: the session stays fresh, so the waits' looks need no round trip.
+    inbox = connect(redis_server.namespace())
+    store = store_of(inbox)
+    store._want("s")
+    spin_until(lambda: store._track("s").listening, "the session is heard")
+    store.pending_count("s")  # a look at the server: the replica is settled
+    assert store.has_pending_here("s") is False
+    heard = threading.Event()
+    hear, append = store._heard, store._append
+
+    def hearing(session_id: str, data: bytes) -> None:
+        hear(session_id, data)
+        heard.set()
+
+    def append_then_wait_to_be_heard(**kwargs: Any) -> Any:
+        reply = append(**kwargs)
+        assert heard.wait(10), "the push was not heard"
+        return reply
+
+    store._heard = hearing  # type: ignore[method-assign]
+    store._append = append_then_wait_to_be_heard
+    entry = inbox.push("s", "k", "c", "src")
+    assert entry.sequence == 1
+    assert store.has_pending_here("s") is True
+    assert inbox.drain("s") == [entry]
+
+
 def test_the_replica_is_not_read_while_a_look_at_the_server_replays_into_it(
     connect: Callable[..., Inbox], redis_server: RedisServer
 ) -> None:

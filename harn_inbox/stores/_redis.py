@@ -40,11 +40,13 @@ first look replays what the log holds (a round trip), and its later looks,
 made armed, read a fresh replica without one (``has_pending_here``,
 ``read_here``, on the event loop). The argument, case by case:
 
-- an operation heard when it is the next one is replayed before its notify;
-- one heard while this process has an operation of that session on the wire
-  (its lock held: that reply may or may not hold the heard one), or after a
-  gap (operations not heard), marks the session stale before its notify, and
-  a stale session's looks go to the server;
+- an operation heard when it is the next one is replayed before its notify,
+  even while a reply of this process's that holds it too is on the wire:
+  replies and messages replay by index, under the store's lock, and each
+  skips what the other replayed first (`_absorb`);
+- one heard after a gap (operations not heard), or one it cannot read, marks
+  the session stale before its notify, and a stale session's looks go to
+  the server;
 - one appended before the subscription was confirmed may never be heard: the
   confirmation marks the session stale and notifies it;
 - after a dropped subscription every session is stale and not listening
@@ -205,8 +207,9 @@ class _Track:
 
     def __init__(self) -> None:
         #: Held by this process's round trip and replay of the session, so that
-        #: its operations on it are replayed in the order they were sent, and a
-        #: compaction never jumps over an operation whose caller waits.
+        #: its operations on it reach the log in the order of their numbers, and a
+        #: compaction never jumps over an operation whose caller waits. (Messages
+        #: replay without it: see `_absorb`.)
         self.lock = threading.Lock()
         #: The index of the next operation to replay.
         self.position = 0
@@ -604,12 +607,14 @@ class RedisStore:
             operation["n"] = counter
             text = json.dumps(operation, separators=(",", ":"))
             self._outcomes[counter] = outcome
+            # The reply starts here (hearers may replay on meanwhile: see `_absorb`).
+            start = track.position
             try:
                 try:
                     base, snapshot, log = self._call(
                         lambda: self._append(
                             keys=[self._log_key(session_id)],
-                            args=[text, track.position, self.namespace, session_id, SCHEMA_VERSION],
+                            args=[text, start, self.namespace, session_id, SCHEMA_VERSION],
                         )
                     )
                 except StoreError:
@@ -618,7 +623,9 @@ class RedisStore:
                     self._abandoned[counter] = (session_id, time.monotonic() + ABANDONED_FOR)
                     raise
                 # (The reply ends before the operation itself: it is *text*.)
-                give_back = self._absorb(session_id, track, base, snapshot, [*log, text.encode()])
+                give_back = self._absorb(
+                    session_id, track, start, base, snapshot, [*log, text.encode()]
+                )
             finally:
                 del self._outcomes[counter]
         self._after_replay(session_id, give_back)
@@ -635,13 +642,14 @@ class RedisStore:
         with track.lock:
             with self._lock:
                 marks = track.marks
+                start = track.position
             reply = self._call(
                 lambda: self._tail(
                     keys=[self._log_key(session_id)],
-                    args=["", track.position, self.namespace, session_id, SCHEMA_VERSION],
+                    args=["", start, self.namespace, session_id, SCHEMA_VERSION],
                 )
             )
-            give_back = self._absorb(session_id, track, *reply)
+            give_back = self._absorb(session_id, track, start, *reply)
             with self._lock:
                 # Settled only now that the reply is replayed (a look on another
                 # thread must not read the replica before), and only as far as the
@@ -658,28 +666,37 @@ class RedisStore:
         self,
         session_id: str,
         track: _Track,
-        base: int,
+        start: int,
+        base: int | bytes,
         snapshot: bytes | str,
         log: list[bytes],
         compact: bool = True,
     ) -> list[dict[str, Any]]:
-        """Replay a script's reply, or a message (under the session's lock); return give-backs owed.
+        """Replay a script's reply, or a message; return the give-backs owed.
 
-        The reply of a script is ``[base, snapshot, log]`` (see ``_TAIL_REPLY``);
-        the log starts at the replica's position, or at *base* with a snapshot.
+        *log* holds the operations from index *start* on: a reply's from the
+        position its request sent (see ``_TAIL_REPLY``), or from *base* after
+        a snapshot of what came before it; a message's, its own. Replies and
+        messages replay by index, under the store's lock, whichever comes
+        first: the other skips what is replayed. A log that starts beyond the
+        replica (a message after one not heard) is not replayed: the session
+        is marked stale instead.
         """
         base = int(base)
         give_back: list[dict[str, Any]] = []
         cleared = False
         with self._lock:
-            start = track.position
-            if snapshot and track.position < base:
-                # Compacted past us (by another process): what it replayed
-                # there is in the snapshot. No operation of ours is skipped:
-                # each is in the reply to its own append, under the lock held.
-                cleared = self._load(session_id, track, json.loads(snapshot), base)
+            if snapshot and start < base:
                 start = base
+                if track.position < base:
+                    # Compacted past us (by another process): what it replayed
+                    # there is in the snapshot. No operation of ours is skipped:
+                    # each is in the reply to its own append.
+                    cleared = self._load(session_id, track, json.loads(snapshot), base)
             track.base = max(track.base, base)
+            if start > track.position:
+                track.marks += 1
+                log = []
             for index, text in enumerate(log, start):
                 if index < track.position:
                     continue
@@ -1151,41 +1168,32 @@ class RedisStore:
             pubsub.close()
 
     def _heard(self, session_id: str, data: bytes) -> None:
-        """Replay an operation heard on its session's channel if it is the next one; notify.
+        """Replay an operation heard on its session's channel, then notify the session.
 
         The message is ``<index> <operation>``. Replayed here, a wait's look
-        needs no round trip (`has_pending_here`). When it cannot be replayed
-        now, the session is marked stale, and its waits look at the server:
-        an operation of this process is on the wire (the session's lock is
-        held, and that operation's reply may end before this one), or
-        operations before it were not heard.
+        needs no round trip (`has_pending_here`). A reply of this process's
+        may be on the wire and hold the same operation: whichever is replayed
+        first counts (`_absorb`). After a gap (operations before it not
+        heard), or for a message it cannot read, the session is marked stale
+        and its waits look at the server.
         """
         track = self._track(session_id)
         give_back: list[dict[str, Any]] = []
-        if track.lock.acquire(blocking=False):
+        index_text, _, text = data.partition(b" ")
+        try:
+            index = int(index_text)
+            if not text.startswith(b"{"):
+                raise ValueError("not an operation")
+        except ValueError:  # not a message of this layout (an older process's)
+            self._mark(track)
+        else:
             try:
-                index_text, _, text = data.partition(b" ")
-                index = int(index_text)
-                if not text.startswith(b"{"):
-                    raise ValueError("not an operation")
-            except ValueError:  # not a message of this layout (an older process's)
-                index = None
-            try:
-                if index == track.position:
-                    give_back = self._absorb(
-                        session_id, track, track.base, "", [text], compact=False
-                    )
-                elif index is None or index > track.position:
-                    self._mark(track)  # unreadable, or operations before it not heard
+                give_back = self._absorb(session_id, track, index, 0, "", [text], compact=False)
             except Exception:  # (not ours to raise: the subscriber must go on)
                 self._mark(track)
                 fallback_logger.exception(
                     "harn_inbox: could not replay a message of %r", session_id
                 )
-            finally:
-                track.lock.release()
-        else:
-            self._mark(track)
         self._notify(session_id)
         self._after_replay(session_id, give_back)
 
