@@ -13,7 +13,11 @@ Linux machine.
 call of a script registered with redis-py's ``register_script`` that does an
 ``RPUSH`` and a ``PUBLISH`` (what the store's script does besides its own
 checks and its answer), with a payload the size of the store's own operation.
-For reference, ``PING``: the round trip alone. A round times *ops* calls in a
+For reference, ``PING``: the round trip alone, and the store's own append
+script called bare, as the store calls it but with its operation pre-built
+and its reply not replayed (on a session nobody reads, from the log's end):
+what the contract's checks and answer cost on the server and on the wire,
+apart from the Python around them. A round times *ops* calls in a
 plain loop, then empties the session or the list (untimed); rounds rotate
 across the candidates.
 
@@ -24,7 +28,14 @@ drained, untimed), ``await inbox.wait_for(session, predicate)`` (woken and
 the entry taken: one more round trip), or ``await inbox.wait(session)`` then
 ``await inbox.adrain(session)``; the bare round trips block on redis-py in a
 plain thread: ``pubsub.get_message`` on a subscribed channel (the pusher
-``PUBLISH``es) and ``BLPOP`` (the pusher ``RPUSH``es). Each round the
+``PUBLISH``es) and ``BLPOP`` (the pusher ``RPUSH``es). Floors beside them, in the same rounds:
+a bare redis-py message handed to the waiting loop by a thread-safe wake
+(what any wake through a thread costs), and a loop that reads its messages
+from a socket of its own (RESP by hand, nothing replayed) while the pusher
+``PUBLISH``es, calls the bare script (``RPUSH`` + ``PUBLISH``, a payload the
+size of the store's operation), or ``inbox.push``es: what the sender does
+before its message leaves the server, with nothing of the inbox's on the
+receiving side. Each round the
 waiter's gate thread waits until the waiter is parked (for the inbox, its
 public ``waiter_count``; for the bare calls, the round's start), lets a
 settling time pass (for the inbox's second look, a round trip, to end), then
@@ -57,6 +68,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import itertools
 import json
 import multiprocessing
 import os
@@ -66,6 +78,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import urllib.parse
 import uuid
 from functools import partial
 from pathlib import Path
@@ -78,7 +91,7 @@ import trio
 import trio.testing
 
 from harn_inbox import Inbox
-from harn_inbox.stores import RedisStore
+from harn_inbox.stores import RedisStore, _redis
 
 from .measure import (
     CONTENT,
@@ -120,14 +133,30 @@ PRODUCERS = 8
 
 BARE_SCRIPT_NAME = "bare script: RPUSH + PUBLISH"
 PING = "PING (the round trip alone)"
+STORE_SCRIPT_NAME = "the store's append script alone (its reply not replayed)"
 WAIT_FOR = "harn_inbox: wait_for (woken and taken)"
 WAIT_DRAIN = "harn_inbox: wait, then adrain"
 BARE_PUBSUB = "bare redis-py pub/sub"
 BARE_BLPOP = "bare redis-py BLPOP"
 BARE_PUBSUB_LOOP = "bare redis-py pub/sub, then a thread-safe wake of the loop"
+#: The floors of a loop that reads its messages from a socket of its own: what the sender
+#: does before its message leaves the server, with nothing of the inbox's on the receiving side.
+OWN_SOCKET_PUBLISH = "bare PUBLISH, read by the loop from its own socket"
+OWN_SOCKET_SCRIPT = "bare script (RPUSH + PUBLISH), read by the loop from its own socket"
+OWN_SOCKET_PUSH = "harn_inbox push, its message read by the loop from its own socket"
+OWN_SOCKET = {OWN_SOCKET_PUBLISH: "publish", OWN_SOCKET_SCRIPT: "script", OWN_SOCKET_PUSH: "push"}
 BARE_QUEUE = "bare redis-py queue: INCR + RPUSH script, BLPOP"
 #: The candidates that are a floor, not a peer (the chart draws them apart).
-FLOORS = (BARE_SCRIPT_NAME, PING, BARE_PUBSUB, BARE_BLPOP, BARE_PUBSUB_LOOP, BARE_QUEUE)
+FLOORS = (
+    BARE_SCRIPT_NAME,
+    PING,
+    STORE_SCRIPT_NAME,
+    BARE_PUBSUB,
+    BARE_BLPOP,
+    BARE_PUBSUB_LOOP,
+    *OWN_SOCKET,
+    BARE_QUEUE,
+)
 
 PUSH_CASE = "push round trip, one thread, one session"
 
@@ -291,6 +320,24 @@ def _measure_push(result: ScenarioResult, url: str, namespace: str, rounds: int,
     def ping(session_id: str, kind: str, content: str, source: str) -> object:
         return client.ping()
 
+    # The push's own script, called as the store calls it, on a session of its own
+    # that nobody replays: from the log's end, so that its reply is as a lone
+    # pusher's (nothing of other processes to replay). (A private of the store's.)
+    store_script = client.register_script(_redis._APPEND)
+    raw = f"{namespace}-raw"
+    appended = itertools.count()
+
+    def store_script_push(session_id: str, kind: str, content: str, source: str) -> object:
+        return store_script(
+            keys=[f"{raw}:log:{session_id}"],
+            args=[payload, next(appended), raw, session_id, _redis.SCHEMA_VERSION],
+        )
+
+    def empty_raw() -> None:
+        nonlocal appended
+        client.delete(f"{raw}:log:{SESSION}")
+        appended = itertools.count()
+
     with RedisStore(url, namespace=namespace) as store, Inbox(store=store) as inbox:
 
         def round_of(
@@ -306,6 +353,7 @@ def _measure_push(result: ScenarioResult, url: str, namespace: str, rounds: int,
         candidates = {
             HARN: round_of(inbox.push, lambda: inbox.drain(SESSION)),
             BARE_SCRIPT_NAME: round_of(bare_push, lambda: client.delete(key)),
+            STORE_SCRIPT_NAME: round_of(store_script_push, empty_raw),
             PING: round_of(ping, lambda: None),
         }
         for one_round in candidates.values():
@@ -340,6 +388,8 @@ def _pusher_main(
 ) -> None:
     """The other process of the wake-up: on each command, read the clock and fire."""
     client = _client(url)
+    script = client.register_script(BARE_SCRIPT)
+    payload = _operation_size_payload()
     try:
         with RedisStore(url, namespace=namespace) as store, Inbox(store=store) as inbox:
             push, publish, rpush = inbox.push, client.publish, client.rpush
@@ -347,6 +397,10 @@ def _pusher_main(
                 "push": lambda session_id: push(session_id, KIND, CONTENT, SOURCE),
                 "publish": lambda channel: publish(channel, ITEM_JSON),
                 "rpush": lambda key: rpush(key, ITEM_JSON),
+                # The push's two writes, with a payload the size of its operation.
+                "script": lambda channel: script(
+                    keys=[f"{channel}:list"], args=[payload, channel, payload]
+                ),
             }
             client.ping()
             gc.disable()
@@ -577,6 +631,61 @@ class PubSubToLoopRig:
         self.bare.close()
 
 
+class OwnSocketRig:
+    """A loop that reads its messages from a socket of its own: RESP by hand, nothing replayed.
+
+    The floor of a wake that the waiting loop reads itself, with no thread
+    between: the socket subscribes before the block, and each round the loop
+    awaits it (trio's ``wait_readable``, asyncio's ``sock_recv``) until one
+    whole message is in. What the sender does before its message leaves the
+    server is all that differs between its rows.
+    """
+
+    def __init__(self, url: str, channel: str, command: str) -> None:
+        address = urllib.parse.urlsplit(url)
+        self.command = command
+        self.socket = socket.create_connection(
+            (address.hostname, address.port), timeout=WAIT_TIMEOUT
+        )
+        self.socket.sendall(_command_bytes("SUBSCRIBE", channel))
+        confirmed = b""
+        while confirmed.count(b"\r\n") < 6:  # *3, $9, subscribe, $n, the channel, :1
+            confirmed += self.socket.recv(4096)
+        if b"subscribe" not in confirmed:
+            raise RuntimeError(f"no subscription to {channel!r}: {confirmed!r}")
+        self.socket.setblocking(False)
+
+    def parked(self) -> bool:
+        return True  # subscribed before the block
+
+    async def receive(self) -> tuple[int, int]:
+        data = b""
+        while data.count(b"\r\n") < 7:  # *3, $7, message, $n, the channel, $m, the data
+            if sniffio.current_async_library() == "trio":
+                await trio.lowlevel.wait_readable(self.socket)
+                try:
+                    chunk = self.socket.recv(65536)
+                except BlockingIOError:
+                    continue
+            else:
+                chunk = await asyncio.get_running_loop().sock_recv(self.socket, 65536)
+            if not chunk:
+                raise RuntimeError("the server closed the subscriber's socket")
+            data += chunk
+        return monotonic_ns(), int(data.startswith(b"*3\r\n$7\r\nmessage\r\n"))
+
+    def close(self) -> None:
+        self.socket.close()
+
+
+def _command_bytes(*words: str) -> bytes:
+    """A command in RESP, as a client sends it: an array of bulk strings."""
+    encoded = [word.encode() for word in words]
+    return b"*%d\r\n" % len(encoded) + b"".join(
+        b"$%d\r\n%s\r\n" % (len(word), word) for word in encoded
+    )
+
+
 class BlpopRig:
     """redis-py's ``BLPOP`` on a list; the pusher ``RPUSH``es."""
 
@@ -644,7 +753,7 @@ def _measure_wake(
     blocks: int,
     rounds: int,
 ) -> None:
-    names = (HARN, WAIT_FOR, WAIT_DRAIN, BARE_PUBSUB_LOOP, BARE_PUBSUB, BARE_BLPOP)
+    names = (HARN, WAIT_FOR, WAIT_DRAIN, BARE_PUBSUB_LOOP, *OWN_SOCKET, BARE_PUBSUB, BARE_BLPOP)
     candidates: list[WakeCandidate] = [
         (framework, name) for framework in ("trio", "asyncio") for name in names
     ]
@@ -661,12 +770,17 @@ def _measure_wake(
                 nonlocal serial
                 serial += 1
                 target = f"wake-{framework}-{serial}"
-                if name in RIGS or name == BARE_PUBSUB_LOOP:
-                    rig = (
-                        PubSubToLoopRig(client, f"{namespace}:bare:{target}")
-                        if name == BARE_PUBSUB_LOOP
-                        else RIGS[name](inbox, target)
-                    )
+                if name in RIGS or name == BARE_PUBSUB_LOOP or name in OWN_SOCKET:
+                    rig: AsyncRig
+                    if name == BARE_PUBSUB_LOOP:
+                        rig = PubSubToLoopRig(client, f"{namespace}:bare:{target}")
+                    elif name == OWN_SOCKET_PUSH:
+                        rig = OwnSocketRig(url, f"{namespace}:wake:{target}", f"push {target}")
+                    elif name in OWN_SOCKET:
+                        channel = f"{namespace}:bare:{target}"
+                        rig = OwnSocketRig(url, channel, f"{OWN_SOCKET[name]} {channel}")
+                    else:
+                        rig = RIGS[name](inbox, target)
                     gate = Gate(pusher, rig.parked)
                     try:
                         if framework == "trio":
@@ -675,6 +789,8 @@ def _measure_wake(
                     finally:
                         gate.close()
                         rig.close()
+                        if name == OWN_SOCKET_PUSH:
+                            inbox.drain(target)  # (untimed: the pushes need no keeping)
                 bare = (
                     PubSubRig(client, f"{namespace}:bare:{target}")
                     if name == BARE_PUBSUB

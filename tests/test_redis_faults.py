@@ -33,6 +33,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import pytest
+import redis
 from _redis_server import RedisServer, free_port
 from _support import ThreadCall, everything, parked_wait_sync, spin_until, store_of
 
@@ -490,6 +491,74 @@ def test_a_drain_that_timed_out_on_a_paused_server_loses_no_entry(
     assert fresh.drain("s") == pushed
     assert fresh.drain("s") == [] == a.drain("s")
     assert push(fresh, "s", "#2").sequence == 3
+
+
+def test_a_drain_heard_before_its_reply_was_lost_returns_what_it_took(
+    redis_server: RedisServer, connect: Callable[..., Inbox]
+) -> None:
+    # Its message came back and was replayed before the connection failed: the
+    # drain ran, once, and its result is in hand. Raising would lose the
+    # entries: a replay that already happened gives nothing back.
+    namespace = redis_server.namespace()
+    a, other = connect(namespace, retries=0), connect(namespace)
+    store = store_of(a)
+    pushed = [push(other, "s", "#0"), push(other, "s", "#1")]
+    store._want("s")
+    spin_until(lambda: store._track("s").listening, "the session is heard")
+    store.pending_count("s")  # the replica caught up: the drain's message is the next one
+    heard = threading.Event()
+    hear, append = store._heard, store._append
+
+    def hearing(session_id: str, data: bytes) -> None:
+        hear(session_id, data)
+        if b'"o":"drain"' in data:
+            heard.set()
+
+    def append_then_lose_the_reply(**kwargs: Any) -> Any:
+        append(**kwargs)
+        assert heard.wait(GUARD_SECONDS), "the drain was not heard"
+        raise redis.ConnectionError("the reply was lost")
+
+    store._heard = hearing  # type: ignore[method-assign]
+    store._append = append_then_lose_the_reply
+    assert a.drain("s") == pushed
+    store._append = append
+    assert store._abandoned == {}
+    assert other.drain("s") == [] == a.drain("s")
+    assert push(other, "s", "#2").sequence == 3
+
+
+def test_a_retried_operation_whose_first_copy_was_compacted_away_raises_saying_so(
+    redis_server: RedisServer, connect: Callable[..., Inbox]
+) -> None:
+    # Its first copy reached the log, its reply did not, and before the retry
+    # another process replayed it and compacted the log past it: its result
+    # is nowhere to be read. It raises rather than return nothing.
+    namespace = redis_server.namespace()
+    a, other = connect(namespace, retries=1), connect(namespace)
+    store, others = store_of(a), store_of(other)
+    others._compact_after = 10
+    push(other, "s", "#0")
+    append = store._append
+    tries = 0
+
+    def append_lose_the_reply_then_compact(**kwargs: Any) -> Any:
+        nonlocal tries
+        tries += 1
+        reply = append(**kwargs)
+        if tries == 1:
+            for n in range(10):  # the other process goes on, and compacts
+                push(other, "s", f"later {n}")
+                other.drain("s")
+            assert others._track("s").base > 1
+            raise redis.ConnectionError("the reply was lost")
+        return reply
+
+    store._append = append_lose_the_reply_then_compact
+    with pytest.raises(StoreError, match="compacted the log past it"):
+        a.drain("s")
+    assert tries == 2
+    assert a.drain("s") == [] == other.drain("s")
 
 
 # -- 6. A namespace written by a newer schema ------------------------------------------------------

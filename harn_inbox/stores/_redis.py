@@ -248,6 +248,8 @@ class _Taken:
 
 @attrs.define
 class _Outcome:
+    #: Whether this process replayed the operation (so the rest is its result).
+    replayed: bool = False
     value: Any = None
     error: BaseException | None = None
     #: Entries this operation's replay found expired (reported by its own process only).
@@ -610,25 +612,42 @@ class RedisStore:
             # The reply starts here (hearers may replay on meanwhile: see `_absorb`).
             start = track.position
             try:
-                try:
-                    base, snapshot, log = self._call(
-                        lambda: self._append(
-                            keys=[self._log_key(session_id)],
-                            args=[text, start, self.namespace, session_id, SCHEMA_VERSION],
-                        )
+                base, snapshot, log = self._call(
+                    lambda: self._append(
+                        keys=[self._log_key(session_id)],
+                        args=[text, start, self.namespace, session_id, SCHEMA_VERSION],
                     )
-                except StoreError:
-                    # It may reach the log after all (it sat in a paused server's
-                    # socket, say): then replay gives back what it took.
-                    self._abandoned[counter] = (session_id, time.monotonic() + ABANDONED_FOR)
-                    raise
-                # (The reply ends before the operation itself: it is *text*.)
-                give_back = self._absorb(
-                    session_id, track, start, base, snapshot, [*log, text.encode()]
                 )
-            finally:
-                del self._outcomes[counter]
+            except StoreError:
+                with self._lock:
+                    # Decided with replay shut out. Its message may have been heard
+                    # and replayed: then it ran, once, and its result is in hand.
+                    # If not, it may reach the log after all (it sat in a paused
+                    # server's socket, say): then replay gives back what it took.
+                    del self._outcomes[counter]
+                    landed = track.applied.get(self._process, 0) >= counter
+                    if not landed:
+                        self._abandoned[counter] = (session_id, time.monotonic() + ABANDONED_FOR)
+                if not landed:
+                    raise
+                give_back = []
+            else:
+                try:
+                    # (The reply ends before the operation itself: it is *text*.)
+                    give_back = self._absorb(
+                        session_id, track, start, base, snapshot, [*log, text.encode()]
+                    )
+                finally:
+                    del self._outcomes[counter]
         self._after_replay(session_id, give_back)
+        if not outcome.replayed:
+            # Sent again after a failed connection, its first copy was replayed
+            # by another process only, into a snapshot of the compacted log.
+            raise StoreError(
+                f"{self!r}: an operation on session {session_id!r} was applied, but its "
+                "connection failed and another process compacted the log past it before "
+                "its result was read: the result is lost"
+            )
         settings = self._settings
         if outcome.expired and settings is not None:
             settings.expired(outcome.expired)
@@ -755,6 +774,7 @@ class RedisStore:
             failure = error
         expired, self._expired_now = self._expired_now, []
         if outcome is not None:
+            outcome.replayed = True
             outcome.value, outcome.error, outcome.expired = value, failure, expired
             if isinstance(value, _Taken):
                 outcome.value = value.record.entries
