@@ -127,8 +127,8 @@ class LookCounter:
         self.count = 0
         catch_up, pending_here, read_here = store._catch_up, store.has_pending_here, store.read_here
 
-        def counted_catch_up(session_id: str) -> None:
-            catch_up(session_id)
+        def counted_catch_up(*session_ids: str) -> None:
+            catch_up(*session_ids)
             self.count += 1
 
         def counted_pending_here(session_id: str) -> bool | None:

@@ -156,6 +156,30 @@ def given_back(inbox: Inbox, session_id: str) -> list[InboxEntry]:
     return inbox.drain(session_id)
 
 
+def test_sessions_reads_every_session_in_a_round_trip_per_500(
+    connect: Callable[..., Inbox], redis_server: RedisServer
+) -> None:
+    namespace = redis_server.namespace()
+    pushing, listing = connect(namespace), connect(namespace)
+    pushed = [pushing.push(f"s{n}", "k", f"#{n}", "src") for n in range(1100)]
+    for n in range(0, 1100, 2):
+        pushing.drain(f"s{n}")
+    store = store_of(listing)
+    call = store._call
+    calls = 0
+
+    def counted(*args: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        return call(*args)
+
+    store._call = counted  # type: ignore[method-assign]
+    assert sorted(listing.sessions()) == sorted(f"s{n}" for n in range(1, 1100, 2))
+    assert calls == 1 + 3  # the set, then 500 + 500 + 100 sessions
+    assert listing.snapshot("s1") == [pushed[1]]
+    assert calls == 4 + 1  # a look: the session was replayed already (nothing new)
+
+
 def test_a_compacted_log_stays_short_and_a_new_inbox_starts_from_its_snapshot(
     connect: Callable[..., Inbox], redis_server: RedisServer
 ) -> None:
@@ -274,9 +298,9 @@ class ServerLooks:
         self.count = 0
         original = store._catch_up
 
-        def counted(session_id: str) -> None:
+        def counted(*session_ids: str) -> None:
             self.count += 1
-            original(session_id)
+            original(*session_ids)
 
         store._catch_up = counted  # type: ignore[method-assign]
 

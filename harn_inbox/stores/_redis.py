@@ -71,6 +71,7 @@ wake for the entries given back.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -163,6 +164,9 @@ ABANDONED_FOR = 120.0
 #: A session's log is compacted once this many operations follow its base and
 #: its state is small (nothing pending or claimed): see `RedisStore._compact`.
 COMPACT_AFTER = 100
+
+#: How many sessions `RedisStore.sessions` reads in one round trip.
+SESSIONS_PER_ROUND_TRIP = 500
 
 # Claim the namespace for this schema, or say which schema holds it.
 _SCHEMA = """
@@ -580,11 +584,21 @@ class RedisStore:
             return self._replica.snapshot(session_id)
 
     def sessions(self) -> list[str]:
+        # Every session the namespace has held is read: a round trip per
+        # SESSIONS_PER_ROUND_TRIP of them, not one each.
         known = sorted(
             member.decode()
             for member in self._call(lambda: self._client.smembers(self._key("sessions")))
         )
-        return [session_id for session_id in known if self.pending_count(session_id) > 0]
+        for first in range(0, len(known), SESSIONS_PER_ROUND_TRIP):
+            self._catch_up(*known[first : first + SESSIONS_PER_ROUND_TRIP])
+        pending = []
+        with self._lock:
+            for session_id in known:
+                self._look_at(session_id)
+                if self._replica.pending_count(session_id) > 0:
+                    pending.append(session_id)
+        return pending
 
     def statistics(self, session_id: str) -> SessionStatistics:
         self._catch_up(session_id)
@@ -655,31 +669,56 @@ class RedisStore:
             raise outcome.error
         return outcome.value
 
-    def _catch_up(self, session_id: str) -> None:
-        """Replay what the session's log holds beyond this replica (a look's round trip)."""
-        track = self._track(session_id)
-        with track.lock:
+    def _catch_up(self, *session_ids: str) -> None:
+        """Replay what the sessions' logs hold beyond this replica: a look's round trip.
+
+        Several sessions (distinct, sorted) share one round trip. Their locks
+        are taken in that order; no other caller holds two, so none waits in
+        a cycle.
+        """
+        tracks = [self._track(session_id) for session_id in session_ids]
+        with contextlib.ExitStack() as held:
+            for track in tracks:
+                held.enter_context(track.lock)
             with self._lock:
-                marks = track.marks
-                start = track.position
-            reply = self._call(
-                lambda: self._tail(
-                    keys=[self._log_key(session_id)],
-                    args=["", start, self.namespace, session_id, SCHEMA_VERSION],
+                marks = [track.marks for track in tracks]
+                starts = [track.position for track in tracks]
+            replies = self._call(lambda: self._tails(session_ids, starts))
+            give_backs = [
+                self._absorb(session_id, track, start, *reply)
+                for session_id, track, start, reply in zip(
+                    session_ids, tracks, starts, replies, strict=True
                 )
-            )
-            give_back = self._absorb(session_id, track, start, *reply)
+            ]
             with self._lock:
                 # Settled only now that the reply is replayed (a look on another
                 # thread must not read the replica before), and only as far as the
                 # marks made before the round trip: an operation behind them was
                 # appended before it, so it is in the reply. A later mark stands.
-                track.settled = max(track.settled, marks)
-        self._after_replay(session_id, give_back)
-        if self._due(session_id, track):
-            # Purge by this process's clock, and give back claims whose lease
-            # passed, through the log: for every replica alike.
-            self._run(session_id, {"o": "tick", "t": self._now()})
+                for track, read in zip(tracks, marks, strict=True):
+                    track.settled = max(track.settled, read)
+        for session_id, track, give_back in zip(session_ids, tracks, give_backs, strict=True):
+            self._after_replay(session_id, give_back)
+            if self._due(session_id, track):
+                # Purge by this process's clock, and give back claims whose lease
+                # passed, through the log: for every replica alike.
+                self._run(session_id, {"o": "tick", "t": self._now()})
+
+    def _tails(self, session_ids: tuple[str, ...], starts: list[int]) -> list[Any]:
+        """The replies of `_TAIL` for each session from its start: one round trip."""
+        if len(session_ids) == 1:
+            return [self._tail_of(session_ids[0], starts[0], self._client)]
+        pipeline = self._client.pipeline(transaction=False)
+        for session_id, start in zip(session_ids, starts, strict=True):
+            self._tail_of(session_id, start, pipeline)
+        return list(pipeline.execute())
+
+    def _tail_of(self, session_id: str, start: int, client: Any) -> Any:
+        return self._tail(
+            keys=[self._log_key(session_id)],
+            args=["", start, self.namespace, session_id, SCHEMA_VERSION],
+            client=client,
+        )
 
     def _absorb(
         self,
@@ -1095,7 +1134,7 @@ class RedisStore:
             "(upgrade harn_inbox, or use another namespace)"
         )
 
-    def _call(self, command: Any, tail_from_session: str | None = None) -> Any:
+    def _call(self, command: Any) -> Any:
         """Run *command* (a round trip), sending it again on a connection failure, then give up.
 
         Safe to repeat: an append carries its operation's id (replay skips a
