@@ -101,7 +101,9 @@ SCHEMA_VERSION = 1
 # The operations of a session's log from index ARGV[2] on, as
 # {base, snapshot, operations}: *base* is the index of the log's first
 # operation kept (those before it were compacted into *snapshot*, sent only
-# when ARGV[2] is below it, else ''). KEYS: the log. ARGV: operation (for an
+# when ARGV[2] is below it, else ''); *base* alone when the rest is empty
+# (the usual reply to a push: redis-py reads an integer in a fraction of the
+# time of a nested array; benchmarks/README.md, scenario 12). KEYS: the log. ARGV: operation (for an
 # append), first index wanted, namespace, session id, schema version. The
 # other keys are the namespace's (its schema key, its sessions set) or the
 # session's (base, snapshot, channel), named here from ARGV: fewer arguments
@@ -122,7 +124,11 @@ if from < base then
     snapshot = redis.call('GET', prefix .. 'snapshot:' .. session) or ''
     from = base
 end
-return {base, snapshot, redis.call('LRANGE', KEYS[1], from - base, %d)}
+local operations = redis.call('LRANGE', KEYS[1], from - base, %d)
+if snapshot == '' and #operations == 0 then
+    return base
+end
+return {base, snapshot, operations}
 """
 # Append ARGV[1] to the log, publish "<its index> <operation>" on the
 # session's channel, reply as above without the operation just appended
@@ -626,7 +632,7 @@ class RedisStore:
             # The reply starts here (hearers may replay on meanwhile: see `_absorb`).
             start = track.position
             try:
-                base, snapshot, log = self._call(
+                reply = self._call(
                     lambda: self._append(
                         keys=[self._log_key(session_id)],
                         args=[text, start, self.namespace, session_id, SCHEMA_VERSION],
@@ -648,6 +654,7 @@ class RedisStore:
             else:
                 try:
                     # (The reply ends before the operation itself: it is *text*.)
+                    base, snapshot, log = _tail_parts(reply)
                     give_back = self._absorb(
                         session_id, track, start, base, snapshot, [*log, text.encode()]
                     )
@@ -685,7 +692,7 @@ class RedisStore:
                 starts = [track.position for track in tracks]
             replies = self._call(lambda: self._tails(session_ids, starts))
             give_backs = [
-                self._absorb(session_id, track, start, *reply)
+                self._absorb(session_id, track, start, *_tail_parts(reply))
                 for session_id, track, start, reply in zip(
                     session_ids, tracks, starts, replies, strict=True
                 )
@@ -725,8 +732,8 @@ class RedisStore:
         session_id: str,
         track: _Track,
         start: int,
-        base: int | bytes,
-        snapshot: bytes | str,
+        base: int,
+        snapshot: bytes,
         log: list[bytes],
         compact: bool = True,
     ) -> list[dict[str, Any]]:
@@ -740,7 +747,6 @@ class RedisStore:
         replica (a message after one not heard) is not replayed: the session
         is marked stale instead.
         """
-        base = int(base)
         give_back: list[dict[str, Any]] = []
         cleared = False
         with self._lock:
@@ -1247,7 +1253,7 @@ class RedisStore:
             self._mark(track)
         else:
             try:
-                give_back = self._absorb(session_id, track, index, 0, "", [text], compact=False)
+                give_back = self._absorb(session_id, track, index, 0, b"", [text], compact=False)
             except Exception:  # (not ours to raise: the subscriber must go on)
                 self._mark(track)
                 fallback_logger.exception(
@@ -1329,6 +1335,14 @@ class RedisStore:
             ]
         for session_id in due:
             self._run(session_id, {"o": "tick", "t": self._now()})
+
+
+def _tail_parts(reply: Any) -> tuple[int, bytes, list[bytes]]:
+    """(base, snapshot, operations) of a reply of ``_TAIL_REPLY``."""
+    if isinstance(reply, int):
+        return reply, b"", []
+    base, snapshot, operations = reply
+    return int(base), snapshot, operations
 
 
 def _ignore(session_id: str) -> None:
