@@ -185,6 +185,7 @@ class Inbox:
                 notify=lot.notify,
                 notify_all=lot.notify_all,
                 cleared=lot.end_session,
+                waiter_count=lot.waiter_count,
                 dedupe_window_ms=_milliseconds(window),
                 now_ms=self._read_clock,
                 expired=self._expired,

@@ -138,11 +138,20 @@ class RedisServer:
             conn.sendall(payload)
             return conn.recv(65536)
 
+    def subscriptions(self, namespace: str, session_id: str = "s") -> int:
+        """How many connections are subscribed to the session's wake channel."""
+        return integer(self.command("PUBSUB", "NUMSUB", f"{namespace}:wake:{session_id}"))
+
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.resume()
             self.process.terminate()
             self.process.wait()
+
+
+def integer(reply: bytes) -> int:
+    """The integer that ends a raw RESP reply: ``:2``, or the count closing ``PUBSUB NUMSUB``."""
+    return int(reply.rsplit(b":", 1)[1].strip())
 
 
 def _read_to_the_end(stream: IO[bytes]) -> None:

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import redis
-from _redis_server import RedisServer, free_port
+from _redis_server import RedisServer, free_port, integer
 from _support import ThreadCall, everything, parked_wait_sync, spin_until, store_of
 
 from harn_inbox import Inbox, InboxClosed, InboxEntry, ManualClock, StoreError
@@ -77,20 +77,10 @@ def subscribers(namespace: str) -> list[threading.Thread]:
     return [thread for thread in threading.enumerate() if thread.name == name]
 
 
-def integer(reply: bytes) -> int:
-    """The integer that ends a raw RESP reply: ``:2``, or the count closing ``PUBSUB NUMSUB``."""
-    return int(reply.rsplit(b":", 1)[1].strip())
-
-
-def subscriptions(server: RedisServer, namespace: str, session_id: str = "s") -> int:
-    """How many connections the server has subscribed to the session's wake channel."""
-    return integer(server.command("PUBSUB", "NUMSUB", f"{namespace}:wake:{session_id}"))
-
-
 def listening(server: RedisServer, namespace: str, inbox: Inbox) -> None:
     """Have *inbox*'s store listen to session "s" (a wait's look does that), and see it does."""
     assert inbox.wait_sync("s", timeout=0) is False
-    spin_until(lambda: subscriptions(server, namespace) == 1, "subscribed", GUARD_SECONDS)
+    spin_until(lambda: server.subscriptions(namespace) == 1, "subscribed", GUARD_SECONDS)
 
 
 @contextmanager
@@ -339,7 +329,7 @@ def test_a_thread_wait_returns_an_entry_pushed_while_its_subscription_was_down(
     assert a.drain("s") == b.drain("s") == []
     # Subscribed again, and a later push wakes across the stores as before.
     spin_until(
-        lambda: subscriptions(redis_server, namespace) == 1, "subscribed again", GUARD_SECONDS
+        lambda: redis_server.subscriptions(namespace) == 1, "subscribed again", GUARD_SECONDS
     )
     waiter = parked_wait_sync(a, "s")
     later = push(b, "s", "later")

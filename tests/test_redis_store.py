@@ -12,8 +12,9 @@ import threading
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+import attrs
 import pytest
-from _support import ThreadCall, spin_until, store_of
+from _support import ThreadCall, parked_wait_sync, spin_until, store_of
 
 from harn_inbox import Inbox, InboxEntry, ManualClock
 from harn_inbox.stores import MemoryStore, RedisStore
@@ -484,3 +485,89 @@ def test_the_subscriber_survives_an_error_of_its_own_and_waits_still_wake(
     )
     assert taken == [pushed]
     assert "the Redis subscriber starts again" in caplog.text
+
+
+def test_a_session_no_wait_has_looked_at_for_a_while_is_no_longer_heard(
+    connect: Callable[..., Inbox], redis_server: RedisServer
+) -> None:
+    namespace = redis_server.namespace()
+    waiting, pushing = connect(namespace), connect(namespace)
+    store = store_of(waiting)
+    assert waiting.wait_sync("s", timeout=0) is False  # a wait's look: heard from now on
+    spin_until(lambda: redis_server.subscriptions(namespace) == 1, "subscribed")
+    store._forget_after = 0.0
+    spin_until(lambda: redis_server.subscriptions(namespace) == 0, "no longer subscribed")
+    assert not store._track("s").listening
+    store._forget_after = 3600.0
+    pushed = pushing.push("s", "k", "unheard", "src")
+    # Not heard, so not in the replica: a look goes to the server, and hears again.
+    assert store.has_pending_here("s") is None
+    assert waiting.wait_sync("s", timeout=0) is True
+    spin_until(lambda: redis_server.subscriptions(namespace) == 1, "subscribed again")
+    assert waiting.drain("s") == [pushed]
+
+
+def test_a_parked_wait_keeps_its_session_heard(
+    connect: Callable[..., Inbox], redis_server: RedisServer
+) -> None:
+    namespace = redis_server.namespace()
+    waiting, pushing = connect(namespace), connect(namespace)
+    store = store_of(waiting)
+    wait = parked_wait_sync(waiting, "s")
+    spin_until(lambda: redis_server.subscriptions(namespace) == 1, "subscribed")
+    store._forget_after = 0.0
+    assert store._forget_idle() == []  # looked at long enough ago, but waited on
+    assert redis_server.subscriptions(namespace) == 1
+    pushed = pushing.push("s", "k", "x", "src")
+    assert wait.outcome() is True
+    spin_until(lambda: redis_server.subscriptions(namespace) == 0, "forgotten once left")
+    assert waiting.drain("s") == [pushed]
+
+
+def test_a_wait_parked_on_a_session_as_it_is_forgotten_still_wakes(
+    backend: Backend, connect: Callable[..., Inbox], redis_server: RedisServer
+) -> None:
+    # The lot's count is read before the session is forgotten: a wait can arm
+    # and look in between. Here the count always says none, so the session is
+    # forgotten under a parked wait again and again; each time the wait is
+    # woken, looks at the server and wants the session again, and a push from
+    # elsewhere still wakes it.
+    namespace = redis_server.namespace()
+    waiting, pushing = connect(namespace), connect(namespace)
+    store = store_of(waiting)
+    assert store._settings is not None
+    store._settings = attrs.evolve(store._settings, waiter_count=lambda session_id: 0)
+    forget_idle = store._forget_idle
+    forgotten = threading.Semaphore(0)
+
+    def counted() -> list[str]:
+        sessions = forget_idle()
+        if sessions:
+            forgotten.release()
+        return sessions
+
+    store._forget_idle = counted  # type: ignore[method-assign]
+
+    async def main() -> tuple[object, InboxEntry]:
+        async with backend.task_group() as group:
+            task = group.start_soon(waiting.wait, "s")
+            await backend.to_thread(
+                spin_until, lambda: waiting.waiter_count("s") == 1, "the wait parked"
+            )
+            store._forget_after = 0.0
+            try:
+                for _ in range(2):  # forgotten while parked, then after it wanted the session again
+                    assert await backend.to_thread(forgotten.acquire, True, 10.0)
+                assert waiting.waiter_count("s") == 1
+                pushed = await backend.to_thread(pushing.push, "s", "k", "x", "src")
+                await backend.to_thread(
+                    spin_until, lambda: waiting.waiter_count("s") == 0, "the push woke the wait"
+                )
+            except BaseException:
+                waiting.close()  # (so that the task group ends and the failure shows)
+                raise
+        return task.result, pushed
+
+    result, pushed = backend.run_in_real_time(main)
+    assert result is True
+    assert waiting.drain("s") == [pushed]

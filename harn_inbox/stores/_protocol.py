@@ -87,6 +87,8 @@ class StoreSettings:
     notify_all: Callable[[], None]
     #: Call after a session was cleared elsewhere (another process): its waits end.
     cleared: Callable[[str], None]
+    #: How many of the inbox's wait calls are on a session now (its ``waiter_count``).
+    waiter_count: Callable[[str], int]
     #: How long a dedupe key holds (milliseconds on the inbox's clock).
     dedupe_window_ms: int
     #: The inbox's clock (a checked ``int``): when entries expire.

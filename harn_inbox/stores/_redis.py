@@ -51,6 +51,10 @@ made armed, read a fresh replica without one (``has_pending_here``,
   confirmation marks the session stale and notifies it;
 - after a dropped subscription every session is stale and not listening
   until confirmed again, and ``notify_all`` follows the reconnection;
+- a session no wait has looked at for `FORGET_AFTER` seconds, and none
+  waits on, is forgotten (`_forget_idle`): stale and not listening, then
+  unsubscribed and notified, so a wait that armed meanwhile looks again, at
+  the server, and asks for the session anew;
 - a look at the server settles the marks made before its round trip, and
   only once its reply is replayed (another thread's look must not read the
   replica before): an operation behind those marks was appended before the
@@ -171,6 +175,10 @@ ABANDONED_FOR = 120.0
 #: its state is small (nothing pending or claimed): see `RedisStore._compact`.
 COMPACT_AFTER = 100
 
+#: Seconds after its last wait looked at a session (and with none on it now)
+#: that this process stops listening to the session's channel: see `_forget_idle`.
+FORGET_AFTER = 300.0
+
 #: How many sessions `RedisStore.sessions` reads in one round trip.
 SESSIONS_PER_ROUND_TRIP = 500
 
@@ -209,6 +217,7 @@ class _Track:
         "life",
         "listening",
         "lock",
+        "looked",
         "marks",
         "now",
         "position",
@@ -235,6 +244,8 @@ class _Track:
         self.claims: dict[str, tuple[ClaimRecord, int]] = {}
         #: The subscriber hears the session's channel (its subscription is confirmed).
         self.listening = False
+        #: When a wait last looked at the session (monotonic seconds): see `_forget_idle`.
+        self.looked = 0.0
         #: How many times the session was marked stale: an operation may be in the
         #: log that the replica lacks and whose message was heard or lost. Counted
         #: under the store's lock, as is `settled`.
@@ -360,9 +371,11 @@ class RedisStore:
         self._attaching = False
         #: COMPACT_AFTER; the tests compact after every few operations.
         self._compact_after = COMPACT_AFTER
+        #: FORGET_AFTER; the tests forget at once.
+        self._forget_after = FORGET_AFTER
         self._subscriber: threading.Thread | None = None
         self._stopping = threading.Event()
-        #: The sessions whose channels the subscriber listens to (only grows).
+        #: The sessions whose channels the subscriber listens to (changed under self._lock).
         self._wanted: set[str] = set()
         #: Sessions wanted since the subscriber last looked (appended and popped lock-free).
         self._requests: deque[str] = deque()
@@ -1201,22 +1214,41 @@ class RedisStore:
                 if requested:
                     pubsub.subscribe(*map(self._wake_channel, requested))
                 message = pubsub.get_message(timeout=0.02)
-                if message is not None and message["type"] in ("message", "subscribe"):
+                kind = None if message is None else message["type"]
+                if kind in ("message", "subscribe", "unsubscribe"):
+                    assert message is not None
                     session_id = message["channel"].decode()[prefix:]
-                    if message["type"] == "message":
+                    if kind == "message":
                         self._heard(session_id, message["data"])
-                    else:
+                    elif kind == "subscribe":
                         # From now on the session's operations are heard; those
                         # before may not have been: its waiters look at the server.
                         track = self._track(session_id)
-                        self._mark(track)
-                        track.listening = True
+                        with self._lock:
+                            track.marks += 1
+                            # (Not for a subscription forgotten since it was asked for:
+                            # that one is dropped, unless wanted again meanwhile.)
+                            track.listening = session_id in self._wanted
+                        if not track.listening:
+                            pubsub.unsubscribe(self._wake_channel(session_id))
                         self._notify(session_id)
+                    else:
+                        # Confirmations come in the order of the commands: one
+                        # for a subscription sent before this unsubscribe may have
+                        # said listening; a later subscribe's says so again.
+                        track = self._track(session_id)
+                        with self._lock:
+                            track.listening = False
                 if time.monotonic() >= housekeeping:
                     # Not after every message: a loop just woken waits for the GIL.
                     housekeeping = time.monotonic() + HOUSEKEEPING
                     self._tick_expired_leases()
                     self._recover_abandoned()
+                    forgotten = self._forget_idle()
+                    if forgotten:
+                        pubsub.unsubscribe(*map(self._wake_channel, forgotten))
+                        for session_id in forgotten:
+                            self._notify(session_id)
             except Exception as error:
                 if not isinstance(error, (redis.ConnectionError, redis.TimeoutError, StoreError)):
                     fallback_logger.exception("harn_inbox: the Redis subscriber starts again")
@@ -1293,12 +1325,47 @@ class RedisStore:
         Nothing waits for the subscription: its confirmation notifies the
         session (see `_listen`), which covers any change this look misses.
         """
+        self._track(session_id).looked = time.monotonic()
         if session_id not in self._wanted:
             with self._lock:
                 if session_id in self._wanted:
                     return
                 self._wanted.add(session_id)
             self._requests.append(session_id)
+
+    def _forget_idle(self) -> list[str]:
+        """Stop wanting the sessions no wait has looked at for `FORGET_AFTER` seconds.
+
+        On the subscriber thread, which then unsubscribes their channels and
+        notifies them. Each is stale from here on (not listening), so a look
+        goes to the server. A wait that arms meanwhile, whose look found the
+        session still wanted, is armed before that notify: it is woken, looks
+        again and wants the session again, and that subscription's
+        confirmation notifies it once more (see `_listen`). The lot's count
+        only spares a long parked wait that spurious wake.
+        """
+        settings = self._settings
+        if settings is None:
+            return []
+        cutoff = time.monotonic() - self._forget_after
+        with self._lock:
+            idle = [
+                session_id
+                for session_id in self._wanted
+                if self._tracks[session_id].looked <= cutoff
+            ]
+        # (The lot's lock is taken with no lock of ours held.)
+        idle = [session_id for session_id in idle if not settings.waiter_count(session_id)]
+        forgotten = []
+        with self._lock:
+            for session_id in idle:
+                track = self._tracks[session_id]
+                if track.looked <= cutoff:  # (else a wait looked meanwhile)
+                    self._wanted.discard(session_id)
+                    track.listening = False
+                    track.marks += 1
+                    forgotten.append(session_id)
+        return forgotten
 
     def _notify(self, session_id: str) -> None:
         settings = self._settings
