@@ -109,16 +109,14 @@ def draw(scenarios: dict[str, dict[str, Any]], sources: dict[str, str], path: Pa
         from matplotlib.figure import Figure
     except ImportError:
         return None
-    figure = Figure(figsize=(18, 10.5), layout="constrained")
-    grid = figure.subplots(2, len(STORES), squeeze=False)
-    for column, store in enumerate(STORES):
+    panels: list[list[tuple[str, str | list[tuple[str, dict[str, Any]]]]]] = [[], []]
+    for store in STORES:
         for row, (panel, unit_note) in enumerate(
             ((store.wake, "lower is better"), (store.rate, "higher is better"))
         ):
-            axes = grid[row][column]
             heading = f"{store.title}\n" if row == 0 else ""
             if isinstance(panel, str):
-                _empty(axes, heading, panel)
+                panels[row].append((heading, panel))
                 continue
             what, groups = panel
             bars = [
@@ -127,11 +125,23 @@ def draw(scenarios: dict[str, dict[str, Any]], sources: dict[str, str], path: Pa
                 for candidate, measurement in _measurements(scenarios.get(key), case)
             ]
             title = heading + _wrap(f"{what} ({unit_note})", 60)
-            if not bars:
-                _empty(axes, title, "not in these results")
-                continue
-            _bars(axes, bars)
-            axes.set_title(title, fontsize=9, loc="left")
+            panels[row].append((title, bars or "not in these results"))
+    # Each row as tall as its most crowded panel needs (labels wrap to up to three lines).
+    tallest = [
+        max((len(bars) for _, bars in row if isinstance(bars, list)), default=0) for row in panels
+    ]
+    figure = Figure(figsize=(18, max(10.5, 2.5 + BAR_INCHES * sum(tallest))), layout="constrained")
+    grid = figure.subplots(
+        2, len(STORES), squeeze=False, height_ratios=[max(count, 4) for count in tallest]
+    )
+    for row, row_panels in enumerate(panels):
+        for column, (title, content) in enumerate(row_panels):
+            axes = grid[row][column]
+            if isinstance(content, str):
+                _empty(axes, title, content)
+            else:
+                _bars(axes, content)
+                axes.set_title(title, fontsize=9, loc="left")
     figure.suptitle(
         "harn_inbox: wake-up latency and throughput per store, beside what each scenario "
         "measures with it (median; whiskers p25 - p75 of the repeats)",
@@ -154,6 +164,9 @@ def draw(scenarios: dict[str, dict[str, Any]], sources: dict[str, str], path: Pa
     os.replace(temporary, path)
     return path
 
+
+#: Height of one bar's slot (its label wrapped to up to three lines), inches.
+BAR_INCHES = 0.42
 
 _LEGEND = (
     ("harn_inbox", "harn_inbox"),
