@@ -571,3 +571,20 @@ def test_a_wait_parked_on_a_session_as_it_is_forgotten_still_wakes(
     result, pushed = backend.run_in_real_time(main)
     assert result is True
     assert waiting.drain("s") == [pushed]
+
+
+def test_a_subscription_confirmed_after_its_session_was_forgotten_is_dropped(
+    connect: Callable[..., Inbox], redis_server: RedisServer
+) -> None:
+    # The subscriber sends what was asked for; a session forgotten between the
+    # asking and the confirmation is no longer wanted: not heard, unsubscribed.
+    namespace = redis_server.namespace()
+    waiting = connect(namespace)
+    store = store_of(waiting)
+    assert waiting.wait_sync("other", timeout=0) is False  # the subscriber is running
+    spin_until(lambda: redis_server.subscriptions(namespace, "other") == 1, "subscribed")
+    store._requests.append("s")  # asked for, but not (or no longer) wanted
+    spin_until(lambda: store._track("s").marks > 0, "the subscription confirmed")
+    spin_until(lambda: redis_server.subscriptions(namespace) == 0, "dropped")
+    assert not store._track("s").listening
+    assert redis_server.subscriptions(namespace, "other") == 1
