@@ -1227,7 +1227,11 @@ class RedisStore:
                         with self._lock:
                             track.marks += 1
                             # (Not for a subscription forgotten since it was asked for:
-                            # that one is dropped, unless wanted again meanwhile.)
+                            # that one is dropped, unless wanted again meanwhile. Wanted
+                            # again, it may say listening while an unsubscribe sent
+                            # after it is outstanding: wanting again also sent a
+                            # subscribe after that one, whose confirmation marks the
+                            # session and notifies it once more.)
                             track.listening = session_id in self._wanted
                         if not track.listening:
                             pubsub.unsubscribe(self._wake_channel(session_id))
@@ -1325,6 +1329,9 @@ class RedisStore:
         Nothing waits for the subscription: its confirmation notifies the
         session (see `_listen`), which covers any change this look misses.
         """
+        # Stamped before the test: `_forget_idle` checks the stamp again under
+        # the lock before it forgets, so a look either keeps the session wanted
+        # or finds it gone and asks again.
         self._track(session_id).looked = time.monotonic()
         if session_id not in self._wanted:
             with self._lock:
@@ -1341,8 +1348,9 @@ class RedisStore:
         goes to the server. A wait that arms meanwhile, whose look found the
         session still wanted, is armed before that notify: it is woken, looks
         again and wants the session again, and that subscription's
-        confirmation notifies it once more (see `_listen`). The lot's count
-        only spares a long parked wait that spurious wake.
+        confirmation notifies it once more (see `_listen`). (In practice the
+        second check of `looked` keeps any wait that looked since: see `_want`.)
+        The lot's count only spares a long parked wait that spurious wake.
         """
         settings = self._settings
         if settings is None:
