@@ -24,6 +24,17 @@ block times *ops* calls, each on its own; the block's p50 is one repeat;
 blocks rotate between the two, and each block's entries are drained (deleted)
 untimed afterwards.
 
+**Wake-up.** Scenario 3's hand-off (a producer thread pushes once the task
+waiting on the session counts in ``waiter_count``; the latency runs from the
+reading before the push to the task's first line after its wait returns),
+with the inbox on ``SqliteStore(path, sync="normal")``, so the push commits
+before it wakes the task; beside scenario 3's bare primitives
+(``TrioToken.run_sync_soon`` of a ``trio.Event``, ``call_soon_threadsafe``
+of an asyncio future), as the floor the raw autocommitted ``INSERT`` above
+followed by that bare wake, and for reference the same inbox wake-up on the
+in-memory store, all measured in the same rotation. One store
+and inbox serve every block (the raw table is never emptied).
+
 **Restart.** One thread builds a file of *entries* pending entries over
 *sessions* sessions (round-robin) with the store itself, and the time it took
 is reported. Each repeat copies that file (untimed) and times
@@ -64,6 +75,7 @@ from harn_inbox.stores import SqliteStore
 from .measure import CONTENT, KIND, SESSION, SOURCE, collector_paused, percentile, rotations
 from .report import HARN, ScenarioResult, Verdict, method_of, ratio_verdict
 from .throughput import PRODUCERS, _Clock, _start_producers
+from .wakeup_latency import BARE, Candidate, FutureRig, InboxRig, TrioEventRig, measure_blocks
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -308,6 +320,46 @@ def _measure_latency(result: ScenarioResult, directory: Path, blocks: int, ops: 
     )
 
 
+#: The floor of the wake-up: the raw insert and commit, then the bare primitive's wake.
+COMMIT_THEN_WAKE = f"{RAW}, then the {BARE}"
+#: For reference: the same wake-up with the inbox on the in-memory store (scenario 3's).
+IN_MEMORY = f"{HARN}: on the in-memory store"
+
+
+def _measure_wake(result: ScenarioResult, directory: Path, blocks: int, rounds: int) -> None:
+    with ExitStack() as cleanup:
+        store = cleanup.enter_context(SqliteStore(directory / "wake.db", sync="normal"))
+        inbox = cleanup.enter_context(Inbox(store=store))
+        connection = _raw_connection(directory / "wake-raw.db")
+        cleanup.callback(connection.close)
+        insert = _raw_inserter(connection, SESSION)
+
+        def on_sqlite() -> InboxRig:
+            return InboxRig(inbox)
+
+        class TrioCommitRig(TrioEventRig):
+            def fire(self) -> None:
+                insert()
+                super().fire()
+
+        class FutureCommitRig(FutureRig):
+            def fire(self) -> None:
+                insert()
+                super().fire()
+
+        candidates: list[Candidate] = [
+            ("trio", HARN, on_sqlite, 0),
+            ("trio", IN_MEMORY, InboxRig, 0),
+            ("trio", COMMIT_THEN_WAKE, TrioCommitRig, 0),
+            ("trio", BARE, TrioEventRig, 0),
+            ("asyncio", HARN, on_sqlite, 0),
+            ("asyncio", IN_MEMORY, InboxRig, 0),
+            ("asyncio", COMMIT_THEN_WAKE, FutureCommitRig, 0),
+            ("asyncio", BARE, FutureRig, 0),
+        ]
+        measure_blocks(result, candidates, blocks, rounds)
+
+
 # -- Restart -------------------------------------------------------------------------------------
 
 
@@ -433,14 +485,16 @@ def _versions() -> str:
 def run(quick: bool) -> ScenarioResult:
     runs, count = (2, 300) if quick else (7, 2_500)
     blocks, ops = (20, 100) if quick else (200, 200)
+    wake_blocks, wake_rounds = (3, 150) if quick else (20, 300)
     entries, sessions, repeats = (20_000, 200, 2) if quick else (1_000_000, 10_000, 3)
     result = ScenarioResult(
         "durable",
         11,
         'The durable store (SqliteStore, sync="normal")',
         f"{METHOD} Throughput: {runs} runs of {PRODUCERS} x {count:,} entries per candidate. "
-        f"Latency: {blocks} blocks of {ops} pushes per candidate. Restart: {entries:,} entries "
-        f"over {sessions:,} sessions, {repeats} timed opens. "
+        f"Latency: {blocks} blocks of {ops} pushes per candidate. "
+        f"Wake-up: {wake_blocks} blocks of {wake_rounds} wake-ups per candidate. "
+        f"Restart: {entries:,} entries over {sessions:,} sessions, {repeats} timed opens. "
         f"{_versions()}.",
     )
     with tempfile.TemporaryDirectory(prefix="harn-durable-") as name:
@@ -448,5 +502,6 @@ def run(quick: bool) -> ScenarioResult:
         result.details["temporary_directory"] = str(directory.parent)
         _measure_throughput(result, directory, runs, count)
         _measure_latency(result, directory, blocks, ops)
+        _measure_wake(result, directory, wake_blocks, wake_rounds)
         _measure_restart(result, directory, entries, sessions, repeats)
     return result

@@ -81,8 +81,9 @@ class Rig(Protocol):
 class InboxRig:
     """harn_inbox: ``await inbox.wait(session)``, woken by ``push``; trio and asyncio alike."""
 
-    def __init__(self) -> None:
-        self.inbox = Inbox()
+    def __init__(self, inbox: Inbox | None = None) -> None:
+        #: A new in-memory inbox, or one given (scenario 11's, on a `SqliteStore`).
+        self.inbox = Inbox() if inbox is None else inbox
         # Bound once, as the queues' put is below.
         self.push = self.inbox.push
 
@@ -292,9 +293,10 @@ def run_block(framework: Framework, rig: Rig, rounds: int, idle: int = 0) -> lis
 Candidate = tuple[Framework, str, Callable[[], Rig], int]
 
 
-def _measure(
+def measure_blocks(
     result: ScenarioResult, candidates: list[Candidate], blocks: int, rounds: int
 ) -> dict[tuple[Framework, str], dict[str, list[float]]]:
+    """Run *blocks* blocks of each candidate, rotated; add cases ``"<framework>, p50"`` and p99."""
     per_block: dict[tuple[Framework, str], dict[str, list[float]]] = {
         (framework, name): {"p50": [], "p99": [], "all": []} for framework, name, _, _ in candidates
     }
@@ -339,7 +341,7 @@ def run_latency(quick: bool) -> ScenarioResult:
         ("asyncio", "janus", JanusRig, 0),
         ("asyncio", "culsans", CulsansRig, 0),
     ]
-    _measure(result, candidates, blocks, rounds)
+    measure_blocks(result, candidates, blocks, rounds)
     peers_of: tuple[tuple[Framework, tuple[str, ...]], ...] = (
         ("trio", ("culsans",)),
         ("asyncio", ("janus", "culsans")),
@@ -396,7 +398,7 @@ def run_fan_out(quick: bool) -> ScenarioResult:
             (framework, BARE, bare, 0),
             (framework, BARE + IDLE_SUFFIX, bare, idle),
         ]
-    _measure(result, candidates, blocks, rounds)
+    measure_blocks(result, candidates, blocks, rounds)
     for framework in ("trio", "asyncio"):
         case = f"{framework}, p50"
         result.verdicts.append(
