@@ -1214,35 +1214,8 @@ class RedisStore:
                 if requested:
                     pubsub.subscribe(*map(self._wake_channel, requested))
                 message = pubsub.get_message(timeout=0.02)
-                kind = None if message is None else message["type"]
-                if kind in ("message", "subscribe", "unsubscribe"):
-                    assert message is not None
-                    session_id = message["channel"].decode()[prefix:]
-                    if kind == "message":
-                        self._heard(session_id, message["data"])
-                    elif kind == "subscribe":
-                        # From now on the session's operations are heard; those
-                        # before may not have been: its waiters look at the server.
-                        track = self._track(session_id)
-                        with self._lock:
-                            track.marks += 1
-                            # (Not for a subscription forgotten since it was asked for:
-                            # that one is dropped, unless wanted again meanwhile. Wanted
-                            # again, it may say listening while an unsubscribe sent
-                            # after it is outstanding: wanting again also sent a
-                            # subscribe after that one, whose confirmation marks the
-                            # session and notifies it once more.)
-                            track.listening = session_id in self._wanted
-                        if not track.listening:
-                            pubsub.unsubscribe(self._wake_channel(session_id))
-                        self._notify(session_id)
-                    else:
-                        # Confirmations come in the order of the commands: one
-                        # for a subscription sent before this unsubscribe may have
-                        # said listening; a later subscribe's says so again.
-                        track = self._track(session_id)
-                        with self._lock:
-                            track.listening = False
+                if message is not None:
+                    self._received(pubsub, message, prefix)
                 if time.monotonic() >= housekeeping:
                     # Not after every message: a loop just woken waits for the GIL.
                     housekeeping = time.monotonic() + HOUSEKEEPING
@@ -1267,6 +1240,36 @@ class RedisStore:
         self._deaf()  # (its waits look at the server: nothing is heard any more)
         if pubsub is not None:
             pubsub.close()
+
+    def _received(self, pubsub: Any, message: dict[str, Any], prefix: int) -> None:
+        """One pub/sub message: an operation heard, or a subscription's confirmation."""
+        kind = message["type"]
+        if kind not in ("message", "subscribe", "unsubscribe"):
+            return
+        session_id = message["channel"].decode()[prefix:]
+        if kind == "message":
+            self._heard(session_id, message["data"])
+            return
+        track = self._track(session_id)
+        with self._lock:
+            if kind == "unsubscribe":
+                # Confirmations come in the order of the commands: one for a
+                # subscription sent before this unsubscribe may have said
+                # listening; a later subscribe's says so again.
+                track.listening = False
+                return
+            # From now on the session's operations are heard; those before
+            # may not have been: its waiters look at the server.
+            track.marks += 1
+            # (Not for a subscription forgotten since it was asked for: that one
+            # is dropped, unless wanted again meanwhile. Wanted again, it may say
+            # listening while an unsubscribe sent after it is outstanding:
+            # wanting again also sent a subscribe after that one, whose
+            # confirmation marks the session and notifies it once more.)
+            track.listening = session_id in self._wanted
+        if not track.listening:
+            pubsub.unsubscribe(self._wake_channel(session_id))
+        self._notify(session_id)
 
     def _heard(self, session_id: str, data: bytes) -> None:
         """Replay an operation heard on its session's channel, then notify the session.
@@ -1311,11 +1314,9 @@ class RedisStore:
 
     def _fresh(self, session_id: str) -> _Track | None:
         """The session's track if the replica may answer a wait's look (see `_Track.settled`)."""
-        self._want(session_id)  # (only waits look here)
-        track = self._tracks.get(session_id)
+        track = self._want(session_id)  # (only waits look here)
         if (
             self._stopping.is_set()  # nothing is heard any more
-            or track is None
             or not track.listening
             or track.settled != track.marks
             or self._due(session_id, track)
@@ -1323,22 +1324,24 @@ class RedisStore:
             return None
         return track
 
-    def _want(self, session_id: str) -> None:
-        """Listen to *session_id*'s channel from now on (a wait looks at it); any thread.
+    def _want(self, session_id: str) -> _Track:
+        """Listen to *session_id*'s channel from now on (a wait looks at it); its track. Any thread.
 
         Nothing waits for the subscription: its confirmation notifies the
-        session (see `_listen`), which covers any change this look misses.
+        session (see `_received`), which covers any change this look misses.
         """
         # Stamped before the test: `_forget_idle` checks the stamp again under
         # the lock before it forgets, so a look either keeps the session wanted
         # or finds it gone and asks again.
-        self._track(session_id).looked = time.monotonic()
+        track = self._track(session_id)
+        track.looked = time.monotonic()
         if session_id not in self._wanted:
             with self._lock:
                 if session_id in self._wanted:
-                    return
+                    return track
                 self._wanted.add(session_id)
             self._requests.append(session_id)
+        return track
 
     def _forget_idle(self) -> list[str]:
         """Stop wanting the sessions no wait has looked at for `FORGET_AFTER` seconds.
@@ -1348,7 +1351,7 @@ class RedisStore:
         goes to the server. A wait that arms meanwhile, whose look found the
         session still wanted, is armed before that notify: it is woken, looks
         again and wants the session again, and that subscription's
-        confirmation notifies it once more (see `_listen`). (In practice the
+        confirmation notifies it once more (see `_received`). (In practice the
         second check of `looked` keeps any wait that looked since: see `_want`.)
         The lot's count only spares a long parked wait that spurious wake.
         """
