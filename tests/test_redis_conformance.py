@@ -37,9 +37,17 @@ class RedisInboxes:
     connections and subscriber threads of a thousand runs do not pile up.
     """
 
-    def __init__(self, server: RedisServer, *, compact_after: int = 0, **settings: Any) -> None:
+    def __init__(
+        self,
+        server: RedisServer,
+        *,
+        compact_after: int = 0,
+        forget: bool = False,
+        **settings: Any,
+    ) -> None:
         self.server = server
         self.compact_after = compact_after
+        self.forget = forget
         self.settings = settings
         self.stores: list[RedisStore] = []
         self.namespace = ""
@@ -50,6 +58,10 @@ class RedisInboxes:
         store = RedisStore(self.server.url, namespace=self.namespace, claim_lease=10**9)
         if self.compact_after:
             store._compact_after = self.compact_after
+        if self.forget:
+            # Copies and subscriptions not in use dropped at every turn of the subscriber.
+            store._forget_after = 0.0
+            store._housekeeping = 0.0
         self.stores.append(store)
         return Inbox(store=store, clock=clock, **self.settings)
 
@@ -109,6 +121,20 @@ def test_inboxes_conform_when_their_logs_are_compacted_every_few_operations(
     try:
         run_conformance(inboxes.make_shared, settings=conformance_settings(0.1))
         run_conformance(inboxes.make, reopen=inboxes.reopen, settings=conformance_settings(0.1))
+    finally:
+        inboxes.close()
+
+
+def test_inboxes_conform_when_what_they_do_not_use_is_dropped_at_every_turn(
+    redis_server: RedisServer,
+) -> None:
+    # Each inbox drops its copies of the sessions it is not using, between any
+    # two of its operations, and loads them again from the log (and its
+    # snapshots, taken every few operations) at their next use.
+    inboxes = RedisInboxes(redis_server, compact_after=3, forget=True)
+    try:
+        run_conformance(inboxes.make_shared, settings=conformance_settings(0.1))
+        run_conformance(inboxes.make, reopen=inboxes.reopen, settings=conformance_settings(0.05))
     finally:
         inboxes.close()
 

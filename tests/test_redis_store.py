@@ -588,3 +588,205 @@ def test_a_subscription_confirmed_after_its_session_was_forgotten_is_dropped(
     spin_until(lambda: redis_server.subscriptions(namespace) == 0, "dropped")
     assert not store._track("s").listening
     assert redis_server.subscriptions(namespace, "other") == 1
+
+
+# -- Copies dropped once unused ------------------------------------------------------------------
+
+
+@attrs.define
+class Drops:
+    """What a store's subscriber dropped (`RedisStore._forget_copies`), pass by pass."""
+
+    passes: int = 0
+    sessions: list[str] = attrs.Factory(list)
+
+
+def forgetting(store: RedisStore) -> Drops:
+    """Make *store* drop what it does not use at every turn of its subscriber."""
+    drops = Drops()
+    forget_copies = store._forget_copies
+
+    def counted() -> list[str]:
+        sessions = forget_copies()
+        drops.sessions += sessions
+        drops.passes += 1
+        return sessions
+
+    store._forget_copies = counted  # type: ignore[method-assign]
+    store._housekeeping = 0.0
+    store._forget_after = 0.0
+    return drops
+
+
+def test_a_session_this_process_no_longer_uses_is_no_longer_copied(
+    connect: Callable[..., Inbox], redis_server: RedisServer
+) -> None:
+    namespace = redis_server.namespace()
+    clock = ManualClock(start_ms=1_000_000)
+    pushing, draining = connect(namespace, clock), connect(namespace, clock)
+    store = store_of(pushing)
+    store._compact_after = 2
+    keyed = pushing.push("s", "k", "keyed", "src", dedupe_key="once")
+    others = [pushing.push(f"t{n}", "k", "x", "src") for n in range(3)]
+    assert draining.drain("s") == [keyed]
+    pushing.drain("s")  # (nothing: compacts the log, now empty, into a snapshot)
+    assert set(store._tracks) == {"s", "t0", "t1", "t2"}
+    drops = forgetting(store)
+    spin_until(lambda: not store._tracks, "every copy dropped")
+    assert not store._replica._sessions
+    assert sorted(drops.sessions) == ["s", "t0", "t1", "t2"]
+    store._forget_after = 3600.0
+    # The next use starts again from the log (here, its snapshot): sequences,
+    # dedupe keys and what is pending are the server's.
+    assert pushing.push("s", "k", "keyed again", "src", dedupe_key="once") == keyed
+    assert pushing.push("s", "k", "next", "src").sequence == 2
+    assert pushing.pending_count("t1") == 1
+    assert [draining.drain(f"t{n}") for n in range(3)] == [[entry] for entry in others]
+
+
+def test_a_copy_in_use_waited_on_or_with_a_claim_held_is_kept(
+    connect: Callable[..., Inbox], redis_server: RedisServer
+) -> None:
+    namespace = redis_server.namespace()
+    inbox = connect(namespace)
+    store = store_of(inbox)
+    for session_id in ("used", "claimed"):
+        inbox.push(session_id, "k", "x", "src")
+    claim = inbox.claim("claimed")
+    assert claim.__enter__() != []
+    wait = parked_wait_sync(inbox, "waited")
+    pinned = store._pin("used")
+    drops = forgetting(store)
+    spin_until(lambda: drops.passes >= 2, "the subscriber kept house")
+    assert drops.sessions == []
+    assert store._tracks["used"] is pinned[0]
+    store._unpin(pinned)
+    spin_until(lambda: "used" in drops.sessions, "dropped once let go")
+    claim.__exit__(None, None, None)  # settled
+    spin_until(lambda: "claimed" in drops.sessions, "dropped once settled")
+    assert "waited" in store._tracks
+    inbox.close()
+    assert wait.outcome() is False
+    spin_until(lambda: "waited" in drops.sessions, "dropped once no wait wants it")
+
+
+def test_a_cursor_read_in_a_dropped_copy_takes_nothing(
+    connect: Callable[..., Inbox], redis_server: RedisServer
+) -> None:
+    namespace = redis_server.namespace()
+    inbox = connect(namespace)
+    store = store_of(inbox)
+    pushed = inbox.push("s", "k", "x", "src")
+    cursor, entries, _ = store.read("s", None)
+    assert entries == [pushed]
+    drops = forgetting(store)
+    spin_until(lambda: "s" in drops.sessions, "dropped")
+    store._forget_after = 3600.0
+    assert inbox.pending_count("s") == 1  # a new copy, read from the log
+    # The cursor names the dropped copy's session: refused, as a cursor of a
+    # life that ended is; the caller reads again.
+    assert store.take("s", cursor, entries) is None
+    assert inbox.drain("s") == [pushed]
+
+
+def test_a_look_at_a_copy_dropped_since_it_was_found_fresh_goes_to_the_server(
+    connect: Callable[..., Inbox], redis_server: RedisServer
+) -> None:
+    # (A wanted session is never dropped: this drops one anyway, between the
+    # look's test of freshness and its read, to check the look's own guard.)
+    namespace = redis_server.namespace()
+    waiting, pushing = connect(namespace), connect(namespace)
+    store = store_of(waiting)
+    assert waiting.wait_sync("s", timeout=0) is False
+    spin_until(lambda: store._track("s").listening, "subscribed")
+    assert waiting.pending_count("s") == 0  # a look at the server after the subscription
+    pushing.push("s", "k", "x", "src")
+    spin_until(lambda: store.has_pending_here("s") is True, "heard into a fresh copy")
+    fresh = store._fresh
+
+    def dropped_meanwhile(session_id: str) -> Any:
+        track = fresh(session_id)
+        with store._lock:
+            store._tracks.pop(session_id)
+            store._replica.forget(session_id)
+        return track
+
+    store._fresh = dropped_meanwhile  # type: ignore[method-assign]
+    assert store.has_pending_here("s") is None
+    assert store.read_here("s", None) is None
+
+
+def test_threads_pushing_and_draining_while_copies_are_dropped_lose_nothing(
+    connect: Callable[..., Inbox], redis_server: RedisServer
+) -> None:
+    namespace = redis_server.namespace()
+    inbox, other = connect(namespace), connect(namespace)
+    drops = forgetting(store_of(inbox))
+    sessions = [f"s{n}" for n in range(3)]
+    barrier = threading.Barrier(6)
+    pushed: list[list[InboxEntry]] = [[] for _ in range(4)]
+    taken: list[InboxEntry] = []
+    done = threading.Event()
+
+    def produce(index: int) -> None:
+        barrier.wait()
+        for n in range(150):
+            pushed[index].append(inbox.push(sessions[n % 3], "k", f"{index}/{n}", "src"))
+            if n % 50 == 49:
+                # Let the subscriber drop what is idle (it waits for the GIL).
+                spin_until(lambda count=drops.passes: drops.passes > count, "a drop")
+
+    def consume(drain: Callable[[str], list[InboxEntry]]) -> None:
+        barrier.wait()
+        while not done.is_set():
+            for session_id in sessions:
+                taken.extend(drain(session_id))
+
+    producers = [threading.Thread(target=produce, args=(index,)) for index in range(4)]
+    consumers = [
+        threading.Thread(target=consume, args=(drain,)) for drain in (inbox.drain, other.drain)
+    ]
+    for thread in producers + consumers:
+        thread.start()
+    for thread in producers:
+        thread.join()
+    done.set()
+    for thread in consumers:
+        thread.join()
+    for session_id in sessions:
+        taken.extend(other.drain(session_id))
+    assert drops.sessions
+    everything = [entry for entries in pushed for entry in entries]
+    assert sorted(taken, key=lambda e: (e.session_id, e.sequence)) == sorted(
+        everything, key=lambda e: (e.session_id, e.sequence)
+    )
+    for session_id in sessions:
+        sequences = sorted(e.sequence for e in everything if e.session_id == session_id)
+        assert sequences == list(range(1, 201))
+
+
+def test_a_session_wanted_as_its_copy_is_dropped_has_its_copy(
+    connect: Callable[..., Inbox], redis_server: RedisServer
+) -> None:
+    # A wait's look finds the session's track, then makes it wanted: a drop
+    # in between must not leave it wanted without a track (the subscriber
+    # reads the track of every wanted session).
+    inbox = connect(redis_server.namespace())
+    store = store_of(inbox)
+    track = store._track
+    finds = 0
+
+    def dropped_after_the_first_find(session_id: str) -> Any:
+        nonlocal finds
+        finds += 1
+        found = track(session_id)
+        if finds == 1:
+            with store._lock:
+                store._tracks.pop(session_id)
+        return found
+
+    store._track = dropped_after_the_first_find  # type: ignore[method-assign]
+    wanted = store._want("s")
+    assert "s" in store._wanted
+    assert store._tracks["s"] is wanted
+    assert wanted.looked > 0

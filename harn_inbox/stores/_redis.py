@@ -64,6 +64,27 @@ So an armed waiter's look either sees an operation or is notified after it
 (the parking lot's rule, ``harn_inbox._lot``). A process that only pushes
 listens to nothing.
 
+Copies are kept while they are used: a session's track and replica state
+that no operation or look of this process has used for `FORGET_AFTER`
+seconds, that no wait wants, and that holds no claim and no operation whose
+caller gave up, are dropped (`_forget_copies`); its next use starts again at
+the log's snapshot. So a long-lived process that pushed into many sessions
+holds only those it uses. The rules that keep a drop from losing anything:
+
+1. Each use that replays into a copy or reads it holds a pin on its track
+   (`_kept`), taken under the store's lock; a pinned track is never dropped,
+   so no replay or read lands in a dropped copy.
+2. The subscriber thread's own uses (`_heard`, `_received`) hold no pin: the
+   drop runs on that thread, between them.
+3. A wanted session is never dropped, and `_want` makes a session wanted
+   under the lock together with finding its track, so every wanted session
+   has its track; a dropped track is not listening and is marked, so it is
+   never fresh again, and a look that found its track fresh checks, under
+   the lock, that it is still the session's (`has_pending_here`).
+4. A cursor read in a dropped copy names a session object that is no longer
+   the replica's: its take is refused (the caller reads again), as after a
+   snapshot that ended the cursor's life.
+
 Claims hold a lease. A claim operation records its deadline (the claimant's
 clock plus the lease); replaying any later operation of that session whose
 clock reading has passed the deadline first gives the entries back, at the
@@ -95,6 +116,8 @@ from ._local import LocalStore
 from ._protocol import ClaimRecord
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+
     from .._statistics import SessionStatistics
     from ._protocol import StoreSettings
 
@@ -176,7 +199,8 @@ ABANDONED_FOR = 120.0
 COMPACT_AFTER = 100
 
 #: Seconds after its last wait looked at a session (and with none on it now)
-#: that this process stops listening to the session's channel: see `_forget_idle`.
+#: that this process stops listening to the session's channel (`_forget_idle`),
+#: and after its last use that it drops its copy of the session (`_forget_copies`).
 FORGET_AFTER = 300.0
 
 #: How many sessions `RedisStore.sessions` reads in one round trip.
@@ -205,6 +229,12 @@ class _Replica(LocalStore):
         # SessionState.push_with): other sessions' clocks are other processes'.
         self._key_windows.clear()
 
+    def forget(self, session_id: str) -> SessionState | None:
+        """Drop the copy of *session_id* (under the store's lock); return what it was."""
+        self._active.pop(session_id, None)
+        self._expiring.pop(session_id, None)
+        return self._sessions.pop(session_id, None)
+
 
 @final
 class _Track:
@@ -220,8 +250,10 @@ class _Track:
         "looked",
         "marks",
         "now",
+        "pins",
         "position",
         "settled",
+        "used",
     )
 
     def __init__(self) -> None:
@@ -246,6 +278,10 @@ class _Track:
         self.listening = False
         #: When a wait last looked at the session (monotonic seconds): see `_forget_idle`.
         self.looked = 0.0
+        #: How many uses hold the track (`_kept`): a pinned track is never dropped.
+        self.pins = 0
+        #: When a use last let go of the track (monotonic seconds): see `_forget_copies`.
+        self.used = 0.0
         #: How many times the session was marked stale: an operation may be in the
         #: log that the replica lacks and whose message was heard or lost. Counted
         #: under the store's lock, as is `settled`.
@@ -373,6 +409,8 @@ class RedisStore:
         self._compact_after = COMPACT_AFTER
         #: FORGET_AFTER; the tests forget at once.
         self._forget_after = FORGET_AFTER
+        #: HOUSEKEEPING; the tests keep house at every turn of the subscriber.
+        self._housekeeping = HOUSEKEEPING
         self._subscriber: threading.Thread | None = None
         self._stopping = threading.Event()
         #: The sessions whose channels the subscriber listens to (changed under self._lock).
@@ -501,10 +539,11 @@ class RedisStore:
 
     def read(self, session_id: str, cursor: Cursor | None) -> tuple[Cursor, list[InboxEntry], bool]:
         self._want(session_id)  # (a wait_for's look; or a drain_where, which may wait next)
-        self._catch_up(session_id)
-        with self._lock:
-            self._look_at(session_id)
-            return self._replica.read(session_id, cursor)
+        with self._kept((session_id,)):
+            self._catch_up(session_id)
+            with self._lock:
+                self._look_at(session_id)
+                return self._replica.read(session_id, cursor)
 
     def take(
         self, session_id: str, cursor: Cursor, chosen: list[InboxEntry]
@@ -574,6 +613,8 @@ class RedisStore:
         if track is None:
             return None
         with self._lock:
+            if self._tracks.get(session_id) is not track:
+                return None  # its copy was dropped since (rule 3 of the module docstring)
             self._look_at(session_id)
             return self._replica.has_pending(session_id)
 
@@ -584,23 +625,28 @@ class RedisStore:
 
         See `has_pending_here`.
         """
-        if self._fresh(session_id) is None:
+        track = self._fresh(session_id)
+        if track is None:
             return None
         with self._lock:
+            if self._tracks.get(session_id) is not track:
+                return None  # its copy was dropped since (rule 3 of the module docstring)
             self._look_at(session_id)
             return self._replica.read(session_id, cursor)
 
     def pending_count(self, session_id: str) -> int:
-        self._catch_up(session_id)
-        with self._lock:
-            self._look_at(session_id)
-            return self._replica.pending_count(session_id)
+        with self._kept((session_id,)):
+            self._catch_up(session_id)
+            with self._lock:
+                self._look_at(session_id)
+                return self._replica.pending_count(session_id)
 
     def snapshot(self, session_id: str) -> list[InboxEntry]:
-        self._catch_up(session_id)
-        with self._lock:
-            self._look_at(session_id)
-            return self._replica.snapshot(session_id)
+        with self._kept((session_id,)):
+            self._catch_up(session_id)
+            with self._lock:
+                self._look_at(session_id)
+                return self._replica.snapshot(session_id)
 
     def sessions(self) -> list[str]:
         # Every session the namespace has held is read: a round trip per
@@ -609,21 +655,24 @@ class RedisStore:
             member.decode()
             for member in self._call(lambda: self._client.smembers(self._key("sessions")))
         )
-        for first in range(0, len(known), SESSIONS_PER_ROUND_TRIP):
-            self._catch_up(*known[first : first + SESSIONS_PER_ROUND_TRIP])
         pending = []
-        with self._lock:
-            for session_id in known:
-                self._look_at(session_id)
-                if self._replica.pending_count(session_id) > 0:
-                    pending.append(session_id)
+        for first in range(0, len(known), SESSIONS_PER_ROUND_TRIP):
+            chunk = known[first : first + SESSIONS_PER_ROUND_TRIP]
+            with self._kept(chunk):
+                self._catch_up(*chunk)
+                with self._lock:
+                    for session_id in chunk:
+                        self._look_at(session_id)
+                        if self._replica.pending_count(session_id) > 0:
+                            pending.append(session_id)
         return pending
 
     def statistics(self, session_id: str) -> SessionStatistics:
-        self._catch_up(session_id)
-        with self._lock:
-            self._look_at(session_id)
-            statistics = self._replica.statistics(session_id)
+        with self._kept((session_id,)):
+            self._catch_up(session_id)
+            with self._lock:
+                self._look_at(session_id)
+                statistics = self._replica.statistics(session_id)
         return attrs.evolve(statistics, durable=True)
 
     # -- Operations ---------------------------------------------------------------------------
@@ -631,48 +680,52 @@ class RedisStore:
     def _run(self, session_id: str, operation: dict[str, Any]) -> Any:
         """Append *operation* to the session's log, replay up to it, return its result."""
         outcome = _Outcome()
-        track = self._track(session_id)
-        with track.lock:
-            # Numbered under the session's lock: this process's operations
-            # reach the session's log in the order of their numbers, which is
-            # what lets replay tell a retried copy (a number not above the last
-            # applied) from a new operation.
-            counter = next(self._counter)
-            operation["p"] = self._process
-            operation["n"] = counter
-            text = json.dumps(operation, separators=(",", ":"))
-            self._outcomes[counter] = outcome
-            # The reply starts here (hearers may replay on meanwhile: see `_absorb`).
-            start = track.position
-            try:
-                reply = self._call(
-                    lambda: self._append(
-                        keys=[self._log_key(session_id)],
-                        args=[text, start, self.namespace, session_id, SCHEMA_VERSION],
-                    )
-                )
-            except StoreError:
-                with self._lock:
-                    # Decided with replay shut out. Its message may have been heard
-                    # and replayed: then it ran, once, and its result is in hand.
-                    # If not, it may reach the log after all (it sat in a paused
-                    # server's socket, say): then replay gives back what it took.
-                    del self._outcomes[counter]
-                    landed = track.applied.get(self._process, 0) >= counter
-                    if not landed:
-                        self._abandoned[counter] = (session_id, time.monotonic() + ABANDONED_FOR)
-                if not landed:
-                    raise
-                give_back = []
-            else:
+        (track,) = self._pin(session_id)
+        try:
+            with track.lock:
+                # Numbered under the session's lock: this process's operations
+                # reach the session's log in the order of their numbers, which is
+                # what lets replay tell a retried copy (a number not above the last
+                # applied) from a new operation.
+                counter = next(self._counter)
+                operation["p"] = self._process
+                operation["n"] = counter
+                text = json.dumps(operation, separators=(",", ":"))
+                self._outcomes[counter] = outcome
+                # The reply starts here (hearers may replay on meanwhile: see `_absorb`).
+                start = track.position
                 try:
-                    # (The reply ends before the operation itself: it is *text*.)
-                    base, snapshot, log = _tail_parts(reply)
-                    give_back = self._absorb(
-                        session_id, track, start, base, snapshot, [*log, text.encode()]
+                    reply = self._call(
+                        lambda: self._append(
+                            keys=[self._log_key(session_id)],
+                            args=[text, start, self.namespace, session_id, SCHEMA_VERSION],
+                        )
                     )
-                finally:
-                    del self._outcomes[counter]
+                except StoreError:
+                    with self._lock:
+                        # Decided with replay shut out. Its message may have been heard
+                        # and replayed: then it ran, once, and its result is in hand.
+                        # If not, it may reach the log after all (it sat in a paused
+                        # server's socket, say): then replay gives back what it took.
+                        del self._outcomes[counter]
+                        landed = track.applied.get(self._process, 0) >= counter
+                        if not landed:
+                            until = time.monotonic() + ABANDONED_FOR
+                            self._abandoned[counter] = (session_id, until)
+                    if not landed:
+                        raise
+                    give_back = []
+                else:
+                    try:
+                        # (The reply ends before the operation itself: it is *text*.)
+                        base, snapshot, log = _tail_parts(reply)
+                        give_back = self._absorb(
+                            session_id, track, start, base, snapshot, [*log, text.encode()]
+                        )
+                    finally:
+                        del self._outcomes[counter]
+        finally:
+            self._unpin([track])
         self._after_replay(session_id, give_back)
         if not outcome.replayed:
             # Sent again after a failed connection, its first copy was replayed
@@ -696,33 +749,36 @@ class RedisStore:
         are taken in that order; no other caller holds two, so none waits in
         a cycle.
         """
-        tracks = [self._track(session_id) for session_id in session_ids]
-        with contextlib.ExitStack() as held:
-            for track in tracks:
-                held.enter_context(track.lock)
-            with self._lock:
-                marks = [track.marks for track in tracks]
-                starts = [track.position for track in tracks]
-            replies = self._call(lambda: self._tails(session_ids, starts))
-            give_backs = [
-                self._absorb(session_id, track, start, *_tail_parts(reply))
-                for session_id, track, start, reply in zip(
-                    session_ids, tracks, starts, replies, strict=True
-                )
-            ]
-            with self._lock:
-                # Settled only now that the reply is replayed (a look on another
-                # thread must not read the replica before), and only as far as the
-                # marks made before the round trip: an operation behind them was
-                # appended before it, so it is in the reply. A later mark stands.
-                for track, read in zip(tracks, marks, strict=True):
-                    track.settled = max(track.settled, read)
-        for session_id, track, give_back in zip(session_ids, tracks, give_backs, strict=True):
-            self._after_replay(session_id, give_back)
-            if self._due(session_id, track):
-                # Purge by this process's clock, and give back claims whose lease
-                # passed, through the log: for every replica alike.
-                self._run(session_id, {"o": "tick", "t": self._now()})
+        tracks = self._pin(*session_ids)  # (kept until the ticks are appended)
+        try:
+            with contextlib.ExitStack() as held:
+                for track in tracks:
+                    held.enter_context(track.lock)
+                with self._lock:
+                    marks = [track.marks for track in tracks]
+                    starts = [track.position for track in tracks]
+                replies = self._call(lambda: self._tails(session_ids, starts))
+                give_backs = [
+                    self._absorb(session_id, track, start, *_tail_parts(reply))
+                    for session_id, track, start, reply in zip(
+                        session_ids, tracks, starts, replies, strict=True
+                    )
+                ]
+                with self._lock:
+                    # Settled only now that the reply is replayed (a look on another
+                    # thread must not read the replica before), and only as far as the
+                    # marks made before the round trip: an operation behind them was
+                    # appended before it, so it is in the reply. A later mark stands.
+                    for track, read in zip(tracks, marks, strict=True):
+                        track.settled = max(track.settled, read)
+            for session_id, track, give_back in zip(session_ids, tracks, give_backs, strict=True):
+                self._after_replay(session_id, give_back)
+                if self._due(session_id, track):
+                    # Purge by this process's clock, and give back claims whose lease
+                    # passed, through the log: for every replica alike.
+                    self._run(session_id, {"o": "tick", "t": self._now()})
+        finally:
+            self._unpin(tracks)
 
     def _tails(self, session_ids: tuple[str, ...], starts: list[int]) -> list[Any]:
         """The replies of `_TAIL` for each session from its start: one round trip."""
@@ -961,10 +1017,13 @@ class RedisStore:
         # A cursor names the session's life, its version and the last key read;
         # an entry chosen, its sequence (entries are the same in every replica).
         with self._lock:
-            track = self._track(session_id)
-            life = track.life
-            if cursor.session is not self._replica._sessions.get(session_id):
-                life = -1  # read in a life that has ended (or of no record): refused
+            track = self._tracks.get(session_id)
+            if track is None or cursor.session is not self._replica._sessions.get(session_id):
+                # Read in a life that has ended, or of no record, or in a copy
+                # dropped since (its session object is not the replica's): refused.
+                life = -1
+            else:
+                life = track.life
         return {
             "life": life,
             "version": cursor.version,
@@ -992,11 +1051,36 @@ class RedisStore:
 
     def _track(self, session_id: str) -> _Track:
         # With or without self._lock held: setdefault is atomic, so two threads
-        # that find none get the same one.
+        # that find none get the same one. (Without a pin, the track may be
+        # dropped at any time: see the module docstring's rules.)
         track = self._tracks.get(session_id)
         if track is None:
             track = self._tracks.setdefault(session_id, _Track())
         return track
+
+    def _pin(self, *session_ids: str) -> list[_Track]:
+        """The sessions' tracks, kept (never dropped) until `_unpin`."""
+        with self._lock:
+            tracks = [self._track(session_id) for session_id in session_ids]
+            for track in tracks:
+                track.pins += 1
+        return tracks
+
+    def _unpin(self, tracks: list[_Track]) -> None:
+        used = time.monotonic()
+        with self._lock:
+            for track in tracks:
+                track.pins -= 1
+                track.used = used
+
+    @contextlib.contextmanager
+    def _kept(self, session_ids: Sequence[str]) -> Iterator[None]:
+        """Keep the sessions' copies (their tracks pinned) for the block."""
+        tracks = self._pin(*session_ids)
+        try:
+            yield
+        finally:
+            self._unpin(tracks)
 
     def _look_at(self, session_id: str) -> None:
         # A look purges nothing of its own: the replica's clock reads the log's.
@@ -1086,9 +1170,7 @@ class RedisStore:
         Returns whether the session was cleared meanwhile (a life ended).
         """
         replica = self._replica
-        old = replica._sessions.pop(session_id, None)
-        replica._active.pop(session_id, None)
-        replica._expiring.pop(session_id, None)
+        old = replica.forget(session_id)
         ended = bool(state["life"] != track.life)
         if old is not None and ended:
             old.version = CLEARED  # cursors read in that life see it end
@@ -1194,7 +1276,7 @@ class RedisStore:
         prefix = len(self._wake_channel(""))
         pubsub = None
         first = True
-        housekeeping = 0.0
+        housekeeping = next_copies = 0.0
         while not self._stopping.is_set():
             try:
                 if pubsub is None:
@@ -1218,7 +1300,7 @@ class RedisStore:
                     self._received(pubsub, message, prefix)
                 if time.monotonic() >= housekeeping:
                     # Not after every message: a loop just woken waits for the GIL.
-                    housekeeping = time.monotonic() + HOUSEKEEPING
+                    housekeeping = time.monotonic() + self._housekeeping
                     self._tick_expired_leases()
                     self._recover_abandoned()
                     forgotten = self._forget_idle()
@@ -1226,6 +1308,10 @@ class RedisStore:
                         pubsub.unsubscribe(*map(self._wake_channel, forgotten))
                         for session_id in forgotten:
                             self._notify(session_id)
+                    if time.monotonic() >= next_copies:
+                        # Every track is looked at: not at every tick.
+                        next_copies = time.monotonic() + self._forget_after / 10
+                        self._forget_copies()
             except Exception as error:
                 if not isinstance(error, (redis.ConnectionError, redis.TimeoutError, StoreError)):
                     fallback_logger.exception("harn_inbox: the Redis subscriber starts again")
@@ -1337,6 +1423,10 @@ class RedisStore:
         track.looked = time.monotonic()
         if session_id not in self._wanted:
             with self._lock:
+                # Found again with the lock held: every wanted session has its
+                # track (the copy may have been dropped since the first find).
+                track = self._track(session_id)
+                track.looked = time.monotonic()
                 if session_id in self._wanted:
                     return track
                 self._wanted.add(session_id)
@@ -1377,6 +1467,36 @@ class RedisStore:
                     track.marks += 1
                     forgotten.append(session_id)
         return forgotten
+
+    def _forget_copies(self) -> list[str]:
+        """Drop the copies of the sessions this process has not used for `FORGET_AFTER` seconds.
+
+        On the subscriber thread only (rule 2 of the module docstring). A
+        session is kept while a use holds its track (rule 1), while a wait
+        wants it (rule 3), while a claim is held in it (this process ticks its
+        lease) and while an operation of ours whose caller gave up may still
+        reach its log (its replay gives back what it took).
+        """
+        cutoff = time.monotonic() - self._forget_after
+        with self._lock:
+            abandoned = {session_id for session_id, _ in self._abandoned.values()}
+            idle = [
+                session_id
+                for session_id, track in self._tracks.items()
+                if not track.pins
+                and track.used <= cutoff
+                and track.looked <= cutoff
+                and not track.claims
+                and session_id not in self._wanted
+                and session_id not in abandoned
+            ]
+            for session_id in idle:
+                track = self._tracks.pop(session_id)
+                # Never fresh again, should a look still hold it (rule 3).
+                track.listening = False
+                track.marks += 1
+                self._replica.forget(session_id)
+        return idle
 
     def _notify(self, session_id: str) -> None:
         settings = self._settings
