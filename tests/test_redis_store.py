@@ -8,6 +8,7 @@ Waking across the network takes real time: those waits run on a real trio clock
 
 from __future__ import annotations
 
+import json
 import threading
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -18,6 +19,7 @@ from _support import ThreadCall, parked_wait_sync, spin_until, store_of
 
 from harn_inbox import Inbox, InboxEntry, ManualClock
 from harn_inbox.stores import MemoryStore, RedisStore
+from harn_inbox.stores._redis import REMEMBER_PROCESSES_FOR
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -201,6 +203,34 @@ def test_a_compacted_log_stays_short_and_a_new_inbox_starts_from_its_snapshot(
     assert fresh.push("s", "k", "keyed again", "src", dedupe_key="once") == first
     assert fresh.push("s", "k", "next", "src").sequence == 32
     assert contents(inbox.drain("s")) == ["next"]
+
+
+def test_a_session_forgets_the_processes_that_wrote_to_it_long_ago(
+    connect: Callable[..., Inbox], redis_server: RedisServer
+) -> None:
+    namespace = redis_server.namespace()
+    clock = ManualClock(start_ms=1_000_000)
+    writers = [connect(namespace, clock) for _ in range(4)]
+    for writer in writers:
+        writer.push("s", "k", "x", "src")
+    reader = connect(namespace, clock)
+    assert reader.pending_count("s") == 4
+    assert len(store_of(reader)._track("s").applied) == 4
+    clock.advance(REMEMBER_PROCESSES_FOR + 1)
+    last = store_of(writers[0])
+    last._compact_after = 2
+    writers[0].push("s", "k", "y", "src")
+    assert reader.pending_count("s") == 5
+    # Every replica forgets the same processes, at the same operation.
+    for inbox in (writers[0], writers[1], reader):
+        assert store_of(inbox).pending_count("s") == 5
+        assert list(store_of(inbox)._track("s").applied) == [last._process]
+    assert len(writers[0].drain("s")) == 5  # (empty: the log is compacted)
+    snapshot = json.loads(redis_server.command("GET", f"{namespace}:snapshot:s").split(b"\r\n")[1])
+    assert [process for process, _, _ in snapshot["applied"]] == [last._process]
+    fresh = connect(namespace, clock)
+    assert fresh.push("s", "k", "z", "src").sequence == 6
+    assert list(store_of(fresh)._track("s").applied) == [last._process, store_of(fresh)._process]
 
 
 @pytest.mark.parametrize("ending", ["cancelled", "timed out", "closed"])
@@ -773,20 +803,47 @@ def test_a_session_wanted_as_its_copy_is_dropped_has_its_copy(
     # reads the track of every wanted session).
     inbox = connect(redis_server.namespace())
     store = store_of(inbox)
-    track = store._track
-    finds = 0
+    store._track("s")
 
-    def dropped_after_the_first_find(session_id: str) -> Any:
-        nonlocal finds
-        finds += 1
-        found = track(session_id)
-        if finds == 1:
-            with store._lock:
-                store._tracks.pop(session_id)
-        return found
+    class DroppedOnceFound(dict[str, Any]):
+        def get(self, key: str, default: Any = None) -> Any:
+            found = super().get(key, default)
+            if key == "s" and found is not None and "s" not in store._wanted:
+                del self[key]  # (as the subscriber would, under the lock: it is free here)
+            return found
 
-    store._track = dropped_after_the_first_find  # type: ignore[method-assign]
+    with store._lock:
+        store._tracks = DroppedOnceFound(store._tracks)
     wanted = store._want("s")
     assert "s" in store._wanted
     assert store._tracks["s"] is wanted
     assert wanted.looked > 0
+
+
+def test_a_parked_wait_whose_copy_is_read_again_is_not_ended_by_a_clear_long_past(
+    connect: Callable[..., Inbox], redis_server: RedisServer
+) -> None:
+    # A copy read again replays the session's old clears: they are not news.
+    # (A wait's copy is dropped only as the wait begins; here it is dropped
+    # under a parked wait, which it then wakes to look again.)
+    namespace = redis_server.namespace()
+    waiting, other = connect(namespace), connect(namespace)
+    other.push("s", "k", "before", "src")
+    assert other.clear_session("s") == 1
+    store = store_of(waiting)
+    looks = ServerLooks(store)
+    wait = parked_wait_sync(waiting, "s")
+    seen = looks.count
+    with store._lock:
+        store._wanted.discard("s")
+        dropped = store._tracks.pop("s")
+        dropped.listening = False
+        dropped.marks += 1
+        store._replica.forget("s")
+    store._notify("s")
+    spin_until(lambda: looks.count > seen, "the wait looked at the server again")
+    spin_until(lambda: waiting.waiter_count("s") == 1, "parked again")
+    assert wait.is_alive()
+    pushed = other.push("s", "k", "after", "src")
+    assert wait.outcome() is True
+    assert waiting.drain("s") == [pushed]

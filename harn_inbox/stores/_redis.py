@@ -22,7 +22,12 @@ is computed:
    is read, changed in Python and written back.
 4. An operation carries (process id, counter). A retry after a dropped
    connection appends it again; replay skips the copy, so the operation is
-   applied once and its result read from the first copy.
+   applied once and its result read from the first copy. A process whose
+   last operation in the log is `REMEMBER_PROCESSES_FOR` older (by clock
+   readings) than the operation being replayed is forgotten, in every
+   replica at the same place, so a session that many processes wrote to
+   over time does not carry each of them in its snapshot for ever; its
+   retried copies came long before.
 
 A replica decides nothing of its own: its looks do not purge what expired by
 this process's clock (a ``tick`` operation does, so every replica purges at
@@ -67,23 +72,29 @@ listens to nothing.
 Copies are kept while they are used: a session's track and replica state
 that no operation or look of this process has used for `FORGET_AFTER`
 seconds, that no wait wants, and that holds no claim and no operation whose
-caller gave up, are dropped (`_forget_copies`); its next use starts again at
-the log's snapshot. So a long-lived process that pushed into many sessions
-holds only those it uses. The rules that keep a drop from losing anything:
+caller gave up, are dropped (`_forget_copies`); its next use replays the log
+again, from its snapshot or its start. So a long-lived process that pushed
+into many sessions holds only those it uses. The rules that keep a drop from
+losing anything:
 
-1. Each use that replays into a copy or reads it holds a pin on its track
-   (`_kept`), taken under the store's lock; a pinned track is never dropped,
-   so no replay or read lands in a dropped copy.
+1. Each use that replays into a copy, or reads it after a look at the
+   server, holds a pin on its track (`_kept`), taken under the store's lock;
+   a pinned track is never dropped, so no replay or read lands in a dropped
+   copy. Other threads make tracks only under the lock.
 2. The subscriber thread's own uses (`_heard`, `_received`) hold no pin: the
-   drop runs on that thread, between them.
+   drop runs on that thread, between them. (For a session dropped, they may
+   make a new track: stale, since a message after the log's start is not
+   replayed into it, and dropped again later.)
 3. A wanted session is never dropped, and `_want` makes a session wanted
    under the lock together with finding its track, so every wanted session
-   has its track; a dropped track is not listening and is marked, so it is
-   never fresh again, and a look that found its track fresh checks, under
-   the lock, that it is still the session's (`has_pending_here`).
+   has its track. A dropped track is not listening and is marked, so it is
+   never fresh again; a look that found its track fresh checks, under the
+   lock, that it is still the session's (`has_pending_here`, `read_here`).
 4. A cursor read in a dropped copy names a session object that is no longer
    the replica's: its take is refused (the caller reads again), as after a
    snapshot that ended the cursor's life.
+5. A copy read again does not report the clears it replays to the inbox's
+   waits (`_Track.loaded`): it cannot tell them from clears long past.
 
 Claims hold a lease. A claim operation records its deadline (the claimant's
 clock plus the lease); replaying any later operation of that session whose
@@ -102,7 +113,7 @@ import json
 import os
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from typing import TYPE_CHECKING, Any, ClassVar, final
 
 import attrs
@@ -203,6 +214,10 @@ COMPACT_AFTER = 100
 #: and after its last use that it drops its copy of the session (`_forget_copies`).
 FORGET_AFTER = 300.0
 
+#: Seconds (of the operations' clock readings) after which a session's log
+#: forgets a process that has appended nothing since: see rule 4 of the module docstring.
+REMEMBER_PROCESSES_FOR = 86_400.0
+
 #: How many sessions `RedisStore.sessions` reads in one round trip.
 SESSIONS_PER_ROUND_TRIP = 500
 
@@ -246,6 +261,7 @@ class _Track:
         "claims",
         "life",
         "listening",
+        "loaded",
         "lock",
         "looked",
         "marks",
@@ -266,14 +282,18 @@ class _Track:
         self.position = 0
         #: The index of the log's first operation kept, as last seen.
         self.base = 0
-        #: Process id -> the counter of its last operation applied (retried copies are skipped).
-        self.applied: dict[str, int] = {}
+        #: Process id -> (the counter of its last operation applied, that
+        #: operation's clock reading), least recently applied first: retried
+        #: copies are skipped (see `RedisStore._apply`).
+        self.applied: OrderedDict[str, tuple[int, int]] = OrderedDict()
         #: How many times the session was cleared: a cursor names the life it read.
         self.life = 0
         #: The clock reading of the last operation replayed.
         self.now = 0
         #: Claim id -> (the replica's record, lease deadline): the claims still held.
         self.claims: dict[str, tuple[ClaimRecord, int]] = {}
+        #: Something of the log was replayed (or found beyond) into this copy.
+        self.loaded = False
         #: The subscriber hears the session's channel (its subscription is confirmed).
         self.listening = False
         #: When a wait last looked at the session (monotonic seconds): see `_forget_idle`.
@@ -409,6 +429,8 @@ class RedisStore:
         self._compact_after = COMPACT_AFTER
         #: FORGET_AFTER; the tests forget at once.
         self._forget_after = FORGET_AFTER
+        #: REMEMBER_PROCESSES_FOR, in milliseconds.
+        self._remember_processes_ms = round(REMEMBER_PROCESSES_FOR * 1000)
         #: HOUSEKEEPING; the tests keep house at every turn of the subscriber.
         self._housekeeping = HOUSEKEEPING
         self._subscriber: threading.Thread | None = None
@@ -708,7 +730,7 @@ class RedisStore:
                         # If not, it may reach the log after all (it sat in a paused
                         # server's socket, say): then replay gives back what it took.
                         del self._outcomes[counter]
-                        landed = track.applied.get(self._process, 0) >= counter
+                        landed = track.applied.get(self._process, (0, 0))[0] >= counter
                         if not landed:
                             until = time.monotonic() + ABANDONED_FOR
                             self._abandoned[counter] = (session_id, until)
@@ -819,6 +841,15 @@ class RedisStore:
         give_back: list[dict[str, Any]] = []
         cleared = False
         with self._lock:
+            # Rule 5 of the module docstring: a copy that knew nothing of the
+            # session before (new, or read again after it was dropped) cannot
+            # tell a clear that came after a wait of this inbox began from one
+            # long before, so it reports none. A wait can be parked on such a
+            # copy only if the copy was dropped as the wait began (between its
+            # first look and its parking); its looks then read the session
+            # after those clears, as a wait that began after them would.
+            news = track.loaded
+            track.loaded = True
             if snapshot and start < base:
                 start = base
                 if track.position < base:
@@ -841,8 +872,8 @@ class RedisStore:
                 cleared |= operation["o"] == "clear" and operation["p"] != self._process
             compaction = self._compaction(session_id, track) if compact else None
         if compaction is not None:
-            self._compact(session_id, *compaction)
-        if cleared and self._settings is not None:
+            self._compact(session_id, track, *compaction)
+        if cleared and news and self._settings is not None:
             # Cleared by another process: this inbox's waits on it end, as its
             # own clear_session ends them (which tells its lot itself). The
             # lot's lock is never held around a look, and waking calls no user code.
@@ -864,16 +895,23 @@ class RedisStore:
         self, session_id: str, track: _Track, operation: dict[str, Any]
     ) -> dict[str, Any] | None:
         """Replay one operation (under self._lock, in log order); return a give-back it owes."""
-        process, counter = operation["p"], operation["n"]
-        if track.applied.get(process, 0) >= counter:
+        process, counter, now = operation["p"], operation["n"], operation["t"]
+        applied = track.applied
+        if applied.get(process, (0, 0))[0] >= counter:
             # A retried copy: applied once already, its result given then.
             # (Or an operation whose caller gave up, overtaken by a later one:
             # skipped, in every replica alike, so it has nothing to give back.)
             if process == self._process:
                 self._abandoned.pop(counter, None)
             return None
-        track.applied[process] = counter
-        now = track.now = operation["t"]
+        applied[process] = (counter, now)
+        applied.move_to_end(process)
+        # Forget the processes that have appended nothing for a long time (rule
+        # 4): the same in every replica, which replay the same operations.
+        forget_before = now - self._remember_processes_ms
+        while applied[first := next(iter(applied))][1] < forget_before:
+            del applied[first]
+        track.now = now
         self._replica.now = now
         outcome = self._outcomes.get(counter) if process == self._process else None
         self._expired_now = []
@@ -1123,7 +1161,7 @@ class RedisStore:
         state: dict[str, Any] = {
             "life": track.life,
             "now": track.now,
-            "applied": track.applied,
+            "applied": [[process, *last] for process, last in track.applied.items()],
             "record": session is not None,
         }
         if session is not None:
@@ -1150,7 +1188,7 @@ class RedisStore:
                 ]
         return track.position, json.dumps(state, separators=(",", ":"))
 
-    def _compact(self, session_id: str, position: int, snapshot: str) -> None:
+    def _compact(self, session_id: str, track: _Track, position: int, snapshot: str) -> None:
         keys = [
             self._log_key(session_id),
             self._key(f"base:{session_id}"),
@@ -1160,7 +1198,6 @@ class RedisStore:
             self._call(lambda: self._compact_script(keys=keys, args=[position, snapshot]))
         except StoreError:  # compaction is housekeeping: the next one will do
             return
-        track = self._track(session_id)
         with self._lock:
             track.base = max(track.base, position)
 
@@ -1200,7 +1237,9 @@ class RedisStore:
             replica._sessions[session_id] = session
         track.life = state["life"]
         track.now = state["now"]
-        track.applied = dict(state["applied"])
+        track.applied = OrderedDict(
+            (process, (counter, clock)) for process, counter, clock in state["applied"]
+        )
         track.claims = {}  # none was held there; ours that were are settled or went back
         track.position = track.base = base
         return ended
@@ -1419,18 +1458,20 @@ class RedisStore:
         # Stamped before the test: `_forget_idle` checks the stamp again under
         # the lock before it forgets, so a look either keeps the session wanted
         # or finds it gone and asks again.
-        track = self._track(session_id)
-        track.looked = time.monotonic()
-        if session_id not in self._wanted:
-            with self._lock:
-                # Found again with the lock held: every wanted session has its
-                # track (the copy may have been dropped since the first find).
-                track = self._track(session_id)
-                track.looked = time.monotonic()
-                if session_id in self._wanted:
-                    return track
-                self._wanted.add(session_id)
-            self._requests.append(session_id)
+        track = self._tracks.get(session_id)
+        if track is not None:
+            track.looked = time.monotonic()
+            if session_id in self._wanted:
+                return track
+        with self._lock:
+            # A track is made, and a session made wanted, with the lock held:
+            # every wanted session has its track (rule 3 of the module docstring).
+            track = self._track(session_id)
+            track.looked = time.monotonic()
+            if session_id in self._wanted:
+                return track
+            self._wanted.add(session_id)
+        self._requests.append(session_id)
         return track
 
     def _forget_idle(self) -> list[str]:
@@ -1482,7 +1523,8 @@ class RedisStore:
             abandoned = {session_id for session_id, _ in self._abandoned.values()}
             idle = [
                 session_id
-                for session_id, track in self._tracks.items()
+                # (A copy: the subscriber's own uses make tracks without the lock.)
+                for session_id, track in list(self._tracks.items())
                 if not track.pins
                 and track.used <= cutoff
                 and track.looked <= cutoff
