@@ -820,12 +820,14 @@ def test_a_session_wanted_as_its_copy_is_dropped_has_its_copy(
     assert wanted.looked > 0
 
 
+@pytest.mark.parametrize("heard_late", [False, True])
 def test_a_parked_wait_whose_copy_is_read_again_is_not_ended_by_a_clear_long_past(
-    connect: Callable[..., Inbox], redis_server: RedisServer
+    connect: Callable[..., Inbox], redis_server: RedisServer, heard_late: bool
 ) -> None:
     # A copy read again replays the session's old clears: they are not news.
     # (A wait's copy is dropped only as the wait begins; here it is dropped
-    # under a parked wait, which it then wakes to look again.)
+    # under a parked wait, which it then wakes to look again.) A message still
+    # on its way from before the drop makes a new copy, stale: no news either.
     namespace = redis_server.namespace()
     waiting, other = connect(namespace), connect(namespace)
     other.push("s", "k", "before", "src")
@@ -840,6 +842,9 @@ def test_a_parked_wait_whose_copy_is_read_again_is_not_ended_by_a_clear_long_pas
         dropped.listening = False
         dropped.marks += 1
         store._replica.forget("s")
+    if heard_late:
+        store._heard("s", b'7 {"o":"tick","p":"x","n":1,"t":0}')
+        assert not store._tracks["s"].loaded
     store._notify("s")
     spin_until(lambda: looks.count > seen, "the wait looked at the server again")
     spin_until(lambda: waiting.waiter_count("s") == 1, "parked again")

@@ -292,7 +292,8 @@ class _Track:
         self.now = 0
         #: Claim id -> (the replica's record, lease deadline): the claims still held.
         self.claims: dict[str, tuple[ClaimRecord, int]] = {}
-        #: Something of the log was replayed (or found beyond) into this copy.
+        #: The copy has been brought to the log's present once (by a reply, or
+        #: by a message with no gap before it): see rule 5 of the module docstring.
         self.loaded = False
         #: The subscriber hears the session's channel (its subscription is confirmed).
         self.listening = False
@@ -561,11 +562,8 @@ class RedisStore:
 
     def read(self, session_id: str, cursor: Cursor | None) -> tuple[Cursor, list[InboxEntry], bool]:
         self._want(session_id)  # (a wait_for's look; or a drain_where, which may wait next)
-        with self._kept((session_id,)):
-            self._catch_up(session_id)
-            with self._lock:
-                self._look_at(session_id)
-                return self._replica.read(session_id, cursor)
+        with self._looking(session_id):
+            return self._replica.read(session_id, cursor)
 
     def take(
         self, session_id: str, cursor: Cursor, chosen: list[InboxEntry]
@@ -657,18 +655,12 @@ class RedisStore:
             return self._replica.read(session_id, cursor)
 
     def pending_count(self, session_id: str) -> int:
-        with self._kept((session_id,)):
-            self._catch_up(session_id)
-            with self._lock:
-                self._look_at(session_id)
-                return self._replica.pending_count(session_id)
+        with self._looking(session_id):
+            return self._replica.pending_count(session_id)
 
     def snapshot(self, session_id: str) -> list[InboxEntry]:
-        with self._kept((session_id,)):
-            self._catch_up(session_id)
-            with self._lock:
-                self._look_at(session_id)
-                return self._replica.snapshot(session_id)
+        with self._looking(session_id):
+            return self._replica.snapshot(session_id)
 
     def sessions(self) -> list[str]:
         # Every session the namespace has held is read: a round trip per
@@ -690,11 +682,8 @@ class RedisStore:
         return pending
 
     def statistics(self, session_id: str) -> SessionStatistics:
-        with self._kept((session_id,)):
-            self._catch_up(session_id)
-            with self._lock:
-                self._look_at(session_id)
-                statistics = self._replica.statistics(session_id)
+        with self._looking(session_id):
+            statistics = self._replica.statistics(session_id)
         return attrs.evolve(statistics, durable=True)
 
     # -- Operations ---------------------------------------------------------------------------
@@ -849,7 +838,6 @@ class RedisStore:
             # first look and its parking); its looks then read the session
             # after those clears, as a wait that began after them would.
             news = track.loaded
-            track.loaded = True
             if snapshot and start < base:
                 start = base
                 if track.position < base:
@@ -861,6 +849,8 @@ class RedisStore:
             if start > track.position:
                 track.marks += 1
                 log = []
+            else:
+                track.loaded = True  # (what follows is replayed: the copy has the log's present)
             for index, text in enumerate(log, start):
                 if index < track.position:
                     continue
@@ -1110,6 +1100,15 @@ class RedisStore:
             for track in tracks:
                 track.pins -= 1
                 track.used = used
+
+    @contextlib.contextmanager
+    def _looking(self, session_id: str) -> Iterator[None]:
+        """A look: the session caught up, then the block under the store's lock (copy kept)."""
+        with self._kept((session_id,)):
+            self._catch_up(session_id)
+            with self._lock:
+                self._look_at(session_id)
+                yield
 
     @contextlib.contextmanager
     def _kept(self, session_ids: Sequence[str]) -> Iterator[None]:
