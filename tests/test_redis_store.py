@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 import pytest
+from _redis_server import integer
 from _support import ThreadCall, parked_wait_sync, spin_until, store_of
 
 from harn_inbox import Inbox, InboxEntry, ManualClock
@@ -852,3 +853,48 @@ def test_a_parked_wait_whose_copy_is_read_again_is_not_ended_by_a_clear_long_pas
     pushed = other.push("s", "k", "after", "src")
     assert wait.outcome() is True
     assert waiting.drain("s") == [pushed]
+
+
+def members(redis_server: RedisServer, namespace: str) -> int:
+    """How many sessions the namespace's sessions set holds."""
+    return integer(redis_server.command("SCARD", f"{namespace}:sessions"))
+
+
+def test_a_dropped_copy_compacts_its_log_and_an_idle_session_leaves_the_sessions_set(
+    connect: Callable[..., Inbox], redis_server: RedisServer
+) -> None:
+    namespace = redis_server.namespace()
+    inbox = connect(namespace)
+    store = store_of(inbox)
+    first = [inbox.push(session_id, "k", "x", "src") for session_id in ("idle", "full")]
+    assert inbox.drain("idle") == first[:1]
+    assert members(redis_server, namespace) == 2
+    drops = forgetting(store)
+    spin_until(lambda: {"idle", "full"} <= set(drops.sessions), "both dropped")
+    # Nothing pending and nothing since the snapshot: its log is empty, and
+    # `sessions` no longer reads it. The other keeps its log and its place.
+    assert members(redis_server, namespace) == 1
+    assert integer(redis_server.command("LLEN", f"{namespace}:log:idle")) == 0
+    assert integer(redis_server.command("LLEN", f"{namespace}:log:full")) == 1
+    store._forget_after = 3600.0
+    assert connect(namespace).sessions() == ["full"]
+    # Its next operation puts it back, and its sequences go on.
+    assert inbox.push("idle", "k", "y", "src").sequence == 2
+    assert members(redis_server, namespace) == 2
+    assert sorted(connect(namespace).sessions()) == ["full", "idle"]
+
+
+def test_a_copy_dropped_behind_its_log_keeps_the_session_in_the_sessions_set(
+    connect: Callable[..., Inbox], redis_server: RedisServer
+) -> None:
+    namespace = redis_server.namespace()
+    draining, pushing = connect(namespace), connect(namespace)
+    pushing.push("s", "k", "x", "src")
+    assert len(draining.drain("s")) == 1  # empty as far as its copy goes
+    later = pushing.push("s", "k", "y", "src")  # not heard: it waits on nothing
+    drops = forgetting(store_of(draining))
+    spin_until(lambda: "s" in drops.sessions, "dropped")
+    assert members(redis_server, namespace) == 1
+    assert integer(redis_server.command("LLEN", f"{namespace}:log:s")) == 1
+    assert connect(namespace).sessions() == ["s"]
+    assert draining.drain("s") == [later]

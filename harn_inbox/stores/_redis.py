@@ -184,7 +184,11 @@ redis.call('PUBLISH', prefix .. 'wake:' .. session, (base + length - 1) .. ' ' .
 _TAIL = _SCHEMA_CHECK + _TAIL_REPLY % -1
 
 # Compact: the state after the operations before index ARGV[1] is ARGV[2];
-# drop them from the log. Only forwards. KEYS: log, base key, snapshot key.
+# drop them from the log. Only forwards. A session with nothing left in its log
+# (nothing pending in the snapshot, nothing since) leaves the namespace's
+# sessions set; its next operation puts it back, in the same script as its
+# append. KEYS: log, base key, snapshot key, sessions set. ARGV: position,
+# snapshot, session id.
 _COMPACT = """
 local base = tonumber(redis.call('GET', KEYS[2]) or '0')
 local position = tonumber(ARGV[1])
@@ -194,6 +198,9 @@ end
 redis.call('LTRIM', KEYS[1], position - base, -1)
 redis.call('SET', KEYS[2], position)
 redis.call('SET', KEYS[3], ARGV[2])
+if redis.call('LLEN', KEYS[1]) == 0 then
+    redis.call('SREM', KEYS[4], ARGV[3])
+end
 return 1
 """
 
@@ -860,7 +867,9 @@ class RedisStore:
                 if give is not None:
                     give_back.append(give)
                 cleared |= operation["o"] == "clear" and operation["p"] != self._process
-            compaction = self._compaction(session_id, track) if compact else None
+            compaction = (
+                self._compaction(session_id, track, self._compact_after) if compact else None
+            )
         if compaction is not None:
             self._compact(session_id, track, *compaction)
         if cleared and news and self._settings is not None:
@@ -1150,11 +1159,15 @@ class RedisStore:
     # replayed it writes that state down as the log's snapshot, at its
     # position, and drops the operations before it (one script, only
     # forwards). Every replica computes the same state there, so a replica
-    # further back loads the snapshot and replays on from it.
+    # further back loads the snapshot and replays on from it. A process that
+    # drops its copy of a session compacts the log as far as the copy goes
+    # (after any number of operations), so that an idle session's log is
+    # empty and `sessions` no longer reads it (see `_COMPACT`).
 
-    def _compaction(self, session_id: str, track: _Track) -> tuple[int, str] | None:
-        """(position, snapshot) if the session's log is due for compaction (under self._lock)."""
-        if track.position - track.base < self._compact_after or track.claims:
+    def _compaction(self, session_id: str, track: _Track, after: int) -> tuple[int, str] | None:
+        """(position, snapshot) if *after* operations follow the log's base and the session
+        holds nothing but counters (under self._lock)."""
+        if track.position - track.base < after or track.claims:
             return None
         session = self._replica._sessions.get(session_id)
         state: dict[str, Any] = {
@@ -1188,17 +1201,32 @@ class RedisStore:
         return track.position, json.dumps(state, separators=(",", ":"))
 
     def _compact(self, session_id: str, track: _Track, position: int, snapshot: str) -> None:
-        keys = [
-            self._log_key(session_id),
-            self._key(f"base:{session_id}"),
-            self._key(f"snapshot:{session_id}"),
-        ]
         try:
-            self._call(lambda: self._compact_script(keys=keys, args=[position, snapshot]))
+            self._call(lambda: self._compact_at(session_id, position, snapshot, self._client))
         except StoreError:  # compaction is housekeeping: the next one will do
             return
         with self._lock:
             track.base = max(track.base, position)
+
+    def _compact_at(self, session_id: str, position: int, snapshot: str, client: Any) -> Any:
+        keys = [
+            self._log_key(session_id),
+            self._key(f"base:{session_id}"),
+            self._key(f"snapshot:{session_id}"),
+            self._key("sessions"),
+        ]
+        return self._compact_script(keys=keys, args=[position, snapshot, session_id], client=client)
+
+    def _compact_dropped(self, compactions: list[tuple[str, int, str]]) -> None:
+        """Compact the logs of copies just dropped: a round trip per `SESSIONS_PER_ROUND_TRIP`."""
+        for first in range(0, len(compactions), SESSIONS_PER_ROUND_TRIP):
+            pipeline = self._client.pipeline(transaction=False)
+            for compaction in compactions[first : first + SESSIONS_PER_ROUND_TRIP]:
+                self._compact_at(*compaction, pipeline)
+            try:
+                pipeline.execute()
+            except self._redis.RedisError:  # housekeeping: a later use compacts them
+                return
 
     def _load(self, session_id: str, track: _Track, state: dict[str, Any], base: int) -> bool:
         """Make the replica of the session what *state* says it is at *base* (under self._lock).
@@ -1515,7 +1543,8 @@ class RedisStore:
         session is kept while a use holds its track (rule 1), while a wait
         wants it (rule 3), while a claim is held in it (this process ticks its
         lease) and while an operation of ours whose caller gave up may still
-        reach its log (its replay gives back what it took).
+        reach its log (its replay gives back what it took). The logs of the
+        sessions dropped are compacted as far as their copies go.
         """
         cutoff = time.monotonic() - self._forget_after
         with self._lock:
@@ -1531,12 +1560,18 @@ class RedisStore:
                 and session_id not in self._wanted
                 and session_id not in abandoned
             ]
+            compactions = []
             for session_id in idle:
                 track = self._tracks.pop(session_id)
                 # Never fresh again, should a look still hold it (rule 3).
                 track.listening = False
                 track.marks += 1
+                compaction = self._compaction(session_id, track, 1)
+                if compaction is not None:
+                    compactions.append((session_id, *compaction))
                 self._replica.forget(session_id)
+        if compactions:
+            self._compact_dropped(compactions)
         return idle
 
     def _notify(self, session_id: str) -> None:
