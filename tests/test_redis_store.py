@@ -18,9 +18,10 @@ import pytest
 from _redis_server import integer
 from _support import ThreadCall, parked_wait_sync, spin_until, store_of
 
-from harn_inbox import Inbox, InboxEntry, ManualClock
+from harn_inbox import Inbox, InboxEntry, ManualClock, StoreError
 from harn_inbox.stores import MemoryStore, RedisStore
-from harn_inbox.stores._redis import REMEMBER_PROCESSES_FOR
+from harn_inbox.stores._protocol import ClaimRecord
+from harn_inbox.stores._redis import REMEMBER_PROCESSES_FOR, SCHEMA_VERSION
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -211,16 +212,23 @@ def test_a_session_forgets_the_processes_that_wrote_to_it_long_ago(
 ) -> None:
     namespace = redis_server.namespace()
     clock = ManualClock(start_ms=1_000_000)
-    writers = [connect(namespace, clock) for _ in range(4)]
+
+    def connected() -> Inbox:
+        inbox = connect(namespace, clock)
+        store_of(inbox)._remember_operations = 1  # (alike in every process, as the constant)
+        return inbox
+
+    writers = [connected() for _ in range(4)]
     for writer in writers:
         writer.push("s", "k", "x", "src")
-    reader = connect(namespace, clock)
+    reader = connected()
     assert reader.pending_count("s") == 4
     assert len(store_of(reader)._track("s").applied) == 4
     clock.advance(REMEMBER_PROCESSES_FOR + 1)
     last = store_of(writers[0])
     last._compact_after = 2
-    writers[0].push("s", "k", "y", "src")
+    writers[0].push("s", "k", "y", "src")  # (index 4: those before index 3 are forgotten)
+    writers[0].reserve_sequence("s")  # (index 5: all of them)
     assert reader.pending_count("s") == 5
     # Every replica forgets the same processes, at the same operation.
     for inbox in (writers[0], writers[1], reader):
@@ -228,10 +236,48 @@ def test_a_session_forgets_the_processes_that_wrote_to_it_long_ago(
         assert list(store_of(inbox)._track("s").applied) == [last._process]
     assert len(writers[0].drain("s")) == 5  # (empty: the log is compacted)
     snapshot = json.loads(redis_server.command("GET", f"{namespace}:snapshot:s").split(b"\r\n")[1])
-    assert [process for process, _, _ in snapshot["applied"]] == [last._process]
-    fresh = connect(namespace, clock)
-    assert fresh.push("s", "k", "z", "src").sequence == 6
+    assert [process for process, *_ in snapshot["applied"]] == [last._process]
+    fresh = connected()
+    assert fresh.push("s", "k", "z", "src").sequence == 7
     assert list(store_of(fresh)._track("s").applied) == [last._process, store_of(fresh)._process]
+
+
+def test_a_retried_operation_applies_once_though_another_clock_is_a_day_ahead(
+    connect: Callable[..., Inbox], redis_server: RedisServer
+) -> None:
+    # A process is forgotten only when its last operation is a day older by
+    # the clocks and many operations back in the log: a clock a day off alone
+    # does not forget the process whose retry is on its way.
+    namespace = redis_server.namespace()
+    early = connect(namespace, ManualClock(start_ms=1_000_000))
+    late = connect(namespace, ManualClock(start_ms=1_000_000 + 2 * 86_400_000))
+    first = early.push("s", "k", "x", "src")
+    late.push("s", "k", "y", "src")
+    store = store_of(early)
+    log = store._log_key("s")
+    text = store._client.lrange(log, 0, 0)[0]
+    store._append(keys=[log], args=[text, 0, namespace, "s", SCHEMA_VERSION])  # a retried copy
+    assert [entry.content for entry in connect(namespace).drain("s")] == ["x", "y"]
+    assert early.push("s", "k", "z", "src").sequence == first.sequence + 2
+
+
+def test_every_process_purges_what_expired_at_each_operation_alike(
+    connect: Callable[..., Inbox], redis_server: RedisServer
+) -> None:
+    # An operation that changes nothing of the entries (a settle) still purges
+    # at its clock reading in every copy, so a copy that looked since (a look
+    # purges at the last operation's reading) and one that did not agree.
+    namespace = redis_server.namespace()
+    behind = connect(namespace, ManualClock(start_ms=1_000_000))
+    ahead = connect(namespace, ManualClock(start_ms=1_020_000))
+    looking = connect(namespace, ManualClock(start_ms=1_000_000))
+    behind.push("s", "k", "soon gone", "src", expires_in=10.0)  # until 1,010,000
+    store_of(ahead).settle(ClaimRecord("s", [], [], "nobody/1"))  # at 1,020,000
+    assert looking.pending_count("s") == 0
+    assert behind.drain("s") == []  # at 1,000,000 by its own clock: purged before
+    for inbox in (behind, ahead, looking):
+        statistics = inbox.statistics("s")
+        assert (statistics.pending, statistics.expired) == (0, 1)
 
 
 @pytest.mark.parametrize("ending", ["cancelled", "timed out", "closed"])
@@ -877,7 +923,9 @@ def test_a_dropped_copy_compacts_its_log_and_an_idle_session_leaves_the_sessions
     assert integer(redis_server.command("LLEN", f"{namespace}:log:idle")) == 0
     assert integer(redis_server.command("LLEN", f"{namespace}:log:full")) == 1
     store._forget_after = 3600.0
-    assert connect(namespace).sessions() == ["full"]
+    listing = connect(namespace)
+    assert listing.sessions() == ["full"]
+    assert "idle" not in store_of(listing)._tracks  # not read at all
     # Its next operation puts it back, and its sequences go on.
     assert inbox.push("idle", "k", "y", "src").sequence == 2
     assert members(redis_server, namespace) == 2
@@ -898,3 +946,41 @@ def test_a_copy_dropped_behind_its_log_keeps_the_session_in_the_sessions_set(
     assert integer(redis_server.command("LLEN", f"{namespace}:log:s")) == 1
     assert connect(namespace).sessions() == ["s"]
     assert draining.drain("s") == [later]
+
+
+def test_a_copy_that_heard_operations_since_its_last_use_is_dropped_uncompacted(
+    connect: Callable[..., Inbox], redis_server: RedisServer
+) -> None:
+    # What it heard last may be an operation whose sender is still retrying
+    # and will need its result from the log: it compacts nothing.
+    namespace = redis_server.namespace()
+    waiting, other = connect(namespace), connect(namespace)
+    store = store_of(waiting)
+    assert waiting.wait_sync("s", timeout=0) is False
+    spin_until(lambda: store._track("s").listening, "subscribed")
+    assert waiting.pending_count("s") == 0  # (a look after the subscription: fresh)
+    other.push("s", "k", "x", "src")
+    assert len(other.drain("s")) == 1  # empty again, as far as the log goes
+    spin_until(lambda: store._track("s").position == 2, "both heard")
+    drops = forgetting(store)
+    spin_until(lambda: "s" in drops.sessions, "dropped")
+    assert integer(redis_server.command("LLEN", f"{namespace}:log:s")) == 2
+    assert members(redis_server, namespace) == 1
+
+
+def test_an_operation_this_code_cannot_replay_fails_every_use_and_leaves_no_copy(
+    connect: Callable[..., Inbox], redis_server: RedisServer
+) -> None:
+    # (A newer layout's operation, say, in a namespace whose schema key says
+    # this one.) The copy is read again from the log at every use, never
+    # carried past it, so this process never answers from a copy that lacks it.
+    namespace = redis_server.namespace()
+    inbox = connect(namespace)
+    store = store_of(inbox)
+    inbox.push("s", "k", "x", "src")
+    redis_server.command("RPUSH", f"{namespace}:log:s", '{"o":"newer","p":"x","n":1,"t":0}')
+    for _ in range(2):
+        with pytest.raises(StoreError, match="unknown operation 'newer'"):
+            inbox.push("s", "k", "y", "src")
+        assert store._tracks["s"].position == 0
+        assert "s" not in store._replica._sessions

@@ -23,11 +23,13 @@ is computed:
 4. An operation carries (process id, counter). A retry after a dropped
    connection appends it again; replay skips the copy, so the operation is
    applied once and its result read from the first copy. A process whose
-   last operation in the log is `REMEMBER_PROCESSES_FOR` older (by clock
-   readings) than the operation being replayed is forgotten, in every
-   replica at the same place, so a session that many processes wrote to
-   over time does not carry each of them in its snapshot for ever; its
-   retried copies came long before.
+   last operation is both `REMEMBER_PROCESSES_FOR` older (by clock readings)
+   and `REMEMBER_OPERATIONS` operations further back in the log than the
+   operation being replayed is forgotten, in every replica at the same
+   place, so a session that many processes wrote to over time does not
+   carry each of them in its snapshot for ever. Its retried copies came
+   long before: both would have to fail for one to apply twice (a clock a
+   day off, and that many operations on the session while it retried).
 
 A replica decides nothing of its own: its looks do not purge what expired by
 this process's clock (a ``tick`` operation does, so every replica purges at
@@ -192,8 +194,8 @@ _TAIL = _SCHEMA_CHECK + _TAIL_REPLY % -1
 _COMPACT = """
 local base = tonumber(redis.call('GET', KEYS[2]) or '0')
 local position = tonumber(ARGV[1])
-if position <= base then
-    return 0
+if position <= base or position - base > redis.call('LLEN', KEYS[1]) then
+    return 0  -- (beyond the log: it was lost, by a flush or a failover)
 end
 redis.call('LTRIM', KEYS[1], position - base, -1)
 redis.call('SET', KEYS[2], position)
@@ -221,9 +223,11 @@ COMPACT_AFTER = 100
 #: and after its last use that it drops its copy of the session (`_forget_copies`).
 FORGET_AFTER = 300.0
 
-#: Seconds (of the operations' clock readings) after which a session's log
-#: forgets a process that has appended nothing since: see rule 4 of the module docstring.
+#: Seconds (of the operations' clock readings), and operations of its log, after
+#: which a session forgets a process that has appended nothing since: both must
+#: have passed. See rule 4 of the module docstring.
 REMEMBER_PROCESSES_FOR = 86_400.0
+REMEMBER_OPERATIONS = 10_000
 
 #: How many sessions `RedisStore.sessions` reads in one round trip.
 SESSIONS_PER_ROUND_TRIP = 500
@@ -277,6 +281,7 @@ class _Track:
         "position",
         "settled",
         "used",
+        "used_position",
     )
 
     def __init__(self) -> None:
@@ -290,9 +295,9 @@ class _Track:
         #: The index of the log's first operation kept, as last seen.
         self.base = 0
         #: Process id -> (the counter of its last operation applied, that
-        #: operation's clock reading), least recently applied first: retried
-        #: copies are skipped (see `RedisStore._apply`).
-        self.applied: OrderedDict[str, tuple[int, int]] = OrderedDict()
+        #: operation's clock reading, its index in the log), least recently
+        #: applied first: retried copies are skipped (see `RedisStore._apply`).
+        self.applied: OrderedDict[str, tuple[int, int, int]] = OrderedDict()
         #: How many times the session was cleared: a cursor names the life it read.
         self.life = 0
         #: The clock reading of the last operation replayed.
@@ -308,8 +313,10 @@ class _Track:
         self.looked = 0.0
         #: How many uses hold the track (`_kept`): a pinned track is never dropped.
         self.pins = 0
-        #: When a use last let go of the track (monotonic seconds): see `_forget_copies`.
+        #: When a use last let go of the track (monotonic seconds), and its
+        #: position then: see `_forget_copies`.
         self.used = 0.0
+        self.used_position = 0
         #: How many times the session was marked stale: an operation may be in the
         #: log that the replica lacks and whose message was heard or lost. Counted
         #: under the store's lock, as is `settled`.
@@ -437,8 +444,9 @@ class RedisStore:
         self._compact_after = COMPACT_AFTER
         #: FORGET_AFTER; the tests forget at once.
         self._forget_after = FORGET_AFTER
-        #: REMEMBER_PROCESSES_FOR, in milliseconds.
+        #: REMEMBER_PROCESSES_FOR, in milliseconds; REMEMBER_OPERATIONS.
         self._remember_processes_ms = round(REMEMBER_PROCESSES_FOR * 1000)
+        self._remember_operations = REMEMBER_OPERATIONS
         #: HOUSEKEEPING; the tests keep house at every turn of the subscriber.
         self._housekeeping = HOUSEKEEPING
         self._subscriber: threading.Thread | None = None
@@ -726,7 +734,7 @@ class RedisStore:
                         # If not, it may reach the log after all (it sat in a paused
                         # server's socket, say): then replay gives back what it took.
                         del self._outcomes[counter]
-                        landed = track.applied.get(self._process, (0, 0))[0] >= counter
+                        landed = outcome.replayed
                         if not landed:
                             until = time.monotonic() + ABANDONED_FOR
                             self._abandoned[counter] = (session_id, until)
@@ -863,7 +871,14 @@ class RedisStore:
                     continue
                 operation = json.loads(text)
                 track.position = index + 1
-                give = self._apply(session_id, track, operation)
+                try:
+                    give = self._apply(session_id, track, operation)
+                except BaseException:
+                    # (Refusals are results, not raised: this is an operation this
+                    # code cannot replay.) The copy may be half changed: it is read
+                    # again from the log at its next use, never compacted from.
+                    self._reset(session_id, track)
+                    raise
                 if give is not None:
                     give_back.append(give)
                 cleared |= operation["o"] == "clear" and operation["p"] != self._process
@@ -895,20 +910,26 @@ class RedisStore:
     ) -> dict[str, Any] | None:
         """Replay one operation (under self._lock, in log order); return a give-back it owes."""
         process, counter, now = operation["p"], operation["n"], operation["t"]
+        index = track.position - 1  # (`_absorb` moved past it)
         applied = track.applied
-        if applied.get(process, (0, 0))[0] >= counter:
+        if applied.get(process, (0, 0, 0))[0] >= counter:
             # A retried copy: applied once already, its result given then.
             # (Or an operation whose caller gave up, overtaken by a later one:
             # skipped, in every replica alike, so it has nothing to give back.)
             if process == self._process:
                 self._abandoned.pop(counter, None)
             return None
-        applied[process] = (counter, now)
+        applied[process] = (counter, now, index)
         applied.move_to_end(process)
         # Forget the processes that have appended nothing for a long time (rule
         # 4): the same in every replica, which replay the same operations.
-        forget_before = now - self._remember_processes_ms
-        while applied[first := next(iter(applied))][1] < forget_before:
+        before_clock = now - self._remember_processes_ms
+        before_index = index - self._remember_operations
+        while True:
+            first = next(iter(applied))  # (at the latest, the process just applied)
+            _, clock, last = applied[first]
+            if clock >= before_clock or last >= before_index:
+                break
             del applied[first]
         track.now = now
         self._replica.now = now
@@ -918,6 +939,10 @@ class RedisStore:
         value = None
         try:
             self._expire_leases(track, now)
+            if session_id in self._replica._expiring:
+                # Purged at every operation's clock reading, in every replica: a
+                # look (at the last one's, `_look_at`) then changes nothing.
+                self._replica.pending_count(session_id)
             value = self._dispatch(session_id, track, operation)
         except (InboxFull, ValueError) as error:
             # Refused (a full session, an equal entry already pending): the
@@ -1109,6 +1134,7 @@ class RedisStore:
             for track in tracks:
                 track.pins -= 1
                 track.used = used
+                track.used_position = track.position
 
     @contextlib.contextmanager
     def _looking(self, session_id: str) -> Iterator[None]:
@@ -1265,11 +1291,21 @@ class RedisStore:
         track.life = state["life"]
         track.now = state["now"]
         track.applied = OrderedDict(
-            (process, (counter, clock)) for process, counter, clock in state["applied"]
+            (process, (counter, clock, index))
+            for process, counter, clock, index in state["applied"]
         )
         track.claims = {}  # none was held there; ours that were are settled or went back
         track.position = track.base = base
         return ended
+
+    def _reset(self, session_id: str, track: _Track) -> None:
+        """Make the session's copy a new one, read from the log's start (under self._lock)."""
+        self._replica.forget(session_id)
+        track.position = track.base = track.life = track.now = 0
+        track.applied = OrderedDict()
+        track.claims = {}
+        track.loaded = False
+        track.marks += 1
 
     def _now(self) -> int:
         settings = self._settings
@@ -1342,7 +1378,7 @@ class RedisStore:
         prefix = len(self._wake_channel(""))
         pubsub = None
         first = True
-        housekeeping = next_copies = 0.0
+        housekeeping = copies_scanned = 0.0
         while not self._stopping.is_set():
             try:
                 if pubsub is None:
@@ -1374,9 +1410,9 @@ class RedisStore:
                         pubsub.unsubscribe(*map(self._wake_channel, forgotten))
                         for session_id in forgotten:
                             self._notify(session_id)
-                    if time.monotonic() >= next_copies:
+                    if time.monotonic() >= copies_scanned + self._forget_after / 10:
                         # Every track is looked at: not at every tick.
-                        next_copies = time.monotonic() + self._forget_after / 10
+                        copies_scanned = time.monotonic()
                         self._forget_copies()
             except Exception as error:
                 if not isinstance(error, (redis.ConnectionError, redis.TimeoutError, StoreError)):
@@ -1544,7 +1580,8 @@ class RedisStore:
         wants it (rule 3), while a claim is held in it (this process ticks its
         lease) and while an operation of ours whose caller gave up may still
         reach its log (its replay gives back what it took). The logs of the
-        sessions dropped are compacted as far as their copies go.
+        sessions dropped are compacted as far as their copies go, if nothing
+        was heard since this process last used them.
         """
         cutoff = time.monotonic() - self._forget_after
         with self._lock:
@@ -1566,9 +1603,13 @@ class RedisStore:
                 # Never fresh again, should a look still hold it (rule 3).
                 track.listening = False
                 track.marks += 1
-                compaction = self._compaction(session_id, track, 1)
-                if compaction is not None:
-                    compactions.append((session_id, *compaction))
+                # Compacted only as far as this process used it, long ago: an
+                # operation heard since may be one whose sender is still
+                # retrying, and needs its result from the log.
+                if track.position == track.used_position:
+                    compaction = self._compaction(session_id, track, 1)
+                    if compaction is not None:
+                        compactions.append((session_id, *compaction))
                 self._replica.forget(session_id)
         if compactions:
             self._compact_dropped(compactions)
