@@ -670,6 +670,14 @@ def test_a_subscription_confirmed_after_its_session_was_forgotten_is_dropped(
 # -- Copies dropped once unused ------------------------------------------------------------------
 
 
+def hearing(inbox: Inbox, session_id: str) -> None:
+    """Make *inbox* hear *session_id* (an empty one), its copy fresh: a wait's look asks for
+    the channel, and a look at the server after the subscription settles the copy."""
+    assert inbox.wait_sync(session_id, timeout=0) is False
+    spin_until(lambda: store_of(inbox)._track(session_id).listening, "subscribed")
+    assert inbox.pending_count(session_id) == 0
+
+
 @attrs.define
 class Drops:
     """What a store's subscriber dropped (`RedisStore._forget_copies`), pass by pass."""
@@ -774,9 +782,7 @@ def test_a_look_at_a_copy_dropped_since_it_was_found_fresh_goes_to_the_server(
     namespace = redis_server.namespace()
     waiting, pushing = connect(namespace), connect(namespace)
     store = store_of(waiting)
-    assert waiting.wait_sync("s", timeout=0) is False
-    spin_until(lambda: store._track("s").listening, "subscribed")
-    assert waiting.pending_count("s") == 0  # a look at the server after the subscription
+    hearing(waiting, "s")
     pushing.push("s", "k", "x", "src")
     spin_until(lambda: store.has_pending_here("s") is True, "heard into a fresh copy")
     fresh = store._fresh
@@ -956,9 +962,7 @@ def test_a_copy_that_heard_operations_since_its_last_use_is_dropped_uncompacted(
     namespace = redis_server.namespace()
     waiting, other = connect(namespace), connect(namespace)
     store = store_of(waiting)
-    assert waiting.wait_sync("s", timeout=0) is False
-    spin_until(lambda: store._track("s").listening, "subscribed")
-    assert waiting.pending_count("s") == 0  # (a look after the subscription: fresh)
+    hearing(waiting, "s")
     other.push("s", "k", "x", "src")
     assert len(other.drain("s")) == 1  # empty again, as far as the log goes
     spin_until(lambda: store._track("s").position == 2, "both heard")
