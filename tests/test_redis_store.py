@@ -280,6 +280,46 @@ def test_every_process_purges_what_expired_at_each_operation_alike(
         assert (statistics.pending, statistics.expired) == (0, 1)
 
 
+def test_entries_given_back_after_they_expired_are_purged_by_the_operation_that_gave_them(
+    connect: Callable[..., Inbox], redis_server: RedisServer
+) -> None:
+    # A release puts back entries whose expiry may have passed by its clock:
+    # they are purged by the release itself, in every process, and reported by
+    # the releasing one (a later look elsewhere would purge them only there).
+    namespace = redis_server.namespace()
+    clock = ManualClock(start_ms=1_000_000)
+    claiming, looking = connect(namespace, clock), connect(namespace, clock)
+    store = store_of(claiming)
+    reported: list[InboxEntry] = []
+    assert store._settings is not None
+    store._settings = attrs.evolve(store._settings, expired=reported.extend)
+    pushed = claiming.push("s", "k", "soon gone", "src", expires_in=10.0)
+    claim = claiming.claim("s")
+    assert claim.__enter__() == [pushed]
+    clock.advance(20.0)
+    claim.__exit__(RuntimeError, RuntimeError("handler failed"), None)  # given back
+    assert reported == [pushed]
+    assert looking.pending_count("s") == 0
+    for inbox in (claiming, looking):
+        assert inbox.statistics("s").expired == 1
+
+
+def test_a_snapshot_written_before_processes_were_forgotten_loads(
+    connect: Callable[..., Inbox], redis_server: RedisServer
+) -> None:
+    # (Its processes as {process: counter}, or [process, counter, clock].)
+    namespace = redis_server.namespace()
+    inbox = connect(namespace)
+    inbox.push("s", "k", "x", "src")
+    store = store_of(inbox)
+    track = store._track("s")
+    for old in ({"older": 3}, [["older", 3, 5]]):
+        with store._lock:
+            store._load("s", track, {"life": 0, "now": 7, "applied": old, "record": False}, 4)
+        assert track.applied["older"][0] == 3
+        assert track.applied["older"][2] == 3  # (remembered as long as can be)
+
+
 @pytest.mark.parametrize("ending", ["cancelled", "timed out", "closed"])
 def test_a_wait_for_whose_take_is_stalled_ends_at_once_and_loses_nothing(
     backend: Backend, connect: Callable[..., Inbox], redis_server: RedisServer, ending: str
@@ -988,3 +1028,16 @@ def test_an_operation_this_code_cannot_replay_fails_every_use_and_leaves_no_copy
             inbox.push("s", "k", "y", "src")
         assert store._tracks["s"].position == 0
         assert "s" not in store._replica._sessions
+    # A look whose copy is reset between its replay and its read (by the
+    # subscriber, hearing such an operation) says so, rather than read nothing.
+    inbox.push("t", "k", "x", "src")
+    catch_up = store._catch_up
+
+    def reset_after(*session_ids: str) -> None:
+        catch_up(*session_ids)
+        with store._lock:
+            store._reset("t", store._tracks["t"])
+
+    store._catch_up = reset_after  # type: ignore[method-assign]
+    with pytest.raises(StoreError, match="'t' holds an operation this process could not"):
+        inbox.pending_count("t")

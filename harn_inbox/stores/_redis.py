@@ -80,7 +80,7 @@ into many sessions holds only those it uses. The rules that keep a drop from
 losing anything:
 
 1. Each use that replays into a copy, or reads it after a look at the
-   server, holds a pin on its track (`_kept`), taken under the store's lock;
+   server, holds a pin on its track (`_pin`), taken under the store's lock;
    a pinned track is never dropped, so no replay or read lands in a dropped
    copy. Other threads make tracks only under the lock.
 2. The subscriber thread's own uses (`_heard`, `_received`) hold no pin: the
@@ -311,7 +311,7 @@ class _Track:
         self.listening = False
         #: When a wait last looked at the session (monotonic seconds): see `_forget_idle`.
         self.looked = 0.0
-        #: How many uses hold the track (`_kept`): a pinned track is never dropped.
+        #: How many uses hold the track (`_pin`): a pinned track is never dropped.
         self.pins = 0
         #: When a use last let go of the track (monotonic seconds), and its
         #: position then: see `_forget_copies`.
@@ -648,8 +648,8 @@ class RedisStore:
         if track is None:
             return None
         with self._lock:
-            if self._tracks.get(session_id) is not track:
-                return None  # its copy was dropped since (rule 3 of the module docstring)
+            if self._tracks.get(session_id) is not track or not track.loaded:
+                return None  # dropped since (rule 3 of the module docstring), or reset
             self._look_at(session_id)
             return self._replica.has_pending(session_id)
 
@@ -664,8 +664,8 @@ class RedisStore:
         if track is None:
             return None
         with self._lock:
-            if self._tracks.get(session_id) is not track:
-                return None  # its copy was dropped since (rule 3 of the module docstring)
+            if self._tracks.get(session_id) is not track or not track.loaded:
+                return None  # dropped since (rule 3 of the module docstring), or reset
             self._look_at(session_id)
             return self._replica.read(session_id, cursor)
 
@@ -687,13 +687,17 @@ class RedisStore:
         pending = []
         for first in range(0, len(known), SESSIONS_PER_ROUND_TRIP):
             chunk = known[first : first + SESSIONS_PER_ROUND_TRIP]
-            with self._kept(chunk):
+            tracks = self._pin(*chunk)
+            try:
                 self._catch_up(*chunk)
                 with self._lock:
+                    self._check_replayed(chunk, tracks)
                     for session_id in chunk:
                         self._look_at(session_id)
                         if self._replica.pending_count(session_id) > 0:
                             pending.append(session_id)
+            finally:
+                self._unpin(tracks)
         return pending
 
     def statistics(self, session_id: str) -> SessionStatistics:
@@ -758,8 +762,8 @@ class RedisStore:
             # by another process only, into a snapshot of the compacted log.
             raise StoreError(
                 f"{self!r}: an operation on session {session_id!r} was applied, but its "
-                "connection failed and another process compacted the log past it before "
-                "its result was read: the result is lost"
+                "result is lost: its connection failed and another process compacted the "
+                "log past it before it was read, or this process could not replay the log"
             )
         settings = self._settings
         if outcome.expired and settings is not None:
@@ -939,15 +943,13 @@ class RedisStore:
         value = None
         try:
             self._expire_leases(track, now)
-            if session_id in self._replica._expiring:
-                # Purged at every operation's clock reading, in every replica: a
-                # look (at the last one's, `_look_at`) then changes nothing.
-                self._replica.pending_count(session_id)
+            self._purge(session_id)
             value = self._dispatch(session_id, track, operation)
         except (InboxFull, ValueError) as error:
             # Refused (a full session, an equal entry already pending): the
             # same in every replica, and the operation changed nothing.
             failure = error
+        self._purge(session_id)  # (what a release or a restore put back may have expired)
         expired, self._expired_now = self._expired_now, []
         if outcome is not None:
             outcome.replayed = True
@@ -1047,6 +1049,12 @@ class RedisStore:
             return None
         raise StoreError(f"{self!r}: unknown operation {kind!r} in session {session_id!r}'s log")
 
+    def _purge(self, session_id: str) -> None:
+        # Purged at every operation's clock reading, in every replica, before
+        # and after it: a look (at the last one's, `_look_at`) then changes nothing.
+        if session_id in self._replica._expiring:
+            self._replica.pending_count(session_id)
+
     def _settings_for(
         self, max_pending: int | None, drop_oldest: bool, window: int
     ) -> StoreSettings:
@@ -1139,20 +1147,24 @@ class RedisStore:
     @contextlib.contextmanager
     def _looking(self, session_id: str) -> Iterator[None]:
         """A look: the session caught up, then the block under the store's lock (copy kept)."""
-        with self._kept((session_id,)):
+        tracks = self._pin(session_id)
+        try:
             self._catch_up(session_id)
             with self._lock:
+                self._check_replayed([session_id], tracks)
                 self._look_at(session_id)
                 yield
-
-    @contextlib.contextmanager
-    def _kept(self, session_ids: Sequence[str]) -> Iterator[None]:
-        """Keep the sessions' copies (their tracks pinned) for the block."""
-        tracks = self._pin(*session_ids)
-        try:
-            yield
         finally:
             self._unpin(tracks)
+
+    def _check_replayed(self, session_ids: Sequence[str], tracks: list[_Track]) -> None:
+        """Raise if a copy just caught up was reset since (under self._lock): see `_reset`."""
+        for session_id, track in zip(session_ids, tracks, strict=True):
+            if not track.loaded:
+                raise StoreError(
+                    f"{self!r}: session {session_id!r} holds an operation this process "
+                    "could not replay: is its namespace written by a newer harn_inbox?"
+                )
 
     def _look_at(self, session_id: str) -> None:
         # A look purges nothing of its own: the replica's clock reads the log's.
@@ -1228,11 +1240,14 @@ class RedisStore:
 
     def _compact(self, session_id: str, track: _Track, position: int, snapshot: str) -> None:
         try:
-            self._call(lambda: self._compact_at(session_id, position, snapshot, self._client))
+            done = self._call(
+                lambda: self._compact_at(session_id, position, snapshot, self._client)
+            )
         except StoreError:  # compaction is housekeeping: the next one will do
             return
-        with self._lock:
-            track.base = max(track.base, position)
+        if done:
+            with self._lock:
+                track.base = max(track.base, position)
 
     def _compact_at(self, session_id: str, position: int, snapshot: str, client: Any) -> Any:
         keys = [
@@ -1290,10 +1305,14 @@ class RedisStore:
             replica._sessions[session_id] = session
         track.life = state["life"]
         track.now = state["now"]
-        track.applied = OrderedDict(
-            (process, (counter, clock, index))
-            for process, counter, clock, index in state["applied"]
-        )
+        applied = state["applied"]
+        if isinstance(applied, dict):  # (written before processes were forgotten)
+            applied = [[process, counter, state["now"]] for process, counter in applied.items()]
+        track.applied = OrderedDict()
+        for process, counter, clock, *index in applied:
+            # (An entry written before its index was kept: the last index it can
+            # have, so that the process is remembered the longest.)
+            track.applied[process] = (counter, clock, index[0] if index else base - 1)
         track.claims = {}  # none was held there; ours that were are settled or went back
         track.position = track.base = base
         return ended
@@ -1638,7 +1657,10 @@ class RedisStore:
             else:
                 sessions.add(session_id)
         for session_id in sessions:
-            self._catch_up(session_id)
+            try:
+                self._catch_up(session_id)
+            except StoreError:  # (the server left again, or a log it cannot replay)
+                continue
 
     def _tick_expired_leases(self) -> None:
         now = self._now()  # the inbox's clock: read with no lock held
