@@ -469,7 +469,13 @@ class SessionState:
         """
         extras = self.extras
         restored = 0
-        for entry, meta in zip(reversed(entries), reversed(metas), strict=True):
+        # Judged before any goes back: two entries of the claim may be equal
+        # (one requeued by hand from before a clear, one pushed since), and
+        # both go back.
+        pending = [self._find_equal(entry) for entry in entries]
+        for entry, meta, already in zip(
+            reversed(entries), reversed(metas), reversed(pending), strict=True
+        ):
             coalesce_key = meta[0]
             if coalesce_key is not None and extras is not None:
                 rival = extras.coalesce.get(coalesce_key)
@@ -478,7 +484,7 @@ class SessionState:
                     if not same_life or self._newer(rival, entry):
                         continue
                     self._remove(rival)
-            if self._find_equal(entry):
+            if already:
                 continue
             self._put_first(entry, meta)
             restored += 1

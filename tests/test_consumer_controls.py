@@ -215,6 +215,25 @@ def test_a_claim_is_entered_once(inbox: Inbox) -> None:
     assert [entry.content for entry in inbox.snapshot("s")] == ["y"]
 
 
+def test_a_claim_raising_puts_back_two_equal_entries_it_took(inbox: Inbox) -> None:
+    # Entries equal as values but distinct: one requeued from before a clear,
+    # one pushed since (same sequence, same clock reading). Each goes back;
+    # only an entry already pending before the claim ended stays out.
+    inbox.push("s", "k", "x", "src")
+    (old,) = inbox.drain("s")
+    inbox.clear_session("s")
+    inbox.requeue_front(old)
+    new = inbox.push("s", "k", "x", "src")
+    assert new == old
+    with pytest.raises(Boom), inbox.claim("s") as taken:  # noqa: PT012 (a claim's block)
+        assert taken == [old, new]
+        raise Boom
+    restored = inbox.snapshot("s")
+    assert restored == [old, new]
+    assert restored[0] is old
+    assert restored[1] is new
+
+
 def test_a_claim_raising_after_close_puts_its_entries_back(inbox: Inbox) -> None:
     entries = [nudge(inbox, content) for content in ("a", "b")]
     with pytest.raises(Boom), inbox.claim("s"):  # noqa: PT012 (a claim's block)
