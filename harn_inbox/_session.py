@@ -714,6 +714,21 @@ class SessionState:
             and (front.get(sequence) == entry or (bool(self.strays) and entry in front.values()))
         )
 
+    def _with_sequence(self, sequence: int) -> list[InboxEntry]:
+        # The pending entries with *sequence*, head first: more than one only
+        # after a clear (an entry of an earlier life put back).
+        found = []
+        front = self.front
+        if front is not None:
+            if self.strays:
+                found += [held for held in reversed(front.values()) if held.sequence == sequence]
+            elif (held := front.get(sequence)) is not None:
+                found.append(held)
+        back = self.back
+        if back is not None and (held := back.get(sequence)) is not None:
+            found.append(held)
+        return found
+
     def _find_sequence(self, sequence: int) -> InboxEntry | None:
         # The pending entry with *sequence* nearest the head.
         front = self.front

@@ -1041,3 +1041,41 @@ def test_an_operation_this_code_cannot_replay_fails_every_use_and_leaves_no_copy
     store._catch_up = reset_after  # type: ignore[method-assign]
     with pytest.raises(StoreError, match="'t' holds an operation this process could not"):
         inbox.pending_count("t")
+
+
+def test_a_selective_take_of_entries_sharing_a_sequence_takes_the_ones_chosen(
+    connect: Callable[..., Inbox], redis_server: RedisServer
+) -> None:
+    # After a clear, an entry of the earlier life put back may share its
+    # sequence with one pushed since: the take names which of them it chose.
+    namespace = redis_server.namespace()
+    inbox, other = connect(namespace), connect(namespace)
+    inbox.push("s", "k", "old", "src")
+    (old,) = inbox.drain("s")
+    inbox.clear_session("s")
+    inbox.requeue_front(old)
+    new = inbox.push("s", "k", "new", "src")
+    assert new.sequence == old.sequence
+    assert inbox.drain_where("s", lambda entry: entry.content == "new") == [new]
+    assert other.snapshot("s") == inbox.snapshot("s") == [old]
+    twin = inbox.push("s", "k", "old", "src")  # (equal to it but for its clock reading)
+    assert inbox.drain_where("s", lambda entry: entry.content == "old") == [old, twin]
+    assert other.pending_count("s") == 0
+
+
+def test_a_selective_claim_of_two_equal_entries_takes_and_gives_back_both(
+    connect: Callable[..., Inbox], redis_server: RedisServer
+) -> None:
+    namespace = redis_server.namespace()
+    inbox, other = connect(namespace), connect(namespace)
+    inbox.push("s", "k", "x", "src")
+    (old,) = inbox.drain("s")
+    inbox.clear_session("s")
+    inbox.requeue_front(old)
+    new = inbox.push("s", "k", "x", "src")
+    assert new == old
+    claim = inbox.claim("s", lambda entry: True)
+    with pytest.raises(RuntimeError, match="handler"), claim as taken:  # noqa: PT012 (a claim's block)
+        assert taken == [old, new]
+        raise RuntimeError("handler failed")
+    assert other.snapshot("s") == inbox.snapshot("s") == [old, new]

@@ -1085,21 +1085,28 @@ class RedisStore:
         self, session_id: str, cursor: Cursor, chosen: list[InboxEntry]
     ) -> dict[str, Any]:
         # A cursor names the session's life, its version and the last key read;
-        # an entry chosen, its sequence (entries are the same in every replica).
+        # an entry chosen, its sequence (entries are the same in every replica)
+        # and, where entries of an earlier life share it, which of them from
+        # the head ("nth": the pending order is the same in every replica).
         with self._lock:
             track = self._tracks.get(session_id)
-            if track is None or cursor.session is not self._replica._sessions.get(session_id):
+            session = self._replica._sessions.get(session_id)
+            if track is None or session is None or cursor.session is not session:
                 # Read in a life that has ended, or of no record, or in a copy
                 # dropped since (its session object is not the replica's): refused.
-                life = -1
+                life, nth = -1, []
             else:
                 life = track.life
-        return {
+                nth = [_nth(session, entry) for entry in chosen]
+        out = {
             "life": life,
             "version": cursor.version,
             "last": cursor.last,
             "chosen": [entry.sequence for entry in chosen],
         }
+        if any(nth):
+            out["nth"] = nth
+        return out
 
     def _cursor_in(
         self, session_id: str, track: _Track, operation: dict[str, Any]
@@ -1110,11 +1117,19 @@ class RedisStore:
             gone = SessionState()
             gone.version = CLEARED
             return Cursor(gone, operation["version"], operation["last"]), []
-        chosen = [
-            entry
-            for sequence in operation["chosen"]
-            if (entry := session._find_sequence(sequence)) is not None
-        ]
+        nth = operation.get("nth")
+        if nth is None:
+            chosen = [
+                entry
+                for sequence in operation["chosen"]
+                if (entry := session._find_sequence(sequence)) is not None
+            ]
+        else:
+            chosen = []
+            for sequence, index in zip(operation["chosen"], nth, strict=True):
+                found = session._with_sequence(sequence)
+                if 0 <= index < len(found):
+                    chosen.append(found[index])
         return Cursor(session, operation["version"], operation["last"]), chosen
 
     # -- Inside -------------------------------------------------------------------------------
@@ -1672,6 +1687,14 @@ class RedisStore:
             ]
         for session_id in due:
             self._run(session_id, {"o": "tick", "t": self._now()})
+
+
+def _nth(session: SessionState, entry: InboxEntry) -> int:
+    """Which of the pending entries with *entry*'s sequence it is, from the head; -1 if none."""
+    for index, held in enumerate(session._with_sequence(entry.sequence)):
+        if held is entry:
+            return index
+    return -1
 
 
 def _tail_parts(reply: Any) -> tuple[int, bytes, list[bytes]]:
