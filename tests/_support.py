@@ -227,3 +227,20 @@ def store_of(inbox: Inbox) -> RedisStore:
     store = inbox._store
     assert isinstance(store, RedisStore)
     return store
+
+
+# -- Sessions of two lives ------------------------------------------------------------------------
+
+
+def requeued_beside_a_twin(
+    inbox: Inbox, session_id: str, old_content: str = "x", new_content: str = "x"
+) -> tuple[InboxEntry, InboxEntry]:
+    """An entry of an earlier life put back at the head, and one pushed since: both with
+    sequence 1 (and, with the same contents on a `ManualClock`, equal)."""
+    inbox.push(session_id, "k", old_content, "src")
+    (old,) = inbox.drain(session_id)
+    inbox.clear_session(session_id)
+    inbox.requeue_front(old)
+    new = inbox.push(session_id, "k", new_content, "src")
+    assert new.sequence == old.sequence
+    return old, new

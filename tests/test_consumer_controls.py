@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 import pytest
+from _support import requeued_beside_a_twin
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
@@ -219,11 +220,7 @@ def test_a_claim_raising_puts_back_two_equal_entries_it_took(inbox: Inbox) -> No
     # Entries equal as values but distinct: one requeued from before a clear,
     # one pushed since (same sequence, same clock reading). Each goes back;
     # only an entry already pending before the claim ended stays out.
-    inbox.push("s", "k", "x", "src")
-    (old,) = inbox.drain("s")
-    inbox.clear_session("s")
-    inbox.requeue_front(old)
-    new = inbox.push("s", "k", "x", "src")
+    old, new = requeued_beside_a_twin(inbox, "s")
     assert new == old
     with pytest.raises(Boom), inbox.claim("s") as taken:  # noqa: PT012 (a claim's block)
         assert taken == [old, new]

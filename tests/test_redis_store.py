@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import pytest
 from _redis_server import integer
-from _support import ThreadCall, parked_wait_sync, spin_until, store_of
+from _support import ThreadCall, parked_wait_sync, requeued_beside_a_twin, spin_until, store_of
 
 from harn_inbox import Inbox, InboxEntry, ManualClock, StoreError
 from harn_inbox.stores import MemoryStore, RedisStore
@@ -1050,12 +1050,7 @@ def test_a_selective_take_of_entries_sharing_a_sequence_takes_the_ones_chosen(
     # sequence with one pushed since: the take names which of them it chose.
     namespace = redis_server.namespace()
     inbox, other = connect(namespace), connect(namespace)
-    inbox.push("s", "k", "old", "src")
-    (old,) = inbox.drain("s")
-    inbox.clear_session("s")
-    inbox.requeue_front(old)
-    new = inbox.push("s", "k", "new", "src")
-    assert new.sequence == old.sequence
+    old, new = requeued_beside_a_twin(inbox, "s", "old", "new")
     assert inbox.drain_where("s", lambda entry: entry.content == "new") == [new]
     assert other.snapshot("s") == inbox.snapshot("s") == [old]
     twin = inbox.push("s", "k", "old", "src")  # (equal to it but for its clock reading)
@@ -1068,11 +1063,7 @@ def test_a_selective_claim_of_two_equal_entries_takes_and_gives_back_both(
 ) -> None:
     namespace = redis_server.namespace()
     inbox, other = connect(namespace), connect(namespace)
-    inbox.push("s", "k", "x", "src")
-    (old,) = inbox.drain("s")
-    inbox.clear_session("s")
-    inbox.requeue_front(old)
-    new = inbox.push("s", "k", "x", "src")
+    old, new = requeued_beside_a_twin(inbox, "s")
     assert new == old
     claim = inbox.claim("s", lambda entry: True)
     with pytest.raises(RuntimeError, match="handler"), claim as taken:  # noqa: PT012 (a claim's block)

@@ -949,7 +949,6 @@ class RedisStore:
             # Refused (a full session, an equal entry already pending): the
             # same in every replica, and the operation changed nothing.
             failure = error
-        self._purge(session_id)  # (what a release or a restore put back may have expired)
         expired, self._expired_now = self._expired_now, []
         if outcome is not None:
             outcome.replayed = True
@@ -1018,7 +1017,7 @@ class RedisStore:
             )
             if session is not None and operation["life"] == track.life:
                 record.life = session
-            return replica.release(record)
+            return self._give_back(session_id, record)
         if kind == "claim":
             if "version" in operation:
                 cursor, chosen = self._cursor_in(session_id, track, operation)
@@ -1038,7 +1037,7 @@ class RedisStore:
             return None
         if kind == "release":
             held = track.claims.pop(operation["claim"], None)
-            return 0 if held is None else replica.release(held[0])
+            return 0 if held is None else self._give_back(session_id, held[0])
         if kind == "revoke":
             return replica.revoke(session_id, operation["sequence"])
         if kind == "clear":
@@ -1050,10 +1049,17 @@ class RedisStore:
         raise StoreError(f"{self!r}: unknown operation {kind!r} in session {session_id!r}'s log")
 
     def _purge(self, session_id: str) -> None:
-        # Purged at every operation's clock reading, in every replica, before
-        # and after it: a look (at the last one's, `_look_at`) then changes nothing.
+        # Purged at every operation's clock reading, in every replica (and after
+        # a give-back: `_give_back`): a look (at the last one's, `_look_at`) then
+        # changes nothing.
         if session_id in self._replica._expiring:
             self._replica.pending_count(session_id)
+
+    def _give_back(self, session_id: str, record: ClaimRecord) -> int:
+        # What a release or a restore puts back may have expired by now: purged here.
+        restored = self._replica.release(record)
+        self._purge(session_id)
+        return restored
 
     def _settings_for(
         self, max_pending: int | None, drop_oldest: bool, window: int
