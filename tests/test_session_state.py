@@ -25,7 +25,9 @@ and a claim given back kept the older entry of a coalesce key.
 
 from __future__ import annotations
 
+import json
 import math
+import operator
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -48,6 +50,7 @@ from harn_inbox import Delivery, InboxEntry, InboxFull, ManualClock
 from harn_inbox._entry import MAX_SEQUENCE
 from harn_inbox._json import freeze
 from harn_inbox._session import PushNote, PushOptions, SessionState
+from harn_inbox.stores._snapshots import dump_session, load_session
 from harn_inbox.testing import InboxModel
 
 if TYPE_CHECKING:
@@ -476,6 +479,20 @@ class SessionStateMachine(RuleBasedStateMachine):
         self.clock.set(deadlines[min(nth, len(deadlines) - 1)] - early)
         self.clock_moved = True
 
+    # -- A snapshot -------------------------------------------------------------------------------
+
+    @rule()
+    def reload(self) -> None:
+        # What a Redis replica does when another process compacted the log past
+        # it: the session is made again from its snapshot, as JSON, in the same
+        # object. Nothing changes: not the version (the cursor reads on), not
+        # where each entry sits, not the entries themselves (a reader holds them).
+        before = self.state.entries()
+        dumped = dump_session(self.state)
+        load_session(json.loads(json.dumps(dumped)), self.state)
+        assert dump_session(self.state) == dumped
+        assert all(map(operator.is_, self.state.entries(), before))
+
     # -- After every step -------------------------------------------------------------------------
 
     @precondition(lambda self: not self.clock_moved)
@@ -568,3 +585,27 @@ def test_a_claim_given_back_across_the_wrap_keeps_the_newer_entry_of_its_coalesc
     assert [entry.content for entry in model.snapshot(SESSION)] == ["new"]
     assert state.restore(claimed, metas) == 0  # it was put back
     assert [entry.content for entry in state.entries()] == ["new"]
+
+
+def test_a_snapshot_keeps_entries_of_two_lives_sharing_a_sequence_in_their_order() -> None:
+    # Entries of earlier lives put back beside one another share sequence 1:
+    # `front` keys all but one as strays. A session made from the snapshot
+    # holds them in the same order, finds them as the first did, and gives up
+    # its head the same way.
+    state = SessionState()
+    state.push_with(SESSION, "k", "new", SOURCE, 0, None, False, PushOptions(expires_in_ms=5), 0)
+    for content in ("older", "oldest"):
+        state.requeue_front(
+            InboxEntry(
+                sequence=1, session_id=SESSION, kind="k", content=content, source=SOURCE, ts_ms=0
+            )
+        )
+    assert state.strays == 1
+    made = SessionState()
+    load_session(json.loads(json.dumps(dump_session(state))), made)
+    assert made.entries() == state.entries()
+    assert made.strays == 1
+    assert made._with_sequence(1) == state._with_sequence(1)
+    assert [entry.content for entry in made.purge(5)] == ["new"]
+    assert made._pop_head() == state._pop_head()
+    assert made.strays == state.strays == 0
