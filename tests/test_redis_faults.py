@@ -518,12 +518,13 @@ def test_a_drain_heard_before_its_reply_was_lost_returns_what_it_took(
     assert push(other, "s", "#2").sequence == 3
 
 
-def test_a_retried_operation_whose_first_copy_was_compacted_away_raises_saying_so(
+def test_a_retried_drain_whose_first_copy_was_compacted_away_raises_and_gives_back(
     redis_server: RedisServer, connect: Callable[..., Inbox]
 ) -> None:
     # Its first copy reached the log, its reply did not, and before the retry
     # another process replayed it and compacted the log past it: its result
-    # is nowhere to be read. It raises rather than return nothing.
+    # is nowhere to be read. It raises rather than return nothing, and the
+    # next operation of its process gives back what it took, at the head.
     namespace = redis_server.namespace()
     a, other = connect(namespace, retries=1), connect(namespace)
     store, others = store_of(a), store_of(other)
@@ -548,7 +549,93 @@ def test_a_retried_operation_whose_first_copy_was_compacted_away_raises_saying_s
     with pytest.raises(StoreError, match="compacted the log past it"):
         a.drain("s")
     assert tries == 2
+    assert listed(a.drain("s")) == [(1, "#0")]
     assert a.drain("s") == [] == other.drain("s")
+
+
+@contextmanager
+def replies_lost(store: RedisStore) -> Iterator[None]:
+    """Every operation *store* appends reaches the log, and its reply is lost."""
+    append = store._append
+
+    def append_then_lose_the_reply(**kwargs: Any) -> Any:
+        append(**kwargs)
+        raise redis.ConnectionError("the reply was lost")
+
+    store._append = append_then_lose_the_reply
+    try:
+        yield
+    finally:
+        store._append = append
+
+
+@contextmanager
+def not_named_yet(store: RedisStore) -> Iterator[None]:
+    """*store*'s subscriber does not name its lost operations (append a tick) until the end."""
+    recover = store._recover_abandoned
+    store._recover_abandoned = lambda: None  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        store._recover_abandoned = recover  # type: ignore[method-assign]
+
+
+@pytest.mark.parametrize("taking", ["drain", "drain_where", "claim"])
+def test_what_a_lost_operation_took_comes_back_though_another_process_compacted_past_it(
+    redis_server: RedisServer, connect: Callable[..., Inbox], taking: str
+) -> None:
+    # Its reply was lost, and another process compacted the log past it before
+    # this process could replay it: the snapshot keeps what it took (the last
+    # take of each process, the claims held), and the tick its process appends
+    # names it, so its replay gives it back, at the head, in order. (No lease
+    # passes here: the clock stands still.)
+    namespace = redis_server.namespace()
+    a, other = connect(namespace, retries=0), connect(namespace)
+    store, others = store_of(a), store_of(other)
+    others._compact_after = 2
+    pushed = [push(other, "s", f"#{n}") for n in range(3)]
+    take = {
+        "drain": partial(a.drain, "s"),
+        "drain_where": partial(a.drain_where, "s", everything),
+        "claim": a.claim("s").__enter__,
+    }[taking]
+    with not_named_yet(store):
+        with replies_lost(store), pytest.raises(StoreError, match=MAY_OR_MAY_NOT):
+            take()
+        assert store._abandoned
+        assert other.pending_count("s") == 0  # it took them
+        for n in range(4):  # the other process goes on, and compacts past it
+            push(other, "s", f"later #{n}")
+            other.drain("s")
+        assert others._track("s").base > 4
+    spin_until(lambda: not store._abandoned, "the lost operation named", GUARD_SECONDS)
+    fresh = connect(namespace)
+    assert fresh.drain("s") == pushed
+    assert fresh.drain("s") == [] == a.drain("s")
+    assert push(fresh, "s", "#7").sequence == 8
+
+
+def test_what_several_lost_operations_took_comes_back_in_order(
+    redis_server: RedisServer, connect: Callable[..., Inbox]
+) -> None:
+    # Each operation names the lost ones before it: the second drain gives back
+    # what the first took, then takes it again with the rest; its own loss is
+    # named by the tick.
+    namespace = redis_server.namespace()
+    a, other = connect(namespace, retries=0), connect(namespace)
+    store = store_of(a)
+    pushed = [push(other, "s", "#0"), push(other, "s", "#1")]
+    with not_named_yet(store), replies_lost(store):
+        with pytest.raises(StoreError, match=MAY_OR_MAY_NOT):
+            a.drain("s")
+        pushed.append(push(other, "s", "#2"))
+        assert other.snapshot("s") == pushed[2:]
+        with pytest.raises(StoreError, match=MAY_OR_MAY_NOT):
+            a.drain("s")
+        assert other.snapshot("s") == []
+        assert len(store._abandoned) == 2
+    spin_until(lambda: not store._abandoned, "the lost operations named", GUARD_SECONDS)
+    assert other.drain("s") == pushed
 
 
 # -- 6. A namespace written by a newer schema ------------------------------------------------------

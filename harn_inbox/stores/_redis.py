@@ -105,6 +105,18 @@ head, in order. Settling or releasing a claim that is no longer held changes
 nothing (fencing): the entries went back once. The subscriber thread appends
 a ``tick`` to sessions whose leases it sees expire, so that waiters elsewhere
 wake for the entries given back.
+
+Operations whose results are lost: a caller whose round trip failed gets
+`StoreError`, though its operation may have reached the log, or may reach
+it later (it sat in a paused server's socket). Each operation names the
+earlier operations of its process on the session whose results the process
+never learned (``lost``), and its replay gives back what they took, at the
+head, in order (`_give_back_lost`). That is decided by replay, the same in
+every replica, from state a snapshot keeps (each process's last take, every
+claim held): a log compacted past a lost operation loses nothing. Each
+operation settles every earlier one of its process, so only the last needs
+keeping. The subscriber appends a ``tick`` to such a session, so the
+operations are named even if nothing else comes (until `ABANDONED_FOR`).
 """
 
 from __future__ import annotations
@@ -127,6 +139,7 @@ from .._lot import fallback_logger
 from .._session import CLEARED, Cursor, PushNote, PushOptions, SessionState
 from ._local import LocalStore
 from ._protocol import ClaimRecord
+from ._snapshots import dump_claim, dump_session, load_claim, load_session
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -187,10 +200,10 @@ _TAIL = _SCHEMA_CHECK + _TAIL_REPLY % -1
 
 # Compact: the state after the operations before index ARGV[1] is ARGV[2];
 # drop them from the log. Only forwards. A session with nothing left in its log
-# (nothing pending in the snapshot, nothing since) leaves the namespace's
-# sessions set; its next operation puts it back, in the same script as its
-# append. KEYS: log, base key, snapshot key, sessions set. ARGV: position,
-# snapshot, session id.
+# and nothing pending or claimed in the snapshot (ARGV[4] is '1') leaves the
+# namespace's sessions set; its next operation puts it back, in the same script
+# as its append. KEYS: log, base key, snapshot key, sessions set. ARGV:
+# position, snapshot, session id, whether the snapshot holds nothing.
 _COMPACT = """
 local base = tonumber(redis.call('GET', KEYS[2]) or '0')
 local position = tonumber(ARGV[1])
@@ -200,22 +213,23 @@ end
 redis.call('LTRIM', KEYS[1], position - base, -1)
 redis.call('SET', KEYS[2], position)
 redis.call('SET', KEYS[3], ARGV[2])
-if redis.call('LLEN', KEYS[1]) == 0 then
+if ARGV[4] == '1' and redis.call('LLEN', KEYS[1]) == 0 then
     redis.call('SREM', KEYS[4], ARGV[3])
 end
 return 1
 """
 
 #: Seconds between the subscriber's looks at leases that passed and at operations
-#: whose callers gave up.
+#: whose results were lost.
 HOUSEKEEPING = 0.1
 
-#: Seconds after an operation's caller gave up (`StoreError`) during which this
-#: process looks for it in its log, to give back what it took if it got there.
+#: Seconds after an operation's result was lost (its caller got `StoreError`) during
+#: which this process names it in its operations on the session (see the module
+#: docstring), and every replica keeps what a process's last operation took.
 ABANDONED_FOR = 120.0
 
-#: A session's log is compacted once this many operations follow its base and
-#: its state is small (nothing pending or claimed): see `RedisStore._compact`.
+#: A session's log is compacted once this many operations follow its base, and
+#: no fewer than the entries its state holds: see `RedisStore._compaction`.
 COMPACT_AFTER = 100
 
 #: Seconds after its last wait looked at a session (and with none on it now)
@@ -280,6 +294,7 @@ class _Track:
         "pins",
         "position",
         "settled",
+        "taken",
         "used",
         "used_position",
     )
@@ -304,6 +319,10 @@ class _Track:
         self.now = 0
         #: Claim id -> (the replica's record, lease deadline): the claims still held.
         self.claims: dict[str, tuple[ClaimRecord, int]] = {}
+        #: Process id -> (counter, clock reading, record) of the take (a drain, a
+        #: take at a cursor) that is its last operation applied, oldest first:
+        #: given back if its next operation says it never learned the result.
+        self.taken: OrderedDict[str, tuple[int, int, ClaimRecord]] = OrderedDict()
         #: The copy has been brought to the log's present once (by a reply, or
         #: by a message with no gap before it): see rule 5 of the module docstring.
         self.loaded = False
@@ -429,9 +448,10 @@ class RedisStore:
         self._process = f"{os.getpid():x}.{os.urandom(6).hex()}"
         self._counter = itertools.count(1)
         self._outcomes: dict[int, _Outcome] = {}
-        #: Operations of ours whose caller gave up (StoreError) -> (session id,
-        #: until when to look for them, monotonic): if one reaches the log after
-        #: all and took entries, they are given back (the subscriber looks).
+        #: Operations of ours whose results we never learned (their callers got
+        #: StoreError) -> (session id, until when to name them, monotonic): our
+        #: next operation on the session names them, and its replay gives back
+        #: what they took (`_give_back_lost`; the subscriber appends a tick).
         self._abandoned: dict[int, tuple[str, float]] = {}
         #: What expired in the operation being replayed.
         self._expired_now: list[InboxEntry] = []
@@ -720,6 +740,12 @@ class RedisStore:
                 counter = next(self._counter)
                 operation["p"] = self._process
                 operation["n"] = counter
+                # Our earlier operations on the session whose results we never
+                # learned: its replay gives back what they took (`_apply`). Added
+                # to under this lock only, so none is missed here.
+                lost = self._lost_in(session_id)
+                if lost:
+                    operation["lost"] = lost
                 text = json.dumps(operation, separators=(",", ":"))
                 self._outcomes[counter] = outcome
                 # The reply starts here (hearers may replay on meanwhile: see `_absorb`).
@@ -732,38 +758,31 @@ class RedisStore:
                         )
                     )
                 except StoreError:
-                    with self._lock:
-                        # Decided with replay shut out. Its message may have been heard
-                        # and replayed: then it ran, once, and its result is in hand.
-                        # If not, it may reach the log after all (it sat in a paused
-                        # server's socket, say): then replay gives back what it took.
-                        del self._outcomes[counter]
-                        landed = outcome.replayed
-                        if not landed:
-                            until = time.monotonic() + ABANDONED_FOR
-                            self._abandoned[counter] = (session_id, until)
-                    if not landed:
+                    # Its message may have been heard and replayed: then it ran,
+                    # once, and its result is in hand. If not, it may reach the
+                    # log after all (it sat in a paused server's socket, say).
+                    self._settle_outcome(session_id, counter, outcome, lost)
+                    if not outcome.replayed:
                         raise
-                    give_back = []
                 else:
                     try:
                         # (The reply ends before the operation itself: it is *text*.)
                         base, snapshot, log = _tail_parts(reply)
-                        give_back = self._absorb(
+                        self._absorb(
                             session_id, track, start, base, snapshot, [*log, text.encode()]
                         )
                     finally:
-                        del self._outcomes[counter]
+                        self._settle_outcome(session_id, counter, outcome, lost)
         finally:
             self._unpin([track])
-        self._after_replay(session_id, give_back)
         if not outcome.replayed:
             # Sent again after a failed connection, its first copy was replayed
             # by another process only, into a snapshot of the compacted log.
             raise StoreError(
                 f"{self!r}: an operation on session {session_id!r} was applied, but its "
                 "result is lost: its connection failed and another process compacted the "
-                "log past it before it was read, or this process could not replay the log"
+                "log past it before it was read (what it took goes back at the head), or "
+                "this process could not replay the log"
             )
         settings = self._settings
         if outcome.expired and settings is not None:
@@ -771,6 +790,35 @@ class RedisStore:
         if outcome.error is not None:
             raise outcome.error
         return outcome.value
+
+    def _lost_in(self, session_id: str) -> list[int]:
+        """Our operations on *session_id* whose results we never learned (under its lock)."""
+        if not self._abandoned:  # (the usual case, read without the store's lock)
+            return []
+        with self._lock:
+            return sorted(
+                counter
+                for counter, (abandoned_in, _) in self._abandoned.items()
+                if abandoned_in == session_id
+            )
+
+    def _settle_outcome(
+        self, session_id: str, counter: int, outcome: _Outcome, lost: list[int]
+    ) -> None:
+        """After an operation's round trip (under its session's lock), with replay shut out.
+
+        Replayed, it gave back what the operations it named as *lost* took:
+        they are settled. Not replayed (its round trip failed, or it was
+        compacted past), it is lost itself: the next operation on the session
+        names it.
+        """
+        with self._lock:
+            del self._outcomes[counter]
+            if outcome.replayed:
+                for earlier in lost:
+                    self._abandoned.pop(earlier, None)
+            else:
+                self._abandoned[counter] = (session_id, time.monotonic() + ABANDONED_FOR)
 
     def _catch_up(self, *session_ids: str) -> None:
         """Replay what the sessions' logs hold beyond this replica: a look's round trip.
@@ -788,12 +836,10 @@ class RedisStore:
                     marks = [track.marks for track in tracks]
                     starts = [track.position for track in tracks]
                 replies = self._call(lambda: self._tails(session_ids, starts))
-                give_backs = [
+                for session_id, track, start, reply in zip(
+                    session_ids, tracks, starts, replies, strict=True
+                ):
                     self._absorb(session_id, track, start, *_tail_parts(reply))
-                    for session_id, track, start, reply in zip(
-                        session_ids, tracks, starts, replies, strict=True
-                    )
-                ]
                 with self._lock:
                     # Settled only now that the reply is replayed (a look on another
                     # thread must not read the replica before), and only as far as the
@@ -801,8 +847,7 @@ class RedisStore:
                     # appended before it, so it is in the reply. A later mark stands.
                     for track, read in zip(tracks, marks, strict=True):
                         track.settled = max(track.settled, read)
-            for session_id, track, give_back in zip(session_ids, tracks, give_backs, strict=True):
-                self._after_replay(session_id, give_back)
+            for session_id, track in zip(session_ids, tracks, strict=True):
                 if self._due(session_id, track):
                     # Purge by this process's clock, and give back claims whose lease
                     # passed, through the log: for every replica alike.
@@ -835,8 +880,8 @@ class RedisStore:
         snapshot: bytes,
         log: list[bytes],
         compact: bool = True,
-    ) -> list[dict[str, Any]]:
-        """Replay a script's reply, or a message; return the give-backs owed.
+    ) -> None:
+        """Replay a script's reply, or a message.
 
         *log* holds the operations from index *start* on: a reply's from the
         position its request sent (see ``_TAIL_REPLY``), or from *base* after
@@ -846,7 +891,6 @@ class RedisStore:
         replica (a message after one not heard) is not replayed: the session
         is marked stale instead.
         """
-        give_back: list[dict[str, Any]] = []
         cleared = False
         with self._lock:
             # Rule 5 of the module docstring: a copy that knew nothing of the
@@ -876,15 +920,13 @@ class RedisStore:
                 operation = json.loads(text)
                 track.position = index + 1
                 try:
-                    give = self._apply(session_id, track, operation)
+                    self._apply(session_id, track, operation)
                 except BaseException:
                     # (Refusals are results, not raised: this is an operation this
                     # code cannot replay.) The copy may be half changed: it is read
                     # again from the log at its next use, never compacted from.
                     self._reset(session_id, track)
                     raise
-                if give is not None:
-                    give_back.append(give)
                 cleared |= operation["o"] == "clear" and operation["p"] != self._process
             compaction = (
                 self._compaction(session_id, track, self._compact_after) if compact else None
@@ -896,33 +938,17 @@ class RedisStore:
             # own clear_session ends them (which tells its lot itself). The
             # lot's lock is never held around a look, and waking calls no user code.
             self._settings.cleared(session_id)
-        return give_back
 
-    def _after_replay(self, session_id: str, give_back: list[dict[str, Any]]) -> None:
-        # With the session's lock released: an operation of ours that took
-        # entries reached the log after its caller gave up; they go back.
-        for operation in give_back:
-            try:
-                self._run(session_id, operation)
-            except StoreError:  # pragma: no cover - the server left again
-                fallback_logger.exception(
-                    "harn_inbox: could not give back entries taken by an abandoned operation"
-                )
-
-    def _apply(
-        self, session_id: str, track: _Track, operation: dict[str, Any]
-    ) -> dict[str, Any] | None:
-        """Replay one operation (under self._lock, in log order); return a give-back it owes."""
+    def _apply(self, session_id: str, track: _Track, operation: dict[str, Any]) -> None:
+        """Replay one operation (under self._lock, in log order)."""
         process, counter, now = operation["p"], operation["n"], operation["t"]
         index = track.position - 1  # (`_absorb` moved past it)
         applied = track.applied
         if applied.get(process, (0, 0, 0))[0] >= counter:
-            # A retried copy: applied once already, its result given then.
-            # (Or an operation whose caller gave up, overtaken by a later one:
-            # skipped, in every replica alike, so it has nothing to give back.)
-            if process == self._process:
-                self._abandoned.pop(counter, None)
-            return None
+            # A retried copy: applied once already, its result given then. (Or
+            # an operation whose caller gave up, overtaken by a later one:
+            # skipped, in every replica alike, so it took nothing.)
+            return
         applied[process] = (counter, now, index)
         applied.move_to_end(process)
         # Forget the processes that have appended nothing for a long time (rule
@@ -943,6 +969,7 @@ class RedisStore:
         value = None
         try:
             self._expire_leases(track, now)
+            self._give_back_lost(session_id, track, operation)
             self._purge(session_id)
             value = self._dispatch(session_id, track, operation)
         except (InboxFull, ValueError) as error:
@@ -950,26 +977,42 @@ class RedisStore:
             # same in every replica, and the operation changed nothing.
             failure = error
         expired, self._expired_now = self._expired_now, []
+        if isinstance(value, _Taken):
+            if value.record.entries:
+                # Kept until the process's next operation here says whether it
+                # learned this one's result (see `_give_back_lost`).
+                track.taken[process] = (counter, now, value.record)
+            value = value.record.entries
         if outcome is not None:
             outcome.replayed = True
             outcome.value, outcome.error, outcome.expired = value, failure, expired
-            if isinstance(value, _Taken):
-                outcome.value = value.record.entries
-            return None
-        if process != self._process or counter not in self._abandoned:
-            return None
-        self._abandoned.pop(counter, None)
-        if isinstance(value, _Taken) and value.record.entries:
-            return {
-                "o": "restore",
-                "t": now,
-                "life": track.life,
-                "entries": [entry.to_dict() for entry in value.record.entries],
-                "metas": [list(meta) for meta in value.record.metas],
-            }
-        if isinstance(value, ClaimRecord) and value.token is not None:
-            return {"o": "release", "t": now, "claim": value.token}
-        return None
+
+    def _give_back_lost(self, session_id: str, track: _Track, operation: dict[str, Any]) -> None:
+        """Give back what the process's earlier operations named as lost took (in every replica).
+
+        A process names, in each operation, its earlier operations on the
+        session whose results it never learned (its caller got `StoreError`):
+        what they took goes back to the head, in order, as a release would
+        put it. Each operation of a process settles all of its earlier ones,
+        so a replica keeps only the last take of each (`_Track.taken`), for
+        `ABANDONED_FOR` seconds of the log's clock.
+        """
+        process, now = operation["p"], operation["t"]
+        taken = track.taken
+        last = taken.pop(process, None)
+        window = now - round(ABANDONED_FOR * 1000)
+        while taken and next(iter(taken.values()))[1] < window:
+            taken.popitem(last=False)
+        lost = operation.get("lost")
+        if lost is None:
+            return
+        # The latest first: each goes to the head, so what was taken first ends there.
+        if last is not None and last[0] in lost:
+            self._give_back(session_id, last[2])
+        for counter in sorted(lost, reverse=True):
+            held = track.claims.pop(f"{process}/{counter}", None)
+            if held is not None:
+                self._give_back(session_id, held[0])
 
     def _dispatch(self, session_id: str, track: _Track, operation: dict[str, Any]) -> Any:
         replica = self._replica
@@ -1007,17 +1050,6 @@ class RedisStore:
             cursor, chosen = self._cursor_in(session_id, track, operation)
             record = replica.claim(session_id, cursor, chosen)
             return None if record is None else _Taken(record)
-        if kind == "restore":
-            session = replica._sessions.get(session_id)
-            record = ClaimRecord(
-                session_id,
-                [InboxEntry.from_dict(data) for data in operation["entries"]],
-                [(key, expires) for key, expires in operation["metas"]],
-                None,
-            )
-            if session is not None and operation["life"] == track.life:
-                record.life = session
-            return self._give_back(session_id, record)
         if kind == "claim":
             if "version" in operation:
                 cursor, chosen = self._cursor_in(session_id, track, operation)
@@ -1056,7 +1088,7 @@ class RedisStore:
             self._replica.pending_count(session_id)
 
     def _give_back(self, session_id: str, record: ClaimRecord) -> int:
-        # What a release or a restore puts back may have expired by now: purged here.
+        # What a release or a lost take's give-back puts back may have expired by now.
         restored = self._replica.release(record)
         self._purge(session_id)
         return restored
@@ -1213,56 +1245,60 @@ class RedisStore:
     # -- Compaction ---------------------------------------------------------------------------
     #
     # A log would grow for as long as its session lives. Once COMPACT_AFTER
-    # operations follow its base and the session holds nothing but counters
-    # and dedupe keys (no entry pending, no claim held), the process that
-    # replayed it writes that state down as the log's snapshot, at its
-    # position, and drops the operations before it (one script, only
-    # forwards). Every replica computes the same state there, so a replica
-    # further back loads the snapshot and replays on from it. A process that
-    # drops its copy of a session compacts the log as far as the copy goes
-    # (after any number of operations), so that an idle session's log is
-    # empty and `sessions` no longer reads it (see `_COMPACT`).
+    # operations follow its base, and no fewer than the entries its state
+    # holds (pending, claimed, and the last take of each process: see
+    # `_give_back_lost`), the process that replayed it writes that state down
+    # as the log's snapshot (`harn_inbox.stores._snapshots`), at its position,
+    # and drops the operations before it (one script, only forwards). Every
+    # replica computes the same state there, so a replica further back loads
+    # the snapshot and replays on from it. Writing a snapshot costs what the
+    # state holds, and happens once per that many operations: a constant
+    # share of each. A process that drops its copy of a session compacts the
+    # log as far as the copy goes (after any number of operations), so that an
+    # idle session's log is empty and, with nothing pending or claimed,
+    # `sessions` no longer reads it (see `_COMPACT`).
 
-    def _compaction(self, session_id: str, track: _Track, after: int) -> tuple[int, str] | None:
-        """(position, snapshot) if *after* operations follow the log's base and the session
-        holds nothing but counters (under self._lock)."""
-        if track.position - track.base < after or track.claims:
+    def _compaction(
+        self, session_id: str, track: _Track, after: int, *, sized: bool = True
+    ) -> tuple[int, str, bool] | None:
+        """(position, snapshot, whether it holds nothing) if *after* operations follow the
+        log's base and, if *sized*, no fewer than the entries the snapshot would hold
+        (under self._lock)."""
+        operations = track.position - track.base
+        if operations < after:
             return None
         session = self._replica._sessions.get(session_id)
+        pending = 0 if session is None else session.pending_count()
+        held = sum(len(record.entries) for record, _ in track.claims.values())
+        if sized and operations < pending + held + sum(
+            len(record.entries) for _, _, record in track.taken.values()
+        ):
+            return None  # (see the comment above)
         state: dict[str, Any] = {
             "life": track.life,
             "now": track.now,
             "applied": [[process, *last] for process, last in track.applied.items()],
             "record": session is not None,
+            "claims": [
+                [claim_id, deadline, *dump_claim(record, session)]
+                for claim_id, (record, deadline) in track.claims.items()
+            ],
+            "taken": [
+                [process, counter, clock, *dump_claim(record, session)]
+                for process, (counter, clock, record) in track.taken.items()
+            ],
         }
         if session is not None:
-            extras = session.extras
-            if session.back is not None or session.front is not None:
-                return None
-            if extras is not None and extras.meta:
-                return None  # pragma: no cover - metas are of pending entries only
-            state.update(
-                version=session.version,
-                last_sequence=session.last_sequence,
-                dropped=session.dropped,
-            )
-            if extras is not None:
-                state["counters"] = [
-                    extras.duplicates,
-                    extras.coalesced,
-                    extras.expired,
-                    extras.revoked,
-                    extras.reserved,
-                ]
-                state["dedupe"] = [
-                    [end, key, entry.to_dict()] for end, key, entry in extras.dedupe_order
-                ]
-        return track.position, json.dumps(state, separators=(",", ":"))
+            state.update(dump_session(session))
+        snapshot = json.dumps(state, separators=(",", ":"))
+        return track.position, snapshot, not pending and not held
 
-    def _compact(self, session_id: str, track: _Track, position: int, snapshot: str) -> None:
+    def _compact(
+        self, session_id: str, track: _Track, position: int, snapshot: str, empty: bool
+    ) -> None:
         try:
             done = self._call(
-                lambda: self._compact_at(session_id, position, snapshot, self._client)
+                lambda: self._compact_at(session_id, position, snapshot, empty, self._client)
             )
         except StoreError:  # compaction is housekeeping: the next one will do
             return
@@ -1270,16 +1306,20 @@ class RedisStore:
             with self._lock:
                 track.base = max(track.base, position)
 
-    def _compact_at(self, session_id: str, position: int, snapshot: str, client: Any) -> Any:
+    def _compact_at(
+        self, session_id: str, position: int, snapshot: str, empty: bool, client: Any
+    ) -> Any:
         keys = [
             self._log_key(session_id),
             self._key(f"base:{session_id}"),
             self._key(f"snapshot:{session_id}"),
             self._key("sessions"),
         ]
-        return self._compact_script(keys=keys, args=[position, snapshot, session_id], client=client)
+        return self._compact_script(
+            keys=keys, args=[position, snapshot, session_id, int(empty)], client=client
+        )
 
-    def _compact_dropped(self, compactions: list[tuple[str, int, str]]) -> None:
+    def _compact_dropped(self, compactions: list[tuple[str, int, str, bool]]) -> None:
         """Compact the logs of copies just dropped: a round trip per `SESSIONS_PER_ROUND_TRIP`."""
         for first in range(0, len(compactions), SESSIONS_PER_ROUND_TRIP):
             pipeline = self._client.pipeline(transaction=False)
@@ -1300,30 +1340,14 @@ class RedisStore:
         ended = bool(state["life"] != track.life)
         if old is not None and ended:
             old.version = CLEARED  # cursors read in that life see it end
+        session = None
         if state["record"]:
-            # The same object within one life: cursors read in it stay valid
-            # (their version has moved, so they read again).
+            # The same object within one life, and the same entries in it: cursors
+            # read in it stay valid, and what they read is still found.
             session = SessionState() if old is None or ended else old
-            session.back = session.front = None
-            session.strays = 0
-            session.version = state["version"]
-            session.last_sequence = state["last_sequence"]
-            session.dropped = state["dropped"]
-            session.extras = None
-            if "counters" in state:
-                extras = session._extras()
-                (
-                    extras.duplicates,
-                    extras.coalesced,
-                    extras.expired,
-                    extras.revoked,
-                    extras.reserved,
-                ) = state["counters"]
-                for end, key, data in state["dedupe"]:
-                    entry = InboxEntry.from_dict(data)
-                    extras.dedupe_order.append((end, key, entry))
-                    extras.dedupe[key] = entry
+            load_session(state, session)
             replica._sessions[session_id] = session
+            replica._settle(session_id, session)
         track.life = state["life"]
         track.now = state["now"]
         applied = state["applied"]
@@ -1334,7 +1358,14 @@ class RedisStore:
             # (An entry written before its index was kept: the last index it can
             # have, so that the process is remembered the longest.)
             track.applied[process] = (counter, clock, index[0] if index else base - 1)
-        track.claims = {}  # none was held there; ours that were are settled or went back
+        track.claims = {
+            claim_id: (load_claim(session_id, record, session), deadline)
+            for claim_id, deadline, *record in state.get("claims", ())
+        }
+        track.taken = OrderedDict(
+            (process, (counter, clock, load_claim(session_id, record, session)))
+            for process, counter, clock, *record in state.get("taken", ())
+        )
         track.position = track.base = base
         return ended
 
@@ -1344,6 +1375,7 @@ class RedisStore:
         track.position = track.base = track.life = track.now = 0
         track.applied = OrderedDict()
         track.claims = {}
+        track.taken = OrderedDict()
         track.loaded = False
         track.marks += 1
 
@@ -1510,7 +1542,6 @@ class RedisStore:
         and its waits look at the server.
         """
         track = self._track(session_id)
-        give_back: list[dict[str, Any]] = []
         index_text, _, text = data.partition(b" ")
         try:
             index = int(index_text)
@@ -1520,14 +1551,13 @@ class RedisStore:
             self._mark(track)
         else:
             try:
-                give_back = self._absorb(session_id, track, index, 0, b"", [text], compact=False)
+                self._absorb(session_id, track, index, 0, b"", [text], compact=False)
             except Exception:  # (not ours to raise: the subscriber must go on)
                 self._mark(track)
                 fallback_logger.exception(
                     "harn_inbox: could not replay a message of %r", session_id
                 )
         self._notify(session_id)
-        self._after_replay(session_id, give_back)
 
     def _deaf(self) -> None:
         """The subscription dropped: messages may be lost from now until it is back."""
@@ -1618,8 +1648,8 @@ class RedisStore:
         On the subscriber thread only (rule 2 of the module docstring). A
         session is kept while a use holds its track (rule 1), while a wait
         wants it (rule 3), while a claim is held in it (this process ticks its
-        lease) and while an operation of ours whose caller gave up may still
-        reach its log (its replay gives back what it took). The logs of the
+        lease) and while an operation of ours whose result was lost is still to
+        be named (see `_recover_abandoned`). The logs of the
         sessions dropped are compacted as far as their copies go, if nothing
         was heard since this process last used them.
         """
@@ -1647,7 +1677,7 @@ class RedisStore:
                 # operation heard since may be one whose sender is still
                 # retrying, and needs its result from the log.
                 if track.position == track.used_position:
-                    compaction = self._compaction(session_id, track, 1)
+                    compaction = self._compaction(session_id, track, 1, sized=False)
                     if compaction is not None:
                         compactions.append((session_id, *compaction))
                 self._replica.forget(session_id)
@@ -1666,22 +1696,36 @@ class RedisStore:
             settings.notify_all()
 
     def _recover_abandoned(self) -> None:
-        """Replay the sessions of operations whose callers gave up, until each shows up or
-        `ABANDONED_FOR` has passed: what such an operation took goes back."""
+        """Append a tick to each session holding operations of ours whose results were lost.
+
+        The tick names them (see `_run`), so its replay gives back, in every
+        replica, what those that reached the log took. Until one is appended,
+        or `ABANDONED_FOR` has passed (they never reached the server, or the
+        server is gone that long).
+        """
         if not self._abandoned:
             return
         now = time.monotonic()
-        sessions = set()
-        for counter, (session_id, until) in list(self._abandoned.items()):
-            if until < now:
-                self._abandoned.pop(counter, None)  # it never reached the server
-            else:
-                sessions.add(session_id)
-        for session_id in sessions:
+        with self._lock:
+            for counter, (_, until) in list(self._abandoned.items()):
+                if until < now:
+                    del self._abandoned[counter]
+            sessions = {session_id for session_id, _ in self._abandoned.values()}
+        for session_id in sorted(sessions):
             try:
-                self._catch_up(session_id)
-            except StoreError:  # (the server left again, or a log it cannot replay)
-                continue
+                self._run(session_id, {"o": "tick", "t": self._now()})
+            except Exception as error:
+                if isinstance(error.__cause__, self._redis.RedisError):
+                    continue  # the server left again, or refused: the next turn tries again
+                # A log this code cannot replay (or of a newer schema): nothing
+                # can be given back from here, and nothing more is appended to it.
+                with self._lock:
+                    for counter, (abandoned_in, _) in list(self._abandoned.items()):
+                        if abandoned_in == session_id:
+                            del self._abandoned[counter]
+                fallback_logger.exception(
+                    "harn_inbox: could not give back what operations on %r took", session_id
+                )
 
     def _tick_expired_leases(self) -> None:
         now = self._now()  # the inbox's clock: read with no lock held
