@@ -47,9 +47,11 @@ The controls (`Extras`, made on first use)
 - **Coalesce keys**: key -> the entry last pushed with it; a push with the key
   removes that entry if it is still pending. Entries are found by identity,
   so a stale mapping (the entry was taken) costs nothing but its slot.
-- **Expiry**: a heap of ``(expires_at_ms, n, entry)``. `purge` takes
-  from it what is due and removes those entries still pending; the store
-  purges before every operation on a session that has any.
+- **Expiry**: a heap of ``(expires_at_ms, sequence, n, entry)``. `purge`
+  takes from it what is due and removes those entries still pending, those
+  of one expiry in the order of their sequences (whatever the heap's past:
+  so every copy of a session reports them alike); the store purges before
+  every operation on a session that has any.
 - **Meta**: ``id(entry) -> (coalesce_key, expires_at_ms)`` for pending entries
   that carry either, so a removal forgets them and a claim carries them back.
 """
@@ -74,8 +76,8 @@ CLEARED = -1
 #: Keys of strays in ``front`` (see the module docstring); only needs to be unique.
 _stray_keys = count()
 
-#: Tie-breakers of the expiry heap: two entries may share an expiry and a sequence
-#: (across a clear), and entries themselves have no order.
+#: The last tie-breaker of the expiry heap: two entries may share an expiry and a
+#: sequence (across a clear), and entries themselves have no order.
 _expiry_order = count()
 
 #: What a pending entry carries besides itself: its coalesce key and its expiry (ms), or None.
@@ -180,8 +182,8 @@ class Extras:
         self.dedupe_order: deque[tuple[int, str, InboxEntry]] = deque()
         #: Coalesce key -> the entry last pushed with it (maybe no longer pending).
         self.coalesce: dict[str, InboxEntry] = {}
-        #: ``(expires_at_ms, n, entry)``, a heap (n breaks ties); may hold entries gone since.
-        self.expiry: list[tuple[int, int, InboxEntry]] = []
+        #: ``(expires_at_ms, sequence, n, entry)``, a heap; may hold entries gone since.
+        self.expiry: list[tuple[int, int, int, InboxEntry]] = []
         #: ``id(entry) -> (coalesce_key, expires_at_ms)`` for pending entries carrying either.
         self.meta: dict[int, Meta] = {}
         self.duplicates = 0
@@ -499,7 +501,7 @@ class SessionState:
             return expired
         expiry, meta = extras.expiry, extras.meta
         while expiry and expiry[0][0] <= now_ms:
-            expires_at, _, entry = heapq.heappop(expiry)
+            expires_at, _, _, entry = heapq.heappop(expiry)
             # The heap forgets nothing (lazily): this item is stale unless the
             # entry is pending *with this expiry*. The same entry object may be
             # pending again without one (requeued by hand after a claim took it).
@@ -621,7 +623,8 @@ class SessionState:
         if coalesce_key is not None:
             extras.coalesce[coalesce_key] = entry
         if expires_at is not None:
-            heapq.heappush(extras.expiry, (expires_at, next(_expiry_order), entry))
+            item = (expires_at, entry.sequence, next(_expiry_order), entry)
+            heapq.heappush(extras.expiry, item)
 
     def _remember_key(self, key: str, entry: InboxEntry, window_end: int) -> None:
         # A dedupe key, until *window_end* (ms on the inbox's clock).

@@ -513,7 +513,7 @@ def test_a_drain_heard_before_its_reply_was_lost_returns_what_it_took(
     store._append = append_then_lose_the_reply
     assert a.drain("s") == pushed
     store._append = append
-    assert store._abandoned == {}
+    assert store._lost == {}
     assert other.drain("s") == [] == a.drain("s")
     assert push(other, "s", "#2").sequence == 3
 
@@ -554,13 +554,13 @@ def test_a_retried_drain_whose_first_copy_was_compacted_away_raises_and_gives_ba
 
 
 @contextmanager
-def replies_lost(store: RedisStore) -> Iterator[None]:
-    """Every operation *store* appends reaches the log, and its reply is lost."""
+def replies_lost(store: RedisStore, error: BaseException | None = None) -> Iterator[None]:
+    """Every operation *store* appends reaches the log, and its reply is lost (*error*)."""
     append = store._append
 
     def append_then_lose_the_reply(**kwargs: Any) -> Any:
         append(**kwargs)
-        raise redis.ConnectionError("the reply was lost")
+        raise error or redis.ConnectionError("the reply was lost")
 
     store._append = append_then_lose_the_reply
     try:
@@ -572,25 +572,27 @@ def replies_lost(store: RedisStore) -> Iterator[None]:
 @contextmanager
 def not_named_yet(store: RedisStore) -> Iterator[None]:
     """*store*'s subscriber does not name its lost operations (append a tick) until the end."""
-    recover = store._recover_abandoned
-    store._recover_abandoned = lambda: None  # type: ignore[method-assign]
+    recover = store._name_lost
+    store._name_lost = lambda: None  # type: ignore[method-assign]
     try:
         yield
     finally:
-        store._recover_abandoned = recover  # type: ignore[method-assign]
+        store._name_lost = recover  # type: ignore[method-assign]
 
 
+@pytest.mark.parametrize("ahead", [0.0, 600.0], ids=["one clock", "the other's 10 min ahead"])
 @pytest.mark.parametrize("taking", ["drain", "drain_where", "claim"])
 def test_what_a_lost_operation_took_comes_back_though_another_process_compacted_past_it(
-    redis_server: RedisServer, connect: Callable[..., Inbox], taking: str
+    redis_server: RedisServer, connect: Callable[..., Inbox], taking: str, ahead: float
 ) -> None:
     # Its reply was lost, and another process compacted the log past it before
     # this process could replay it: the snapshot keeps what it took (the last
     # take of each process, the claims held), and the tick its process appends
-    # names it, so its replay gives it back, at the head, in order. (No lease
-    # passes here: the clock stands still.)
+    # names it, so its replay gives it back, at the head, in order. (The other
+    # process's clock may be ahead: what is kept does not depend on clocks.)
     namespace = redis_server.namespace()
-    a, other = connect(namespace, retries=0), connect(namespace)
+    a = connect(namespace, retries=0, claim_lease=3600.0)  # (no lease passes on either clock)
+    other = connect(namespace, ManualClock(start_ms=START_MS + round(ahead * 1000)))
     store, others = store_of(a), store_of(other)
     others._compact_after = 2
     pushed = [push(other, "s", f"#{n}") for n in range(3)]
@@ -602,17 +604,74 @@ def test_what_a_lost_operation_took_comes_back_though_another_process_compacted_
     with not_named_yet(store):
         with replies_lost(store), pytest.raises(StoreError, match=MAY_OR_MAY_NOT):
             take()
-        assert store._abandoned
+        assert store._lost
         assert other.pending_count("s") == 0  # it took them
         for n in range(4):  # the other process goes on, and compacts past it
             push(other, "s", f"later #{n}")
             other.drain("s")
         assert others._track("s").base > 4
-    spin_until(lambda: not store._abandoned, "the lost operation named", GUARD_SECONDS)
+    spin_until(lambda: not store._lost, "the lost operation named", GUARD_SECONDS)
     fresh = connect(namespace)
     assert fresh.drain("s") == pushed
     assert fresh.drain("s") == [] == a.drain("s")
     assert push(fresh, "s", "#7").sequence == 8
+
+
+class Interrupt(BaseException):
+    """What a signal handler might raise in the middle of a round trip."""
+
+
+@pytest.mark.parametrize(
+    ("error", "raised"),
+    [
+        (redis.ConnectionError("the reply was lost"), StoreError),
+        (redis.InvalidResponse("a reply it cannot read"), StoreError),
+        (Interrupt(), Interrupt),
+    ],
+    ids=["connection", "garbled reply", "interrupt"],
+)
+def test_what_a_drain_took_comes_back_whatever_ended_its_round_trip(
+    redis_server: RedisServer,
+    connect: Callable[..., Inbox],
+    error: BaseException,
+    raised: type[BaseException],
+) -> None:
+    # Not only a failed connection: whatever leaves the round trip without its
+    # result makes the operation a lost one. A push's loss takes nothing, and
+    # is not named.
+    namespace = redis_server.namespace()
+    a, other = connect(namespace, retries=0), connect(namespace)
+    store = store_of(a)
+    pushed = [push(other, "s", f"#{n}") for n in range(2)]
+    with not_named_yet(store), replies_lost(store, error):
+        with pytest.raises(raised):
+            push(a, "s", "#2")
+        assert store._lost == {}
+        pushed.append(other.snapshot("s")[-1])
+        with pytest.raises(raised):
+            a.drain("s")
+        assert list(store._lost.values()) == ["s"]
+    spin_until(lambda: not store._lost, "the lost drain named", GUARD_SECONDS)
+    assert other.drain("s") == pushed
+
+
+def test_a_lost_operation_is_named_a_last_time_when_its_store_closes(
+    redis_server: RedisServer, connect: Callable[..., Inbox]
+) -> None:
+    namespace = redis_server.namespace()
+    a, other = connect(namespace, retries=0), connect(namespace)
+    store = store_of(a)
+    pushed = [push(other, "s", f"#{n}") for n in range(2)]
+    with not_named_yet(store):
+        with replies_lost(store), pytest.raises(StoreError, match=MAY_OR_MAY_NOT):
+            a.drain("s")
+        store._stopping.set()  # (its subscriber stops: nothing names it but the close)
+        assert store._subscriber is not None
+        store._subscriber.join(GUARD_SECONDS)
+    a.close()
+    store.close()
+    assert store._lost == {}
+    assert other.drain("s") == pushed
 
 
 def test_what_several_lost_operations_took_comes_back_in_order(
@@ -633,8 +692,8 @@ def test_what_several_lost_operations_took_comes_back_in_order(
         with pytest.raises(StoreError, match=MAY_OR_MAY_NOT):
             a.drain("s")
         assert other.snapshot("s") == []
-        assert len(store._abandoned) == 2
-    spin_until(lambda: not store._abandoned, "the lost operations named", GUARD_SECONDS)
+        assert len(store._lost) == 2
+    spin_until(lambda: not store._lost, "the lost operations named", GUARD_SECONDS)
     assert other.drain("s") == pushed
 
 

@@ -377,6 +377,48 @@ def test_a_snapshot_written_before_processes_were_forgotten_loads(
         assert track.applied["older"][2] == 3  # (remembered as long as can be)
 
 
+def test_a_log_written_before_lost_operations_were_named_replays(
+    connect: Callable[..., Inbox], redis_server: RedisServer
+) -> None:
+    # (A process gave back what its lost operation took with a "restore" of its own.)
+    namespace = redis_server.namespace()
+    inbox = connect(namespace)
+    pushed = [inbox.push("s", "k", f"#{n}", "src") for n in range(2)]
+    assert inbox.drain("s") == pushed
+    restore = {
+        "o": "restore",
+        "t": 1_000_000,
+        "p": "older",
+        "n": 1,
+        "life": 0,
+        "entries": [entry.to_dict() for entry in pushed],
+        "metas": [[None, None]] * 2,
+    }
+    redis_server.command("RPUSH", f"{namespace}:log:s", json.dumps(restore))
+    assert connect(namespace).drain("s") == pushed
+
+
+def test_a_drain_whose_report_of_what_expired_fails_still_returns_what_it_took(
+    connect: Callable[..., Inbox], redis_server: RedisServer
+) -> None:
+    namespace = redis_server.namespace()
+    clock = ManualClock(start_ms=1_000_000)
+    inbox = connect(namespace, clock)
+    store = store_of(inbox)
+    inbox.push("s", "k", "short", "src", expires_in=1.0)
+    kept = inbox.push("s", "k", "kept", "src")
+    clock.advance(2.0)
+
+    def failing(entries: list[InboxEntry]) -> None:
+        raise StoreError("the report's look at the server failed")
+
+    assert store._settings is not None
+    store._settings = attrs.evolve(store._settings, expired=failing)
+    assert inbox.drain("s") == [kept]  # (the report's failure is logged)
+    assert store._lost == {}
+    assert inbox.statistics("s").expired == 1
+
+
 @pytest.mark.parametrize("ending", ["cancelled", "timed out", "closed"])
 def test_a_wait_for_whose_take_is_stalled_ends_at_once_and_loses_nothing(
     backend: Backend, connect: Callable[..., Inbox], redis_server: RedisServer, ending: str
@@ -1089,7 +1131,7 @@ def test_an_operation_this_code_cannot_replay_fails_every_use_and_leaves_no_copy
         assert "s" not in store._replica._sessions
     # The pushes reached the log, their results unknown: the subscriber, whose
     # tick fails likewise, stops naming them (nothing can be given back here).
-    spin_until(lambda: not store._abandoned, "the lost operations given up")
+    spin_until(lambda: not store._lost, "the lost operations given up")
     # A look whose copy is reset between its replay and its read (by the
     # subscriber, hearing such an operation) says so, rather than read nothing.
     inbox.push("t", "k", "x", "src")

@@ -116,7 +116,7 @@ every replica, from state a snapshot keeps (each process's last take, every
 claim held): a log compacted past a lost operation loses nothing. Each
 operation settles every earlier one of its process, so only the last needs
 keeping. The subscriber appends a ``tick`` to such a session, so the
-operations are named even if nothing else comes (until `ABANDONED_FOR`).
+operations are named even if nothing else comes.
 """
 
 from __future__ import annotations
@@ -220,13 +220,8 @@ return 1
 """
 
 #: Seconds between the subscriber's looks at leases that passed and at operations
-#: whose results were lost.
+#: whose results were lost (see `RedisStore._name_lost`).
 HOUSEKEEPING = 0.1
-
-#: Seconds after an operation's result was lost (its caller got `StoreError`) during
-#: which this process names it in its operations on the session (see the module
-#: docstring), and every replica keeps what a process's last operation took.
-ABANDONED_FOR = 120.0
 
 #: A session's log is compacted once this many operations follow its base, and
 #: no fewer than the entries its state holds: see `RedisStore._compaction`.
@@ -320,9 +315,9 @@ class _Track:
         #: Claim id -> (the replica's record, lease deadline): the claims still held.
         self.claims: dict[str, tuple[ClaimRecord, int]] = {}
         #: Process id -> (counter, clock reading, record) of the take (a drain, a
-        #: take at a cursor) that is its last operation applied, oldest first:
-        #: given back if its next operation says it never learned the result.
-        self.taken: OrderedDict[str, tuple[int, int, ClaimRecord]] = OrderedDict()
+        #: take at a cursor) that is its last operation applied: given back if
+        #: its next operation says it never learned the result.
+        self.taken: dict[str, tuple[int, int, ClaimRecord]] = {}
         #: The copy has been brought to the log's present once (by a reply, or
         #: by a message with no gap before it): see rule 5 of the module docstring.
         self.loaded = False
@@ -448,11 +443,12 @@ class RedisStore:
         self._process = f"{os.getpid():x}.{os.urandom(6).hex()}"
         self._counter = itertools.count(1)
         self._outcomes: dict[int, _Outcome] = {}
-        #: Operations of ours whose results we never learned (their callers got
-        #: StoreError) -> (session id, until when to name them, monotonic): our
+        #: Operations of ours that may have taken entries and whose results we
+        #: never learned (their callers got StoreError) -> their session: our
         #: next operation on the session names them, and its replay gives back
         #: what they took (`_give_back_lost`; the subscriber appends a tick).
-        self._abandoned: dict[int, tuple[str, float]] = {}
+        #: Changed under the session's lock and self._lock.
+        self._lost: dict[int, str] = {}
         #: What expired in the operation being replayed.
         self._expired_now: list[InboxEntry] = []
         #: (max_pending, drop_oldest, dedupe window) -> the replica's settings for a push.
@@ -488,12 +484,16 @@ class RedisStore:
     def close(self) -> None:
         """Stop listening for other processes' changes and close this object's connections.
 
-        What the server holds stays for every other inbox. Idempotent.
+        What the server holds stays for every other inbox. Operations whose
+        results were lost are named to the server a last time, so what they
+        took goes back (if it answers now). Idempotent.
         """
         self._stopping.set()
         subscriber = self._subscriber
         if subscriber is not None and subscriber is not threading.current_thread():
             subscriber.join(timeout=5)
+        if self._lost and self._settings is not None:
+            self._name_lost()
         self._client.close()
 
     # -- The seam -----------------------------------------------------------------------------
@@ -750,29 +750,32 @@ class RedisStore:
                 self._outcomes[counter] = outcome
                 # The reply starts here (hearers may replay on meanwhile: see `_absorb`).
                 start = track.position
+                learned = False
                 try:
-                    reply = self._call(
-                        lambda: self._append(
-                            keys=[self._log_key(session_id)],
-                            args=[text, start, self.namespace, session_id, SCHEMA_VERSION],
-                        )
-                    )
-                except StoreError:
-                    # Its message may have been heard and replayed: then it ran,
-                    # once, and its result is in hand. If not, it may reach the
-                    # log after all (it sat in a paused server's socket, say).
-                    self._settle_outcome(session_id, counter, outcome, lost)
-                    if not outcome.replayed:
-                        raise
-                else:
                     try:
+                        reply = self._call(
+                            lambda: self._append(
+                                keys=[self._log_key(session_id)],
+                                args=[text, start, self.namespace, session_id, SCHEMA_VERSION],
+                            )
+                        )
+                    except StoreError:
+                        # Its message may have been heard and replayed: then it ran,
+                        # once, and its result is in hand. If not, it may reach the
+                        # log after all (it sat in a paused server's socket, say).
+                        if not outcome.replayed:
+                            raise
+                    else:
                         # (The reply ends before the operation itself: it is *text*.)
                         base, snapshot, log = _tail_parts(reply)
                         self._absorb(
                             session_id, track, start, base, snapshot, [*log, text.encode()]
                         )
-                    finally:
-                        self._settle_outcome(session_id, counter, outcome, lost)
+                    learned = outcome.replayed
+                finally:
+                    # Whatever was raised (a garbled reply, an interrupt...): with
+                    # the session's lock still held, so the next operation names it.
+                    self._settle_outcome(session_id, operation, outcome.replayed, learned, lost)
         finally:
             self._unpin([track])
         if not outcome.replayed:
@@ -786,39 +789,47 @@ class RedisStore:
             )
         settings = self._settings
         if outcome.expired and settings is not None:
-            settings.expired(outcome.expired)
+            try:
+                settings.expired(outcome.expired)
+            except Exception:  # (the operation is done and its result learned: never lost)
+                fallback_logger.exception("harn_inbox: could not report entries that expired")
         if outcome.error is not None:
             raise outcome.error
         return outcome.value
 
     def _lost_in(self, session_id: str) -> list[int]:
         """Our operations on *session_id* whose results we never learned (under its lock)."""
-        if not self._abandoned:  # (the usual case, read without the store's lock)
+        if not self._lost:  # (the usual case, read without the store's lock)
             return []
         with self._lock:
             return sorted(
-                counter
-                for counter, (abandoned_in, _) in self._abandoned.items()
-                if abandoned_in == session_id
+                counter for counter, lost_in in self._lost.items() if lost_in == session_id
             )
 
     def _settle_outcome(
-        self, session_id: str, counter: int, outcome: _Outcome, lost: list[int]
+        self,
+        session_id: str,
+        operation: dict[str, Any],
+        replayed: bool,
+        learned: bool,
+        lost: list[int],
     ) -> None:
         """After an operation's round trip (under its session's lock), with replay shut out.
 
         Replayed, it gave back what the operations it named as *lost* took:
-        they are settled. Not replayed (its round trip failed, or it was
-        compacted past), it is lost itself: the next operation on the session
-        names it.
+        they are settled. Its result not *learned* (its round trip failed, it
+        was compacted past, or something was raised after its replay), it is
+        lost itself if it may have taken entries: the next operation on the
+        session names it.
         """
+        counter = operation["n"]
         with self._lock:
             del self._outcomes[counter]
-            if outcome.replayed:
+            if replayed:
                 for earlier in lost:
-                    self._abandoned.pop(earlier, None)
-            else:
-                self._abandoned[counter] = (session_id, time.monotonic() + ABANDONED_FOR)
+                    self._lost.pop(earlier, None)
+            if not learned and operation["o"] in _TAKING:
+                self._lost[counter] = session_id
 
     def _catch_up(self, *session_ids: str) -> None:
         """Replay what the sessions' logs hold beyond this replica: a look's round trip.
@@ -928,9 +939,12 @@ class RedisStore:
                     self._reset(session_id, track)
                     raise
                 cleared |= operation["o"] == "clear" and operation["p"] != self._process
-            compaction = (
-                self._compaction(session_id, track, self._compact_after) if compact else None
-            )
+            compaction = None
+            if compact:
+                try:
+                    compaction = self._compaction(session_id, track, self._compact_after)
+                except Exception:  # (housekeeping: the operations are replayed, their results due)
+                    fallback_logger.exception("harn_inbox: could not compact %r", session_id)
         if compaction is not None:
             self._compact(session_id, track, *compaction)
         if cleared and news and self._settings is not None:
@@ -961,6 +975,7 @@ class RedisStore:
             if clock >= before_clock or last >= before_index:
                 break
             del applied[first]
+            track.taken.pop(first, None)
         track.now = now
         self._replica.now = now
         outcome = self._outcomes.get(counter) if process == self._process else None
@@ -994,15 +1009,12 @@ class RedisStore:
         session whose results it never learned (its caller got `StoreError`):
         what they took goes back to the head, in order, as a release would
         put it. Each operation of a process settles all of its earlier ones,
-        so a replica keeps only the last take of each (`_Track.taken`), for
-        `ABANDONED_FOR` seconds of the log's clock.
+        so a replica keeps only the last take of each (`_Track.taken`), until
+        the process is forgotten (rule 4 of the module docstring): by the log
+        alone, so alike in every replica, whatever the processes' clocks.
         """
-        process, now = operation["p"], operation["t"]
-        taken = track.taken
-        last = taken.pop(process, None)
-        window = now - round(ABANDONED_FOR * 1000)
-        while taken and next(iter(taken.values()))[1] < window:
-            taken.popitem(last=False)
+        process = operation["p"]
+        last = track.taken.pop(process, None)
         lost = operation.get("lost")
         if lost is None:
             return
@@ -1050,6 +1062,19 @@ class RedisStore:
             cursor, chosen = self._cursor_in(session_id, track, operation)
             record = replica.claim(session_id, cursor, chosen)
             return None if record is None else _Taken(record)
+        if kind == "restore":
+            # (Written by this layout before lost operations were named: what
+            # one took, given back by its own process once it replayed it.)
+            session = replica._sessions.get(session_id)
+            record = ClaimRecord(
+                session_id,
+                [InboxEntry.from_dict(data) for data in operation["entries"]],
+                [(key, expires) for key, expires in operation["metas"]],
+                None,
+            )
+            if session is not None and operation["life"] == track.life:
+                record.life = session
+            return self._give_back(session_id, record)
         if kind == "claim":
             if "version" in operation:
                 cursor, chosen = self._cursor_in(session_id, track, operation)
@@ -1362,10 +1387,10 @@ class RedisStore:
             claim_id: (load_claim(session_id, record, session), deadline)
             for claim_id, deadline, *record in state.get("claims", ())
         }
-        track.taken = OrderedDict(
-            (process, (counter, clock, load_claim(session_id, record, session)))
+        track.taken = {
+            process: (counter, clock, load_claim(session_id, record, session))
             for process, counter, clock, *record in state.get("taken", ())
-        )
+        }
         track.position = track.base = base
         return ended
 
@@ -1375,7 +1400,7 @@ class RedisStore:
         track.position = track.base = track.life = track.now = 0
         track.applied = OrderedDict()
         track.claims = {}
-        track.taken = OrderedDict()
+        track.taken = {}
         track.loaded = False
         track.marks += 1
 
@@ -1432,6 +1457,11 @@ class RedisStore:
                     ) from error
                 time.sleep(delay)
                 delay *= 2
+            except redis.RedisError as error:  # (a reply it cannot read, say: not sent again)
+                raise StoreError(
+                    f"{self!r}: {error}; "
+                    "an operation that changes a session may or may not have been applied"
+                ) from error
         raise AssertionError("unreachable")  # pragma: no cover
 
     # -- The subscriber thread ----------------------------------------------------------------
@@ -1476,7 +1506,7 @@ class RedisStore:
                     # Not after every message: a loop just woken waits for the GIL.
                     housekeeping = time.monotonic() + self._housekeeping
                     self._tick_expired_leases()
-                    self._recover_abandoned()
+                    self._name_lost()
                     forgotten = self._forget_idle()
                     if forgotten:
                         pubsub.unsubscribe(*map(self._wake_channel, forgotten))
@@ -1649,13 +1679,13 @@ class RedisStore:
         session is kept while a use holds its track (rule 1), while a wait
         wants it (rule 3), while a claim is held in it (this process ticks its
         lease) and while an operation of ours whose result was lost is still to
-        be named (see `_recover_abandoned`). The logs of the
+        be named (see `_name_lost`). The logs of the
         sessions dropped are compacted as far as their copies go, if nothing
         was heard since this process last used them.
         """
         cutoff = time.monotonic() - self._forget_after
         with self._lock:
-            abandoned = {session_id for session_id, _ in self._abandoned.values()}
+            lost = set(self._lost.values())
             idle = [
                 session_id
                 # (A copy: the subscriber's own uses make tracks without the lock.)
@@ -1665,7 +1695,7 @@ class RedisStore:
                 and track.looked <= cutoff
                 and not track.claims
                 and session_id not in self._wanted
-                and session_id not in abandoned
+                and session_id not in lost
             ]
             compactions = []
             for session_id in idle:
@@ -1695,23 +1725,18 @@ class RedisStore:
         if settings is not None:
             settings.notify_all()
 
-    def _recover_abandoned(self) -> None:
+    def _name_lost(self) -> None:
         """Append a tick to each session holding operations of ours whose results were lost.
 
         The tick names them (see `_run`), so its replay gives back, in every
-        replica, what those that reached the log took. Until one is appended,
-        or `ABANDONED_FOR` has passed (they never reached the server, or the
-        server is gone that long).
+        replica, what those that reached the log took. Tried at every turn of
+        housekeeping until the server answers.
         """
-        if not self._abandoned:
+        if not self._lost:
             return
-        now = time.monotonic()
         with self._lock:
-            for counter, (_, until) in list(self._abandoned.items()):
-                if until < now:
-                    del self._abandoned[counter]
-            sessions = {session_id for session_id, _ in self._abandoned.values()}
-        for session_id in sorted(sessions):
+            sessions = sorted(set(self._lost.values()))
+        for session_id in sessions:
             try:
                 self._run(session_id, {"o": "tick", "t": self._now()})
             except Exception as error:
@@ -1719,10 +1744,14 @@ class RedisStore:
                     continue  # the server left again, or refused: the next turn tries again
                 # A log this code cannot replay (or of a newer schema): nothing
                 # can be given back from here, and nothing more is appended to it.
-                with self._lock:
-                    for counter, (abandoned_in, _) in list(self._abandoned.items()):
-                        if abandoned_in == session_id:
-                            del self._abandoned[counter]
+                (track,) = self._pin(session_id)
+                try:
+                    with track.lock, self._lock:
+                        for counter, lost_in in list(self._lost.items()):
+                            if lost_in == session_id:
+                                del self._lost[counter]
+                finally:
+                    self._unpin([track])
                 fallback_logger.exception(
                     "harn_inbox: could not give back what operations on %r took", session_id
                 )
@@ -1737,6 +1766,10 @@ class RedisStore:
             ]
         for session_id in due:
             self._run(session_id, {"o": "tick", "t": self._now()})
+
+
+#: The operations that may take entries: those a process names when their results are lost.
+_TAKING = frozenset(("drain", "take", "claim"))
 
 
 def _nth(session: SessionState, entry: InboxEntry) -> int:

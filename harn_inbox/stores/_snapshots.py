@@ -2,7 +2,7 @@
 
 Every replica of a session computes the same `SessionState` from its log, down
 to which pending entries sit in ``front`` and which in ``back``, which keys of
-``front`` are strays, and the order in which entries of one expiry expire.
+``front`` are strays, and the order of the expiry heap.
 `dump_session` writes all of that down and `load_session` makes it again, so
 a replica that loads a snapshot goes on exactly as one that replayed the
 operations before it. Claims are written as their entries and what each
@@ -57,9 +57,11 @@ def dump_session(session: SessionState) -> dict[str, Any]:
         where = {id(entry): index for index, entry in enumerate(pending)}
         order: list[int] = []
         seen: set[int] = set()
-        for expires_at, _, entry in sorted(extras.expiry, key=lambda item: item[:2]):
+        for expires_at, _, _, entry in sorted(extras.expiry, key=lambda item: item[:3]):
             index = where.get(id(entry))
-            if index is not None and index not in seen and meta[id(entry)][1] == expires_at:
+            if index is None or index in seen:
+                continue
+            if meta.get(id(entry), _NO_META)[1] == expires_at:
                 seen.add(index)
                 order.append(index)
         state["expiry"] = order
@@ -70,8 +72,8 @@ def load_session(state: dict[str, Any], session: SessionState) -> None:
     """Make *session* what `dump_session` wrote; entries equal to ones it held are kept as
     they are (the same objects: what a reader was given still names them)."""
     held: dict[InboxEntry, deque[InboxEntry]] = {}
-    for entry in session.entries():
-        held.setdefault(entry, deque()).append(entry)
+    for entry in [*(session.front or {}).values(), *(session.back or {}).values()]:
+        held.setdefault(entry, deque()).append(entry)  # (in the order they are loaded)
 
     def entry_of(data: dict[str, Any]) -> InboxEntry:
         entry = InboxEntry.from_dict(data)
