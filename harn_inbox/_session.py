@@ -49,9 +49,10 @@ The controls (`Extras`, made on first use)
   so a stale mapping (the entry was taken) costs nothing but its slot.
 - **Expiry**: a heap of ``(expires_at_ms, sequence, n, entry)``. `purge`
   takes from it what is due and removes those entries still pending, those
-  of one expiry in the order of their sequences (whatever the heap's past:
-  so every copy of a session reports them alike); the store purges before
-  every operation on a session that has any.
+  of one expiry in the order of their sequences (whatever the heap's past,
+  so every copy of a session reports them alike, but for entries that share
+  a sequence across a clear); the store purges before every operation on a
+  session that has any.
 - **Meta**: ``id(entry) -> (coalesce_key, expires_at_ms)`` for pending entries
   that carry either, so a removal forgets them and a claim carries them back.
 """

@@ -674,6 +674,67 @@ def test_a_lost_operation_is_named_a_last_time_when_its_store_closes(
     assert other.drain("s") == pushed
 
 
+def test_a_tick_whose_own_result_is_lost_keeps_the_operations_it_named(
+    redis_server: RedisServer, connect: Callable[..., Inbox]
+) -> None:
+    # The tick that names a lost drain fails as operations do (here: another
+    # process compacted the log past it): the drain stays lost, and is named
+    # again. Only a log this code cannot replay makes it give up.
+    namespace = redis_server.namespace()
+    a, other = connect(namespace, retries=0), connect(namespace)
+    store = store_of(a)
+    pushed = [push(other, "s", f"#{n}") for n in range(2)]
+    assert a.pending_count("s") == 2  # (its copy reads the log, as a tick's reply would)
+    run = store._run
+    with not_named_yet(store):
+        with replies_lost(store), pytest.raises(StoreError, match=MAY_OR_MAY_NOT):
+            a.drain("s")
+
+        def compacted_past(session_id: str, operation: dict[str, Any], **kwargs: Any) -> Any:
+            raise StoreError("an operation was applied, but its result is lost")
+
+        store._run = compacted_past  # type: ignore[method-assign]
+        lost = dict(store._lost)
+        RedisStore._name_lost(store)  # (the subscriber's turn)
+        assert store._lost == lost
+        store._run = run  # type: ignore[method-assign]
+    spin_until(lambda: not store._lost, "the lost drain named", GUARD_SECONDS)
+    assert other.drain("s") == pushed
+
+
+def test_a_close_names_lost_operations_once_and_stops_at_the_first_failure(
+    redis_server: RedisServer, connect: Callable[..., Inbox]
+) -> None:
+    # (Not a retry per session, each waiting out the server's timeout.)
+    namespace = redis_server.namespace()
+    a, other = connect(namespace, retries=0), connect(namespace)
+    store = store_of(a)
+    for session_id in ("s", "t"):
+        push(other, session_id, "#0")
+    with not_named_yet(store), replies_lost(store):
+        for session_id in ("s", "t"):
+            with pytest.raises(StoreError, match=MAY_OR_MAY_NOT):
+                a.drain(session_id)
+    assert sorted(store._lost.values()) == ["s", "t"]
+    store._retries = 3
+    store._stopping.set()
+    assert store._subscriber is not None
+    store._subscriber.join(GUARD_SECONDS)
+    sent = []
+    append = store._append
+
+    def counted(**kwargs: Any) -> Any:
+        sent.append(kwargs)
+        return append(**kwargs)
+
+    store._append = counted
+    with server_down(redis_server):
+        a.close()
+        store.close()
+    assert len(sent) == 1
+    assert sorted(store._lost.values()) == ["s", "t"]  # (not given up)
+
+
 def test_what_several_lost_operations_took_comes_back_in_order(
     redis_server: RedisServer, connect: Callable[..., Inbox]
 ) -> None:

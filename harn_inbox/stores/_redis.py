@@ -224,7 +224,7 @@ return 1
 HOUSEKEEPING = 0.1
 
 #: A session's log is compacted once this many operations follow its base, and
-#: no fewer than the entries its state holds: see `RedisStore._compaction`.
+#: no fewer than the items its state holds: see `RedisStore._compaction`.
 COMPACT_AFTER = 100
 
 #: Seconds after its last wait looked at a session (and with none on it now)
@@ -314,10 +314,10 @@ class _Track:
         self.now = 0
         #: Claim id -> (the replica's record, lease deadline): the claims still held.
         self.claims: dict[str, tuple[ClaimRecord, int]] = {}
-        #: Process id -> (counter, clock reading, record) of the take (a drain, a
-        #: take at a cursor) that is its last operation applied: given back if
-        #: its next operation says it never learned the result.
-        self.taken: dict[str, tuple[int, int, ClaimRecord]] = {}
+        #: Process id -> (counter, record) of the take (a drain, a take at a
+        #: cursor) that is its last operation applied: given back if its next
+        #: operation says it never learned the result.
+        self.taken: dict[str, tuple[int, ClaimRecord]] = {}
         #: The copy has been brought to the log's present once (by a reply, or
         #: by a message with no gap before it): see rule 5 of the module docstring.
         self.loaded = False
@@ -444,7 +444,7 @@ class RedisStore:
         self._counter = itertools.count(1)
         self._outcomes: dict[int, _Outcome] = {}
         #: Operations of ours that may have taken entries and whose results we
-        #: never learned (their callers got StoreError) -> their session: our
+        #: never learned (their callers got an exception) -> their session: our
         #: next operation on the session names them, and its replay gives back
         #: what they took (`_give_back_lost`; the subscriber appends a tick).
         #: Changed under the session's lock and self._lock.
@@ -493,7 +493,7 @@ class RedisStore:
         if subscriber is not None and subscriber is not threading.current_thread():
             subscriber.join(timeout=5)
         if self._lost and self._settings is not None:
-            self._name_lost()
+            self._name_lost(closing=True)
         self._client.close()
 
     # -- The seam -----------------------------------------------------------------------------
@@ -727,8 +727,11 @@ class RedisStore:
 
     # -- Operations ---------------------------------------------------------------------------
 
-    def _run(self, session_id: str, operation: dict[str, Any]) -> Any:
-        """Append *operation* to the session's log, replay up to it, return its result."""
+    def _run(self, session_id: str, operation: dict[str, Any], *, once: bool = False) -> Any:
+        """Append *operation* to the session's log, replay up to it, return its result.
+
+        Sent again on a connection failure (`_call`), unless *once*.
+        """
         outcome = _Outcome()
         (track,) = self._pin(session_id)
         try:
@@ -757,7 +760,8 @@ class RedisStore:
                             lambda: self._append(
                                 keys=[self._log_key(session_id)],
                                 args=[text, start, self.namespace, session_id, SCHEMA_VERSION],
-                            )
+                            ),
+                            retries=0 if once else self._retries,
                         )
                     except StoreError:
                         # Its message may have been heard and replayed: then it ran,
@@ -996,7 +1000,7 @@ class RedisStore:
             if value.record.entries:
                 # Kept until the process's next operation here says whether it
                 # learned this one's result (see `_give_back_lost`).
-                track.taken[process] = (counter, now, value.record)
+                track.taken[process] = (counter, value.record)
             value = value.record.entries
         if outcome is not None:
             outcome.replayed = True
@@ -1006,7 +1010,7 @@ class RedisStore:
         """Give back what the process's earlier operations named as lost took (in every replica).
 
         A process names, in each operation, its earlier operations on the
-        session whose results it never learned (its caller got `StoreError`):
+        session whose results it never learned (its caller got an exception):
         what they took goes back to the head, in order, as a release would
         put it. Each operation of a process settles all of its earlier ones,
         so a replica keeps only the last take of each (`_Track.taken`), until
@@ -1020,7 +1024,7 @@ class RedisStore:
             return
         # The latest first: each goes to the head, so what was taken first ends there.
         if last is not None and last[0] in lost:
-            self._give_back(session_id, last[2])
+            self._give_back(session_id, last[1])
         for counter in sorted(lost, reverse=True):
             held = track.claims.pop(f"{process}/{counter}", None)
             if held is not None:
@@ -1270,24 +1274,25 @@ class RedisStore:
     # -- Compaction ---------------------------------------------------------------------------
     #
     # A log would grow for as long as its session lives. Once COMPACT_AFTER
-    # operations follow its base, and no fewer than the entries its state
-    # holds (pending, claimed, and the last take of each process: see
-    # `_give_back_lost`), the process that replayed it writes that state down
-    # as the log's snapshot (`harn_inbox.stores._snapshots`), at its position,
-    # and drops the operations before it (one script, only forwards). Every
-    # replica computes the same state there, so a replica further back loads
-    # the snapshot and replays on from it. Writing a snapshot costs what the
-    # state holds, and happens once per that many operations: a constant
-    # share of each. A process that drops its copy of a session compacts the
-    # log as far as the copy goes (after any number of operations), so that an
-    # idle session's log is empty and, with nothing pending or claimed,
-    # `sessions` no longer reads it (see `_COMPACT`).
+    # operations follow its base, and no fewer than the items its state holds
+    # (entries pending, claimed, and taken by each process's last take: see
+    # `_give_back_lost`; processes remembered; dedupe keys), the process that
+    # replayed it writes that state down as the log's snapshot
+    # (`harn_inbox.stores._snapshots`), at its position, and drops the
+    # operations before it (one script, only forwards). Every replica computes
+    # the same state there, so a replica further back loads the snapshot and
+    # replays on from it. Writing a snapshot costs what the state holds, and
+    # happens once per that many operations: a constant share of each. A
+    # process that drops its copy of a session compacts the log as far as the
+    # copy goes (after any number of operations), so that an idle session's
+    # log is empty and, with nothing pending or claimed, `sessions` no longer
+    # reads it (see `_COMPACT`).
 
     def _compaction(
         self, session_id: str, track: _Track, after: int, *, sized: bool = True
     ) -> tuple[int, str, bool] | None:
         """(position, snapshot, whether it holds nothing) if *after* operations follow the
-        log's base and, if *sized*, no fewer than the entries the snapshot would hold
+        log's base and, if *sized*, no fewer than the items the snapshot would hold
         (under self._lock)."""
         operations = track.position - track.base
         if operations < after:
@@ -1295,9 +1300,7 @@ class RedisStore:
         session = self._replica._sessions.get(session_id)
         pending = 0 if session is None else session.pending_count()
         held = sum(len(record.entries) for record, _ in track.claims.values())
-        if sized and operations < pending + held + sum(
-            len(record.entries) for _, _, record in track.taken.values()
-        ):
+        if sized and operations < pending + held + self._kept(session, track):
             return None  # (see the comment above)
         state: dict[str, Any] = {
             "life": track.life,
@@ -1309,14 +1312,22 @@ class RedisStore:
                 for claim_id, (record, deadline) in track.claims.items()
             ],
             "taken": [
-                [process, counter, clock, *dump_claim(record, session)]
-                for process, (counter, clock, record) in track.taken.items()
+                [process, counter, *dump_claim(record, session)]
+                for process, (counter, record) in track.taken.items()
             ],
         }
         if session is not None:
             state.update(dump_session(session))
         snapshot = json.dumps(state, separators=(",", ":"))
         return track.position, snapshot, not pending and not held
+
+    @staticmethod
+    def _kept(session: SessionState | None, track: _Track) -> int:
+        """What else a snapshot of the session holds, in items: takes, processes, dedupe keys."""
+        kept = sum(len(record.entries) for _, record in track.taken.values()) + len(track.applied)
+        if session is not None and session.extras is not None:
+            kept += len(session.extras.dedupe_order)
+        return kept
 
     def _compact(
         self, session_id: str, track: _Track, position: int, snapshot: str, empty: bool
@@ -1388,8 +1399,8 @@ class RedisStore:
             for claim_id, deadline, *record in state.get("claims", ())
         }
         track.taken = {
-            process: (counter, clock, load_claim(session_id, record, session))
-            for process, counter, clock, *record in state.get("taken", ())
+            process: (counter, load_claim(session_id, record, session))
+            for process, counter, *record in state.get("taken", ())
         }
         track.position = track.base = base
         return ended
@@ -1434,13 +1445,15 @@ class RedisStore:
             "(upgrade harn_inbox, or use another namespace)"
         )
 
-    def _call(self, command: Any) -> Any:
-        """Run *command* (a round trip), sending it again on a connection failure, then give up.
+    def _call(self, command: Any, retries: int | None = None) -> Any:
+        """Run *command* (a round trip), sending it again on a connection failure (up to
+        *retries* times, the store's by default), then give up.
 
         Safe to repeat: an append carries its operation's id (replay skips a
         second copy), and the rest only read.
         """
         redis = self._redis
+        limit = self._retries if retries is None else retries
         delay = 0.05
         for attempt in itertools.count():
             try:
@@ -1450,7 +1463,7 @@ class RedisStore:
                     raise StoreError(self._newer_schema(int(str(error).split()[1]))) from None
                 raise StoreError(f"{self!r}: the server refused: {error}") from error
             except (redis.ConnectionError, redis.TimeoutError) as error:
-                if attempt >= self._retries:
+                if attempt >= limit:
                     raise StoreError(
                         f"{self!r}: the server did not answer after {attempt + 1} tries ({error}); "
                         "an operation that changes a session may or may not have been applied"
@@ -1725,36 +1738,47 @@ class RedisStore:
         if settings is not None:
             settings.notify_all()
 
-    def _name_lost(self) -> None:
+    def _name_lost(self, *, closing: bool = False) -> None:
         """Append a tick to each session holding operations of ours whose results were lost.
 
         The tick names them (see `_run`), so its replay gives back, in every
-        replica, what those that reached the log took. Tried at every turn of
-        housekeeping until the server answers.
+        replica, what those that reached the log took. The subscriber tries
+        at every turn of housekeeping until the server answers; `close` tries
+        once, each session's tick sent once, and stops at the first that
+        fails. Operations on a session whose log this code cannot replay are
+        given up: nothing can be given back from here.
         """
         if not self._lost:
             return
         with self._lock:
             sessions = sorted(set(self._lost.values()))
         for session_id in sessions:
+            if self._stopping.is_set() and not closing:
+                return  # (`close` tries a last time)
+            with self._lock:
+                named = [
+                    counter for counter, lost_in in self._lost.items() if lost_in == session_id
+                ]
+            now = self._now()  # (raised, it ends this turn: nothing is given up)
+            (track,) = self._pin(session_id)
             try:
-                self._run(session_id, {"o": "tick", "t": self._now()})
+                self._run(session_id, {"o": "tick", "t": now}, once=closing)
             except Exception as error:
-                if isinstance(error.__cause__, self._redis.RedisError):
-                    continue  # the server left again, or refused: the next turn tries again
-                # A log this code cannot replay (or of a newer schema): nothing
-                # can be given back from here, and nothing more is appended to it.
-                (track,) = self._pin(session_id)
-                try:
-                    with track.lock, self._lock:
-                        for counter, lost_in in list(self._lost.items()):
-                            if lost_in == session_id:
-                                del self._lost[counter]
-                finally:
-                    self._unpin([track])
+                if isinstance(error.__cause__, self._redis.RedisError) or track.loaded:
+                    # The server left again, or refused; or this copy replays the
+                    # log (another process compacted past the tick): next turn.
+                    if closing:
+                        return
+                    continue
+                # Reset (see `_reset`), or never read (a newer schema's namespace).
+                with track.lock, self._lock:
+                    for counter in named:
+                        self._lost.pop(counter, None)
                 fallback_logger.exception(
                     "harn_inbox: could not give back what operations on %r took", session_id
                 )
+            finally:
+                self._unpin([track])
 
     def _tick_expired_leases(self) -> None:
         now = self._now()  # the inbox's clock: read with no lock held
