@@ -904,6 +904,57 @@ def test_a_look_after_a_dead_claims_lease_passed_sees_its_entries(
     assert parent.snapshot("s") == pushed
 
 
+@pytest.mark.parametrize("ending", ["settled", "released"])
+def test_a_live_claimant_keeps_what_it_holds_however_many_leases_its_block_runs(
+    redis_server: RedisServer, connect: Callable[..., Inbox], ending: str
+) -> None:
+    # Its store renews the lease once half of it is left: no other inbox gets
+    # the entries while the block runs, and the block's end decides.
+    namespace = redis_server.namespace()
+    clock = ManualClock(start_ms=START_MS)
+    a = connect(namespace, clock, claim_lease=LEASE_SECONDS)
+    b = connect(namespace, clock)
+    pushed = [push(b, "s", f"#{n}") for n in range(3)]
+    claim = a.claim("s")
+    assert claim.__enter__() == pushed
+    claims = store_of(a)._tracks["s"].claims
+    (claim_id,) = claims
+    half = round(LEASE_SECONDS * 1000) // 2
+    for _ in range(8):  # two leases, a quarter at a time
+        deadline = claims[claim_id][1]
+        clock.advance(LEASE_SECONDS / 4)
+        if deadline - clock.now_ms() <= half:
+            spin_until(lambda: claims[claim_id][1] > deadline, "renewed", GUARD_SECONDS)  # noqa: B023
+        assert b.pending_count("s") == 0
+        assert b.statistics("s").pending == 0
+    if ending == "settled":
+        claim.__exit__(None, None, None)
+        assert b.drain("s") == []
+    else:
+        claim.__exit__(RuntimeError, RuntimeError("the block failed"), None)
+        assert b.drain("s") == pushed
+    assert a.drain("s") == []
+
+
+def test_a_renewal_replayed_after_its_lease_passed_changes_nothing(
+    redis_server: RedisServer, connect: Callable[..., Inbox]
+) -> None:
+    namespace = redis_server.namespace()
+    clock = ManualClock(start_ms=START_MS)
+    a = connect(namespace, clock, claim_lease=1.0)
+    b = connect(namespace, clock)
+    pushed = [push(b, "s", f"#{n}") for n in range(2)]
+    claim = a.claim("s")
+    assert claim.__enter__() == pushed
+    (claim_id,) = store_of(a)._tracks["s"].claims
+    clock.advance(1.0)  # (at once: no turn of the subscriber saw half of it left)
+    late = {"o": "renew", "t": clock.now_ms(), "claims": [claim_id], "deadline": START_MS + 9_000}
+    store_of(a)._run("s", late)
+    assert b.drain("s") == pushed  # the lease had passed: given back, not renewed
+    claim.__exit__(None, None, None)
+    assert a.drain("s") == [] == b.drain("s")
+
+
 @pytest.mark.parametrize("late", ["settles", "releases"])
 def test_a_claimant_whose_lease_passed_is_fenced_off_what_another_inbox_took(
     redis_server: RedisServer, connect: Callable[..., Inbox], late: str

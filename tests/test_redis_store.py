@@ -684,7 +684,7 @@ def test_the_subscriber_survives_an_error_of_its_own_and_waits_still_wake(
     namespace = redis_server.namespace()
     waiting, pushing = connect(namespace), connect(namespace)
     store = store_of(waiting)
-    tick = store._tick_expired_leases
+    tick = store._tend_leases
     failed = threading.Event()
 
     def fails_once() -> None:
@@ -693,7 +693,7 @@ def test_the_subscriber_survives_an_error_of_its_own_and_waits_still_wake(
             raise RuntimeError("a bug in the subscriber's housekeeping")
         tick()
 
-    store._tick_expired_leases = fails_once  # type: ignore[method-assign]
+    store._tend_leases = fails_once  # type: ignore[method-assign]
     assert failed.wait(10)
 
     taken, pushed = woken_from_afar(

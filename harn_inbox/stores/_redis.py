@@ -104,7 +104,9 @@ clock reading has passed the deadline first gives the entries back, at the
 head, in order. Settling or releasing a claim that is no longer held changes
 nothing (fencing): the entries went back once. The subscriber thread appends
 a ``tick`` to sessions whose leases it sees expire, so that waiters elsewhere
-wake for the entries given back.
+wake for the entries given back, and a ``renew`` for the claims its own
+process still holds once half a lease is left (`_tend_leases`): a live
+claimant keeps what it holds, however long its block runs.
 
 Operations whose results are lost: a caller whose round trip failed gets
 `StoreError`, though its operation may have reached the log, or may reach
@@ -219,8 +221,8 @@ end
 return 1
 """
 
-#: Seconds between the subscriber's looks at leases that passed and at operations
-#: whose results were lost (see `RedisStore._name_lost`).
+#: Seconds between the subscriber's looks at leases (passed, or to renew) and at
+#: operations whose results were lost (see `RedisStore._name_lost`).
 HOUSEKEEPING = 0.1
 
 #: A session's log is compacted once this many operations follow its base, and
@@ -383,7 +385,8 @@ class RedisStore:
             when they share the server and the namespace.
         claim_lease: Seconds (on the inbox's clock) after which entries taken
             by a claim that was neither settled nor released go back to the
-            head of their session, as if released: the claimant died.
+            head of their session, as if released: the claimant died. A live
+            claimant's store renews the lease once half of it is left.
         retries: How many times an operation is sent again when the
             connection fails, before `StoreError`.
 
@@ -1093,6 +1096,12 @@ class RedisStore:
             track.claims[claim_id] = (record, operation["deadline"])
             # The caller's record: the replica's entries, and the claim's id to settle it by.
             return ClaimRecord(session_id, record.entries, record.metas, claim_id)
+        if kind == "renew":
+            for claim_id in operation["claims"]:
+                held = track.claims.get(claim_id)
+                if held is not None:  # (else settled, released, or its lease passed: fenced)
+                    track.claims[claim_id] = (held[0], max(held[1], operation["deadline"]))
+            return None
         if kind == "settle":
             track.claims.pop(operation["claim"], None)  # not held (its lease passed): fenced
             return None
@@ -1518,7 +1527,7 @@ class RedisStore:
                 if time.monotonic() >= housekeeping:
                     # Not after every message: a loop just woken waits for the GIL.
                     housekeeping = time.monotonic() + self._housekeeping
-                    self._tick_expired_leases()
+                    self._tend_leases()
                     self._name_lost()
                     forgotten = self._forget_idle()
                     if forgotten:
@@ -1780,16 +1789,41 @@ class RedisStore:
             finally:
                 self._unpin([track])
 
-    def _tick_expired_leases(self) -> None:
+    def _tend_leases(self) -> None:
+        """Tick the sessions whose leases passed, and renew this process's claims half run.
+
+        A tick's replay gives back what a claim whose lease passed held, in
+        every replica, so waiters elsewhere wake for it. A renewal extends
+        the leases of claims this process still holds (their blocks are
+        running) once half of one is left: only a claimant that died, or
+        that could not reach the server for the rest of its lease, loses
+        what it holds. A renewal replayed after a lease passed (by its own
+        clock reading) finds the claim given back already: it changes nothing.
+        """
         now = self._now()  # the inbox's clock: read with no lock held
+        ours = self._process + "/"
+        half = self._lease_ms // 2
+        due = []
+        renewals: dict[str, list[str]] = {}
         with self._lock:
-            due = [
-                session_id
-                for session_id, track in list(self._tracks.items())
-                if track.claims and min(deadline for _, deadline in track.claims.values()) <= now
-            ]
+            for session_id, track in list(self._tracks.items()):
+                if not track.claims:
+                    continue
+                if min(deadline for _, deadline in track.claims.values()) <= now:
+                    due.append(session_id)
+                renewing = [
+                    claim_id
+                    for claim_id, (_, deadline) in track.claims.items()
+                    if claim_id.startswith(ours) and now < deadline <= now + half
+                ]
+                if renewing:
+                    renewals[session_id] = renewing
         for session_id in due:
             self._run(session_id, {"o": "tick", "t": self._now()})
+        for session_id, claims in renewals.items():
+            now = self._now()
+            operation = {"o": "renew", "t": now, "claims": claims, "deadline": now + self._lease_ms}
+            self._run(session_id, operation)
 
 
 #: The operations that may take entries: those a process names when their results are lost.
