@@ -68,6 +68,8 @@ from ._entry import MAX_SEQUENCE, stamp
 from ._errors import InboxFull
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from ._entry import Delivery, InboxEntry
     from ._json import JsonValue
 
@@ -192,6 +194,15 @@ class Extras:
         self.expired = 0
         self.revoked = 0
         self.reserved = 0
+
+    def totals(self) -> tuple[int, int, int, int, int]:
+        """The counters as a store writes them down: duplicates, coalesced, expired, revoked,
+        reserved."""
+        return (self.duplicates, self.coalesced, self.expired, self.revoked, self.reserved)
+
+    def set_totals(self, totals: Sequence[int]) -> None:
+        """Set the counters from what `totals` gave (a store reading them back)."""
+        (self.duplicates, self.coalesced, self.expired, self.revoked, self.reserved) = totals
 
 
 class SessionState:

@@ -580,6 +580,22 @@ def not_named_yet(store: RedisStore) -> Iterator[None]:
         store._name_lost = recover  # type: ignore[method-assign]
 
 
+def losing_and_other(
+    redis_server: RedisServer, connect: Callable[..., Inbox]
+) -> tuple[Inbox, RedisStore, Inbox, list[InboxEntry]]:
+    """An inbox whose replies are to be lost (no retries), its store, another, and two entries
+    the other pushed into session "s"."""
+    namespace = redis_server.namespace()
+    a, other = connect(namespace, retries=0), connect(namespace)
+    return a, store_of(a), other, [push(other, "s", f"#{n}") for n in range(2)]
+
+
+def drain_lost(inbox: Inbox, store: RedisStore, session_id: str = "s") -> None:
+    """*inbox* drains *session_id*: the drain reaches the log, its caller gets `StoreError`."""
+    with replies_lost(store), pytest.raises(StoreError, match=MAY_OR_MAY_NOT):
+        inbox.drain(session_id)
+
+
 @pytest.mark.parametrize("ahead", [0.0, 600.0], ids=["one clock", "the other's 10 min ahead"])
 @pytest.mark.parametrize("taking", ["drain", "drain_where", "claim"])
 def test_what_a_lost_operation_took_comes_back_though_another_process_compacted_past_it(
@@ -639,10 +655,7 @@ def test_what_a_drain_took_comes_back_whatever_ended_its_round_trip(
     # Not only a failed connection: whatever leaves the round trip without its
     # result makes the operation a lost one. A push's loss takes nothing, and
     # is not named.
-    namespace = redis_server.namespace()
-    a, other = connect(namespace, retries=0), connect(namespace)
-    store = store_of(a)
-    pushed = [push(other, "s", f"#{n}") for n in range(2)]
+    a, store, other, pushed = losing_and_other(redis_server, connect)
     with not_named_yet(store), replies_lost(store, error):
         with pytest.raises(raised):
             push(a, "s", "#2")
@@ -658,13 +671,9 @@ def test_what_a_drain_took_comes_back_whatever_ended_its_round_trip(
 def test_a_lost_operation_is_named_a_last_time_when_its_store_closes(
     redis_server: RedisServer, connect: Callable[..., Inbox]
 ) -> None:
-    namespace = redis_server.namespace()
-    a, other = connect(namespace, retries=0), connect(namespace)
-    store = store_of(a)
-    pushed = [push(other, "s", f"#{n}") for n in range(2)]
+    a, store, other, pushed = losing_and_other(redis_server, connect)
     with not_named_yet(store):
-        with replies_lost(store), pytest.raises(StoreError, match=MAY_OR_MAY_NOT):
-            a.drain("s")
+        drain_lost(a, store)
         store._stopping.set()  # (its subscriber stops: nothing names it but the close)
         assert store._subscriber is not None
         store._subscriber.join(GUARD_SECONDS)
@@ -680,15 +689,11 @@ def test_a_tick_whose_own_result_is_lost_keeps_the_operations_it_named(
     # The tick that names a lost drain fails as operations do (here: another
     # process compacted the log past it): the drain stays lost, and is named
     # again. Only a log this code cannot replay makes it give up.
-    namespace = redis_server.namespace()
-    a, other = connect(namespace, retries=0), connect(namespace)
-    store = store_of(a)
-    pushed = [push(other, "s", f"#{n}") for n in range(2)]
+    a, store, other, pushed = losing_and_other(redis_server, connect)
     assert a.pending_count("s") == 2  # (its copy reads the log, as a tick's reply would)
     run = store._run
     with not_named_yet(store):
-        with replies_lost(store), pytest.raises(StoreError, match=MAY_OR_MAY_NOT):
-            a.drain("s")
+        drain_lost(a, store)
 
         def compacted_past(session_id: str, operation: dict[str, Any], **kwargs: Any) -> Any:
             raise StoreError("an operation was applied, but its result is lost")
@@ -706,15 +711,11 @@ def test_a_close_names_lost_operations_once_and_stops_at_the_first_failure(
     redis_server: RedisServer, connect: Callable[..., Inbox]
 ) -> None:
     # (Not a retry per session, each waiting out the server's timeout.)
-    namespace = redis_server.namespace()
-    a, other = connect(namespace, retries=0), connect(namespace)
-    store = store_of(a)
-    for session_id in ("s", "t"):
-        push(other, session_id, "#0")
-    with not_named_yet(store), replies_lost(store):
+    a, store, other, _ = losing_and_other(redis_server, connect)
+    push(other, "t", "#0")
+    with not_named_yet(store):
         for session_id in ("s", "t"):
-            with pytest.raises(StoreError, match=MAY_OR_MAY_NOT):
-                a.drain(session_id)
+            drain_lost(a, store, session_id)
     assert sorted(store._lost.values()) == ["s", "t"]
     store._retries = 3
     store._stopping.set()
@@ -741,17 +742,12 @@ def test_what_several_lost_operations_took_comes_back_in_order(
     # Each operation names the lost ones before it: the second drain gives back
     # what the first took, then takes it again with the rest; its own loss is
     # named by the tick.
-    namespace = redis_server.namespace()
-    a, other = connect(namespace, retries=0), connect(namespace)
-    store = store_of(a)
-    pushed = [push(other, "s", "#0"), push(other, "s", "#1")]
-    with not_named_yet(store), replies_lost(store):
-        with pytest.raises(StoreError, match=MAY_OR_MAY_NOT):
-            a.drain("s")
+    a, store, other, pushed = losing_and_other(redis_server, connect)
+    with not_named_yet(store):
+        drain_lost(a, store)
         pushed.append(push(other, "s", "#2"))
         assert other.snapshot("s") == pushed[2:]
-        with pytest.raises(StoreError, match=MAY_OR_MAY_NOT):
-            a.drain("s")
+        drain_lost(a, store)
         assert other.snapshot("s") == []
         assert len(store._lost) == 2
     spin_until(lambda: not store._lost, "the lost operations named", GUARD_SECONDS)

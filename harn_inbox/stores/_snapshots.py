@@ -43,13 +43,7 @@ def dump_session(session: SessionState) -> dict[str, Any]:
         "back": [_dump(entry, meta.get(id(entry), _NO_META)) for entry in pending[len(front) :]],
     }
     if extras is not None:
-        state["counters"] = [
-            extras.duplicates,
-            extras.coalesced,
-            extras.expired,
-            extras.revoked,
-            extras.reserved,
-        ]
+        state["counters"] = list(extras.totals())
         state["dedupe"] = [[end, key, entry.to_dict()] for end, key, entry in extras.dedupe_order]
         # Which pending entries expire first among those of one expiry: the
         # heap's order, as indexes into front + back. (The heap may hold items
@@ -108,13 +102,7 @@ def load_session(state: dict[str, Any], session: SessionState) -> None:
     if "counters" not in state:
         return
     extras = session._extras()
-    (
-        extras.duplicates,
-        extras.coalesced,
-        extras.expired,
-        extras.revoked,
-        extras.reserved,
-    ) = state["counters"]
+    extras.set_totals(state["counters"])
     for end, dedupe_key, data in state["dedupe"]:
         entry = InboxEntry.from_dict(data)
         extras.dedupe_order.append((end, dedupe_key, entry))

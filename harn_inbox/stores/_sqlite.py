@@ -280,17 +280,7 @@ class SqliteStore(LocalStore):
             self._journal.session_row(
                 session_id,
                 (session_id, _to_i64(session.last_sequence), session.dropped)
-                + (
-                    (0, 0, 0, 0, 0)
-                    if extras is None
-                    else (
-                        extras.duplicates,
-                        extras.coalesced,
-                        extras.expired,
-                        extras.revoked,
-                        extras.reserved,
-                    )
-                ),
+                + ((0, 0, 0, 0, 0) if extras is None else extras.totals()),
             )
 
     def _ticket(self) -> int:
@@ -336,14 +326,7 @@ class SqliteStore(LocalStore):
                 session.last_sequence = _from_i64(row[1])
                 session.dropped = row[2]
                 if any(row[3:]):
-                    extras = session._extras()
-                    (
-                        extras.duplicates,
-                        extras.coalesced,
-                        extras.expired,
-                        extras.revoked,
-                        extras.reserved,
-                    ) = row[3:]
+                    session._extras().set_totals(row[3:])
                 self._sessions[row[0]] = session
             positions = [0, 0]
             # Requeued entries (position < 0) go in nearest-to-zero first, so the
