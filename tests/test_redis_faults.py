@@ -590,6 +590,15 @@ def losing_and_other(
     return a, store_of(a), other, [push(other, "s", f"#{n}") for n in range(2)]
 
 
+def threads_stopped(store: RedisStore) -> None:
+    """Stop *store*'s subscriber and housekeeping threads, as its close does first."""
+    store._stopping.set()
+    for thread in (store._subscriber, store._keeper):
+        assert thread is not None
+        thread.join(GUARD_SECONDS)
+        assert not thread.is_alive()
+
+
 def drain_lost(inbox: Inbox, store: RedisStore, session_id: str = "s") -> None:
     """*inbox* drains *session_id*: the drain reaches the log, its caller gets `StoreError`."""
     with replies_lost(store), pytest.raises(StoreError, match=MAY_OR_MAY_NOT):
@@ -674,9 +683,7 @@ def test_a_lost_operation_is_named_a_last_time_when_its_store_closes(
     a, store, other, pushed = losing_and_other(redis_server, connect)
     with not_named_yet(store):
         drain_lost(a, store)
-        store._stopping.set()  # (its subscriber stops: nothing names it but the close)
-        assert store._subscriber is not None
-        store._subscriber.join(GUARD_SECONDS)
+        threads_stopped(store)  # (nothing names it but the close)
     a.close()
     store.close()
     assert store._lost == {}
@@ -718,9 +725,7 @@ def test_a_close_names_lost_operations_once_and_stops_at_the_first_failure(
             drain_lost(a, store, session_id)
     assert sorted(store._lost.values()) == ["s", "t"]
     store._retries = 3
-    store._stopping.set()
-    assert store._subscriber is not None
-    store._subscriber.join(GUARD_SECONDS)
+    threads_stopped(store)
     sent = []
     append = store._append
 

@@ -684,16 +684,16 @@ def test_the_subscriber_survives_an_error_of_its_own_and_waits_still_wake(
     namespace = redis_server.namespace()
     waiting, pushing = connect(namespace), connect(namespace)
     store = store_of(waiting)
-    tick = store._tend_leases
+    forget_idle = store._forget_idle
     failed = threading.Event()
 
-    def fails_once() -> None:
+    def fails_once() -> list[str]:
         if not failed.is_set():
             failed.set()
             raise RuntimeError("a bug in the subscriber's housekeeping")
-        tick()
+        return forget_idle()
 
-    store._tend_leases = fails_once  # type: ignore[method-assign]
+    store._forget_idle = fails_once  # type: ignore[method-assign]
     assert failed.wait(10)
 
     taken, pushed = woken_from_afar(
@@ -701,6 +701,36 @@ def test_the_subscriber_survives_an_error_of_its_own_and_waits_still_wake(
     )
     assert taken == [pushed]
     assert "the Redis subscriber starts again" in caplog.text
+
+
+def test_a_stalled_round_trip_of_housekeeping_holds_up_no_wake(
+    backend: Backend, connect: Callable[..., Inbox], redis_server: RedisServer
+) -> None:
+    # Lease ticks and renewals, and ticks naming lost operations, are round
+    # trips on a thread of their own: the subscriber hears on meanwhile.
+    namespace = redis_server.namespace()
+    waiting, pushing = connect(namespace), connect(namespace)
+    store = store_of(waiting)
+    tend_leases = store._tend_leases
+    stalled, woken = threading.Event(), threading.Event()
+    outwaited = []
+
+    def stalls() -> None:
+        stalled.set()
+        if not woken.wait(10.0):  # (a guard: only a wake held up by this gets near it)
+            outwaited.append(True)
+        tend_leases()
+
+    store._tend_leases = stalls  # type: ignore[method-assign]
+    assert stalled.wait(10.0)
+    try:
+        taken, pushed = woken_from_afar(
+            backend, waiting, pushing, partial(waiting.wait_for, "s", lambda e: True)
+        )
+    finally:
+        woken.set()
+    assert taken == [pushed]
+    assert not outwaited, "the wake waited for the stalled housekeeping"
 
 
 def test_a_session_no_wait_has_looked_at_for_a_while_is_no_longer_heard(

@@ -102,7 +102,7 @@ Claims hold a lease. A claim operation records its deadline (the claimant's
 clock plus the lease); replaying any later operation of that session whose
 clock reading has passed the deadline first gives the entries back, at the
 head, in order. Settling or releasing a claim that is no longer held changes
-nothing (fencing): the entries went back once. The subscriber thread appends
+nothing (fencing): the entries went back once. The housekeeping thread appends
 a ``tick`` to sessions whose leases it sees expire, so that waiters elsewhere
 wake for the entries given back, and a ``renew`` for the claims its own
 process still holds once half a lease is left (`_tend_leases`): a live
@@ -117,7 +117,7 @@ head, in order (`_give_back_lost`). That is decided by replay, the same in
 every replica, from state a snapshot keeps (each process's last take, every
 claim held): a log compacted past a lost operation loses nothing. Each
 operation settles every earlier one of its process, so only the last needs
-keeping. The subscriber appends a ``tick`` to such a session, so the
+keeping. The housekeeping thread appends a ``tick`` to such a session, so the
 operations are named even if nothing else comes.
 """
 
@@ -221,8 +221,9 @@ end
 return 1
 """
 
-#: Seconds between the subscriber's looks at leases (passed, or to renew) and at
-#: operations whose results were lost (see `RedisStore._name_lost`).
+#: Seconds between the housekeeping thread's looks at leases (passed, or to renew)
+#: and at operations whose results were lost (`RedisStore._keep_house`), and
+#: between the subscriber's looks at what it no longer uses.
 HOUSEKEEPING = 0.1
 
 #: A session's log is compacted once this many operations follow its base, and
@@ -449,7 +450,7 @@ class RedisStore:
         #: Operations of ours that may have taken entries and whose results we
         #: never learned (their callers got an exception) -> their session: our
         #: next operation on the session names them, and its replay gives back
-        #: what they took (`_give_back_lost`; the subscriber appends a tick).
+        #: what they took (`_give_back_lost`; the housekeeping thread appends a tick).
         #: Changed under the session's lock and self._lock.
         self._lost: dict[int, str] = {}
         #: What expired in the operation being replayed.
@@ -466,9 +467,10 @@ class RedisStore:
         #: REMEMBER_PROCESSES_FOR, in milliseconds; REMEMBER_OPERATIONS.
         self._remember_processes_ms = round(REMEMBER_PROCESSES_FOR * 1000)
         self._remember_operations = REMEMBER_OPERATIONS
-        #: HOUSEKEEPING; the tests keep house at every turn of the subscriber.
+        #: HOUSEKEEPING; the tests keep house at every turn of the threads.
         self._housekeeping = HOUSEKEEPING
         self._subscriber: threading.Thread | None = None
+        self._keeper: threading.Thread | None = None
         self._stopping = threading.Event()
         #: The sessions whose channels the subscriber listens to (changed under self._lock).
         self._wanted: set[str] = set()
@@ -492,9 +494,9 @@ class RedisStore:
         took goes back (if it answers now). Idempotent.
         """
         self._stopping.set()
-        subscriber = self._subscriber
-        if subscriber is not None and subscriber is not threading.current_thread():
-            subscriber.join(timeout=5)
+        for thread in (self._subscriber, self._keeper):
+            if thread is not None and thread is not threading.current_thread():
+                thread.join(timeout=5)
         if self._lost and self._settings is not None:
             self._name_lost(closing=True)
         self._client.close()
@@ -537,7 +539,13 @@ class RedisStore:
         self._subscriber = threading.Thread(
             target=self._listen, name=f"harn_inbox redis subscriber {self.namespace}", daemon=True
         )
+        self._keeper = threading.Thread(
+            target=self._keep_house,
+            name=f"harn_inbox redis housekeeper {self.namespace}",
+            daemon=True,
+        )
         self._subscriber.start()
+        self._keeper.start()
 
     def push(
         self, session_id: str, kind: str, content: str, source: str, ts_ms: int
@@ -1489,7 +1497,7 @@ class RedisStore:
     # -- The subscriber thread ----------------------------------------------------------------
 
     def _listen(self) -> None:
-        """Pass other processes' changes to the inbox's lot; tick sessions whose leases passed.
+        """Pass other processes' changes to the inbox's lot; forget what is no longer used.
 
         It listens to the channels of the sessions this process has looked at
         for a wait (`_want`), subscribing to new ones as they come. A
@@ -1527,8 +1535,6 @@ class RedisStore:
                 if time.monotonic() >= housekeeping:
                     # Not after every message: a loop just woken waits for the GIL.
                     housekeeping = time.monotonic() + self._housekeeping
-                    self._tend_leases()
-                    self._name_lost()
                     forgotten = self._forget_idle()
                     if forgotten:
                         pubsub.unsubscribe(*map(self._wake_channel, forgotten))
@@ -1552,6 +1558,21 @@ class RedisStore:
         self._deaf()  # (its waits look at the server: nothing is heard any more)
         if pubsub is not None:
             pubsub.close()
+
+    def _keep_house(self) -> None:
+        """Tend leases (`_tend_leases`) and name lost operations (`_name_lost`), every
+        `HOUSEKEEPING` seconds, on a thread of their own.
+
+        Each is a round trip per session concerned: on the subscriber's thread,
+        one would hold up the messages that wake this process's waits.
+        """
+        while not self._stopping.wait(max(self._housekeeping, 0.005)):
+            try:
+                self._tend_leases()
+                self._name_lost()
+            except Exception as error:
+                if not isinstance(error, (StoreError, self._redis.RedisError)):
+                    fallback_logger.exception("harn_inbox: the Redis store's housekeeping failed")
 
     def _received(self, pubsub: Any, message: dict[str, Any], prefix: int) -> None:
         """One pub/sub message: an operation heard, or a subscription's confirmation."""
