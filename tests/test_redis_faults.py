@@ -593,6 +593,7 @@ def losing_and_other(
 def threads_stopped(store: RedisStore) -> None:
     """Stop *store*'s subscriber and housekeeping threads, as its close does first."""
     store._stopping.set()
+    store._closing.set()
     for thread in (store._subscriber, store._keeper):
         assert thread is not None
         thread.join(GUARD_SECONDS)
@@ -937,6 +938,77 @@ def test_a_live_claimant_keeps_what_it_holds_however_many_leases_its_block_runs(
     assert a.drain("s") == []
 
 
+def turns_of_housekeeping(store: RedisStore) -> Callable[[int], None]:
+    """A function that waits until *store*'s housekeeping has tended leases *n* more times."""
+    tend_leases = store._tend_leases
+    turns = threading.Semaphore(0)
+
+    def counted() -> None:
+        tend_leases()
+        turns.release()
+
+    store._tend_leases = counted  # type: ignore[method-assign]
+
+    def wait(n: int) -> None:
+        for _ in range(n + 1):  # (+1: a turn under way may have read the clock before)
+            assert turns.acquire(timeout=GUARD_SECONDS), "housekeeping stopped"
+
+    return wait
+
+
+def test_a_claim_whose_settle_failed_is_no_longer_renewed_and_comes_back(
+    redis_server: RedisServer, connect: Callable[..., Inbox]
+) -> None:
+    # Its block ended: the lease is not renewed, should the settle never have
+    # reached the log. The entries come back when it passes (at least once).
+    namespace = redis_server.namespace()
+    clock = ManualClock(start_ms=START_MS)
+    a = connect(namespace, clock, claim_lease=LEASE_SECONDS, retries=0)
+    b = connect(namespace, clock)
+    pushed = [push(b, "s", f"#{n}") for n in range(2)]
+    claim = a.claim("s")
+    assert claim.__enter__() == pushed
+    store = store_of(a)
+    append = store._append
+
+    def unreachable(**kwargs: Any) -> Any:
+        raise redis.ConnectionError("the server is away")
+
+    store._append = unreachable
+    with pytest.raises(StoreError, match=MAY_OR_MAY_NOT):
+        claim.__exit__(None, None, None)
+    store._append = append
+    turns = turns_of_housekeeping(store)
+    clock.advance(LEASE_SECONDS / 2)
+    turns(2)
+    (held,) = store._tracks["s"].claims.values()
+    assert held[1] == START_MS + round(LEASE_SECONDS * 1000)  # not renewed
+    clock.advance(LEASE_SECONDS / 2)
+    assert b.drain("s") == pushed
+
+
+def test_a_claim_taken_before_its_inbox_closed_is_renewed_while_its_block_runs(
+    redis_server: RedisServer, connect: Callable[..., Inbox]
+) -> None:
+    # (The inbox's close stops its waits, not its store's housekeeping.)
+    namespace = redis_server.namespace()
+    clock = ManualClock(start_ms=START_MS)
+    a = connect(namespace, clock, claim_lease=LEASE_SECONDS)
+    b = connect(namespace, clock)
+    pushed = [push(b, "s", f"#{n}") for n in range(2)]
+    claim = a.claim("s")
+    assert claim.__enter__() == pushed
+    a.close()
+    claims = store_of(a)._tracks["s"].claims
+    deadline = next(iter(claims.values()))[1]
+    clock.advance(LEASE_SECONDS / 2)
+    spin_until(lambda: next(iter(claims.values()))[1] > deadline, "renewed", GUARD_SECONDS)
+    clock.advance(LEASE_SECONDS / 2)
+    assert b.drain("s") == []
+    claim.__exit__(RuntimeError, RuntimeError("the block failed"), None)
+    assert b.drain("s") == pushed
+
+
 def test_a_renewal_replayed_after_its_lease_passed_changes_nothing(
     redis_server: RedisServer, connect: Callable[..., Inbox]
 ) -> None:
@@ -948,7 +1020,7 @@ def test_a_renewal_replayed_after_its_lease_passed_changes_nothing(
     claim = a.claim("s")
     assert claim.__enter__() == pushed
     (claim_id,) = store_of(a)._tracks["s"].claims
-    clock.advance(1.0)  # (at once: no turn of the subscriber saw half of it left)
+    clock.advance(1.0)  # (at once: no turn of housekeeping saw half of it left)
     late = {"o": "renew", "t": clock.now_ms(), "claims": [claim_id], "deadline": START_MS + 9_000}
     store_of(a)._run("s", late)
     assert b.drain("s") == pushed  # the lease had passed: given back, not renewed

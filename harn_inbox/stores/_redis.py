@@ -471,7 +471,14 @@ class RedisStore:
         self._housekeeping = HOUSEKEEPING
         self._subscriber: threading.Thread | None = None
         self._keeper: threading.Thread | None = None
+        #: Set by `refuse_pushes` and `close`: the subscriber stops (waits no longer park).
         self._stopping = threading.Event()
+        #: Set by `close` only: the housekeeping thread stops (blocks of claims taken
+        #: before the inbox closed may still run, and their leases are renewed).
+        self._closing = threading.Event()
+        #: The ids of the claims of this process whose blocks still run -> their
+        #: session: the leases `_tend_leases` renews.
+        self._held: dict[str, str] = {}
         #: The sessions whose channels the subscriber listens to (changed under self._lock).
         self._wanted: set[str] = set()
         #: Sessions wanted since the subscriber last looked (appended and popped lock-free).
@@ -494,6 +501,7 @@ class RedisStore:
         took goes back (if it answers now). Idempotent.
         """
         self._stopping.set()
+        self._closing.set()
         for thread in (self._subscriber, self._keeper):
             if thread is not None and thread is not threading.current_thread():
                 thread.join(timeout=5)
@@ -629,19 +637,30 @@ class RedisStore:
             operation.update(self._cursor_out(session_id, cursor, chosen))
         operation["deadline"] = operation["t"] + self._lease_ms
         record: ClaimRecord | None = self._run(session_id, operation)
+        if record is not None and isinstance(record.token, str):
+            with self._lock:
+                self._held[record.token] = session_id  # (its lease is renewed from now on)
         return record
 
     def settle(self, claim: ClaimRecord) -> None:
         if claim.token is not None:
+            self._let_go(claim)
             self._run(claim.session_id, {"o": "settle", "t": self._now(), "claim": claim.token})
 
     def release(self, claim: ClaimRecord) -> int:
         if claim.token is None:
             return 0
+        self._let_go(claim)
         restored: int = self._run(
             claim.session_id, {"o": "release", "t": self._now(), "claim": claim.token}
         )
         return restored
+
+    def _let_go(self, claim: ClaimRecord) -> None:
+        # Before the settle or release is sent: should it fail, the lease is no
+        # longer renewed, and the entries come back when it passes (at least once).
+        with self._lock:
+            self._held.pop(str(claim.token), None)
 
     def revoke(self, session_id: str, sequence: int) -> InboxEntry | None:
         entry: InboxEntry | None = self._run(
@@ -656,7 +675,9 @@ class RedisStore:
     def refuse_pushes(self) -> None:
         """Refuse this inbox's pushes from now on; other processes' inboxes go on.
 
-        Its waits no longer park, so it stops listening for other processes' changes.
+        Its waits no longer park, so it stops listening for other processes'
+        changes. Its housekeeping goes on until `close`: the blocks of claims
+        taken before may still run, and their leases are renewed.
         """
         self._closed = True
         self._stopping.set()
@@ -1566,7 +1587,7 @@ class RedisStore:
         Each is a round trip per session concerned: on the subscriber's thread,
         one would hold up the messages that wake this process's waits.
         """
-        while not self._stopping.wait(max(self._housekeeping, 0.005)):
+        while not self._closing.wait(max(self._housekeeping, 0.005)):
             try:
                 self._tend_leases()
                 self._name_lost()
@@ -1772,8 +1793,8 @@ class RedisStore:
         """Append a tick to each session holding operations of ours whose results were lost.
 
         The tick names them (see `_run`), so its replay gives back, in every
-        replica, what those that reached the log took. The subscriber tries
-        at every turn of housekeeping until the server answers; `close` tries
+        replica, what those that reached the log took. The housekeeping
+        thread tries at every turn until the server answers; `close` tries
         once, each session's tick sent once, and stops at the first that
         fails. Operations on a session whose log this code cannot replay are
         given up: nothing can be given back from here.
@@ -1783,7 +1804,7 @@ class RedisStore:
         with self._lock:
             sessions = sorted(set(self._lost.values()))
         for session_id in sessions:
-            if self._stopping.is_set() and not closing:
+            if self._closing.is_set() and not closing:
                 return  # (`close` tries a last time)
             with self._lock:
                 named = [
@@ -1811,19 +1832,20 @@ class RedisStore:
                 self._unpin([track])
 
     def _tend_leases(self) -> None:
-        """Tick the sessions whose leases passed, and renew this process's claims half run.
+        """Renew the leases of this process's claims whose blocks run, and tick the sessions
+        whose leases passed.
 
-        A tick's replay gives back what a claim whose lease passed held, in
-        every replica, so waiters elsewhere wake for it. A renewal extends
-        the leases of claims this process still holds (their blocks are
-        running) once half of one is left: only a claimant that died, or
-        that could not reach the server for the rest of its lease, loses
-        what it holds. A renewal replayed after a lease passed (by its own
-        clock reading) finds the claim given back already: it changes nothing.
+        A renewal extends the lease of each claim this process still holds
+        (`_held`: a settle or release not yet sent) once half of it is left,
+        or sooner for a lease of a few turns: only a claimant that died, whose
+        store closed, or that could not reach the server for the rest of its
+        lease, loses what it holds. A renewal replayed after a lease passed
+        (by its own clock reading) finds the claim given back already: it
+        changes nothing. A tick's replay gives back what a claim whose lease
+        passed held, in every replica, so waiters elsewhere wake for it.
         """
         now = self._now()  # the inbox's clock: read with no lock held
-        ours = self._process + "/"
-        half = self._lease_ms // 2
+        window = max(self._lease_ms // 2, round(self._housekeeping * 5000))
         due = []
         renewals: dict[str, list[str]] = {}
         with self._lock:
@@ -1835,16 +1857,22 @@ class RedisStore:
                 renewing = [
                     claim_id
                     for claim_id, (_, deadline) in track.claims.items()
-                    if claim_id.startswith(ours) and now < deadline <= now + half
+                    if claim_id in self._held and now < deadline <= now + window
                 ]
                 if renewing:
                     renewals[session_id] = renewing
-        for session_id in due:
-            self._run(session_id, {"o": "tick", "t": self._now()})
-        for session_id, claims in renewals.items():
+        for session_id, claims in renewals.items():  # (first: a tick may wait on a round trip)
+            if self._closing.is_set():
+                return
             now = self._now()
             operation = {"o": "renew", "t": now, "claims": claims, "deadline": now + self._lease_ms}
-            self._run(session_id, operation)
+            with contextlib.suppress(StoreError):  # (the server left: the next turn tries again)
+                self._run(session_id, operation)
+        for session_id in due:
+            if self._closing.is_set():
+                return
+            with contextlib.suppress(StoreError):
+                self._run(session_id, {"o": "tick", "t": self._now()})
 
 
 #: The operations that may take entries: those a process names when their results are lost.
