@@ -859,6 +859,11 @@ class RedisStore:
         session names it.
         """
         counter = operation["n"]
+        if learned and not lost:
+            # Every operation's path: nothing to settle but its outcome (a dict's
+            # del is atomic; a copy heard later finds none, and is skipped).
+            del self._outcomes[counter]
+            return
         with self._lock:
             del self._outcomes[counter]
             if replayed:

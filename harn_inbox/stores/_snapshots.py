@@ -1,11 +1,12 @@
 """A session's whole state as JSON-ready data: what a compacted Redis log keeps of its past.
 
 Every replica of a session computes the same `SessionState` from its log, down
-to which pending entries sit in ``front`` and which in ``back``, which keys of
-``front`` are strays, and the order of the expiry heap.
-`dump_session` writes all of that down and `load_session` makes it again, so
-a replica that loads a snapshot goes on exactly as one that replayed the
-operations before it. Claims are written as their entries and what each
+to which pending entries sit in ``front`` and which in ``back``, and which
+keys of ``front`` are strays. `dump_session` writes all of that down and
+`load_session` makes it again, so a replica that loads a snapshot goes on as
+one that replayed the operations before it (entries of one expiry and one
+sequence, across a clear, may expire in another order: only the order of
+their report differs). Claims are written as their entries and what each
 carried (`dump_claim`, `load_claim`).
 
 An entry is ``[entry.to_dict(), coalesce_key, expires_at_ms]``, with a fourth
@@ -45,20 +46,6 @@ def dump_session(session: SessionState) -> dict[str, Any]:
     if extras is not None:
         state["counters"] = list(extras.totals())
         state["dedupe"] = [[end, key, entry.to_dict()] for end, key, entry in extras.dedupe_order]
-        # Which pending entries expire first among those of one expiry: the
-        # heap's order, as indexes into front + back. (The heap may hold items
-        # of entries gone since, or gone and back: only the live item counts.)
-        where = {id(entry): index for index, entry in enumerate(pending)}
-        order: list[int] = []
-        seen: set[int] = set()
-        for expires_at, _, _, entry in sorted(extras.expiry, key=lambda item: item[:3]):
-            index = where.get(id(entry))
-            if index is None or index in seen:
-                continue
-            if meta.get(id(entry), _NO_META)[1] == expires_at:
-                seen.add(index)
-                order.append(index)
-        state["expiry"] = order
     return state
 
 
@@ -107,12 +94,11 @@ def load_session(state: dict[str, Any], session: SessionState) -> None:
         entry = InboxEntry.from_dict(data)
         extras.dedupe_order.append((end, dedupe_key, entry))
         extras.dedupe[dedupe_key] = entry
-    # What pending entries carry: those that expire in the heap's order (`dump_session`).
+    # What pending entries carry. (Entries of one expiry expire in the order of
+    # their sequences, whatever the order they are carried in: see `purge`.)
     for entry, meta in pending:
-        if meta[0] is not None and meta[1] is None:
+        if meta != _NO_META:
             session._carry(entry, meta)
-    for index in state.get("expiry", ()):
-        session._carry(*pending[index])
 
 
 def dump_claim(record: ClaimRecord, session: SessionState | None) -> list[Any]:
