@@ -746,18 +746,8 @@ class SessionState:
 
     def _find_sequence(self, sequence: int) -> InboxEntry | None:
         # The pending entry with *sequence* nearest the head.
-        front = self.front
-        if front is not None:
-            if self.strays:
-                for held in reversed(front.values()):
-                    if held.sequence == sequence:
-                        return held
-            else:
-                found = front.get(sequence)
-                if found is not None:
-                    return found
-        back = self.back
-        return None if back is None else back.get(sequence)
+        found = self._with_sequence(sequence)
+        return found[0] if found else None
 
     def _forget_closed_windows(self, now_ms: int) -> None:
         # Dedupe keys in push order: forget those whose window has closed.
