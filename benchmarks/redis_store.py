@@ -91,7 +91,7 @@ import trio
 import trio.testing
 
 from harn_inbox import Inbox
-from harn_inbox.stores import RedisStore, _redis
+from harn_inbox.stores import RedisStore, _connections, _redis
 
 from .measure import (
     CONTENT,
@@ -134,6 +134,9 @@ PRODUCERS = 8
 BARE_SCRIPT_NAME = "bare script: RPUSH + PUBLISH"
 PING = "PING (the round trip alone)"
 STORE_SCRIPT_NAME = "the store's append script alone (its reply not replayed)"
+#: The store with its speed trick taken out: its scripts called through redis-py's client.
+HARN_PLAIN_CALLS = "harn_inbox, its scripts through redis-py's command path (no call_script)"
+BARE_SCRIPT_DIRECT = "bare script, called as the store calls its scripts (call_script)"
 WAIT_FOR = "harn_inbox: wait_for (woken and taken)"
 WAIT_DRAIN = "harn_inbox: wait, then adrain"
 BARE_PUBSUB = "bare redis-py pub/sub"
@@ -149,6 +152,7 @@ BARE_QUEUE = "bare redis-py queue: INCR + RPUSH script, BLPOP"
 #: The candidates that are a floor, not a peer (the chart draws them apart).
 FLOORS = (
     BARE_SCRIPT_NAME,
+    BARE_SCRIPT_DIRECT,
     PING,
     STORE_SCRIPT_NAME,
     BARE_PUBSUB,
@@ -307,6 +311,14 @@ def _operation_size_payload() -> str:
     )
 
 
+call_script = _connections.call_script
+
+
+def _plain_call_script(connections: Any, script: Any, keys: list[Any], args: list[Any]) -> Any:
+    """`call_script`'s plain way: the registered script called through redis-py's client."""
+    return script(keys=keys, args=args)
+
+
 def _measure_push(result: ScenarioResult, url: str, namespace: str, rounds: int, ops: int) -> None:
     client = _client(url)
     script = client.register_script(BARE_SCRIPT)
@@ -317,20 +329,27 @@ def _measure_push(result: ScenarioResult, url: str, namespace: str, rounds: int,
     def bare_push(session_id: str, kind: str, content: str, source: str) -> object:
         return script(keys=[key], args=[payload, channel, session_id])
 
+    # The same bare script on connections of the store's kind, called as it calls its own.
+    connections = _connections.Connections(client)
+    direct_script = _connections.Script(connections, script)
+
+    def bare_push_direct(session_id: str, kind: str, content: str, source: str) -> object:
+        return direct_script([key], [payload, channel, session_id])
+
     def ping(session_id: str, kind: str, content: str, source: str) -> object:
         return client.ping()
 
     # The push's own script, called as the store calls it, on a session of its own
     # that nobody replays: from the log's end, so that its reply is as a lone
     # pusher's (nothing of other processes to replay). (A private of the store's.)
-    store_script = client.register_script(_redis._APPEND)
+    store_script = _connections.Script(connections, client.register_script(_redis._APPEND))
     raw = f"{namespace}-raw"
     appended = itertools.count()
 
     def store_script_push(session_id: str, kind: str, content: str, source: str) -> object:
         return store_script(
-            keys=[f"{raw}:log:{session_id}"],
-            args=[payload, next(appended), raw, session_id, _redis.SCHEMA_VERSION],
+            [f"{raw}:log:{session_id}"],
+            [payload, next(appended), raw, session_id, _redis.SCHEMA_VERSION],
         )
 
     def empty_raw() -> None:
@@ -350,9 +369,19 @@ def _measure_push(result: ScenarioResult, url: str, namespace: str, rounds: int,
 
             return one_round
 
+        def plain_calls_round() -> float:
+            # The trick taken out for this round only (`call_script` is looked up at each call).
+            _connections.call_script = _plain_call_script
+            try:
+                return round_of(inbox.push, lambda: inbox.drain(SESSION))()
+            finally:
+                _connections.call_script = call_script
+
         candidates = {
             HARN: round_of(inbox.push, lambda: inbox.drain(SESSION)),
+            HARN_PLAIN_CALLS: plain_calls_round,
             BARE_SCRIPT_NAME: round_of(bare_push, lambda: client.delete(key)),
+            BARE_SCRIPT_DIRECT: round_of(bare_push_direct, lambda: client.delete(key)),
             STORE_SCRIPT_NAME: round_of(store_script_push, empty_raw),
             PING: round_of(ping, lambda: None),
         }
@@ -360,6 +389,7 @@ def _measure_push(result: ScenarioResult, url: str, namespace: str, rounds: int,
             one_round()  # warm: the scripts loaded, the connections open
         with collector_paused():
             samples = interleave(candidates, rounds)
+    connections.close()
     client.close()
     for name, values in samples.items():
         result.add(PUSH_CASE, name, "µs", values)

@@ -139,6 +139,7 @@ from .._errors import InboxClosed, InboxFull, StoreError
 from .._json import freeze, thaw
 from .._lot import fallback_logger
 from .._session import CLEARED, Cursor, PushNote, PushOptions, SessionState
+from ._connections import Connections, Script
 from ._local import LocalStore
 from ._protocol import ClaimRecord
 from ._snapshots import dump_claim, dump_session, load_claim, load_session
@@ -435,10 +436,13 @@ class RedisStore:
         self._client: Any = redis.Redis.from_url(
             url, socket_timeout=5.0, socket_connect_timeout=2.0, health_check_interval=0
         )
-        self._append = self._client.register_script(_APPEND)
-        self._tail = self._client.register_script(_TAIL)
-        self._compact_script = self._client.register_script(_COMPACT)
-        self._schema = self._client.register_script(_SCHEMA)
+        # Scripts run on connections of the store's own (`call_script`); the
+        # client's own pool serves pipelines and the subscriber.
+        self._connections = Connections(self._client)
+        self._append = Script(self._connections, self._client.register_script(_APPEND))
+        self._tail = Script(self._connections, self._client.register_script(_TAIL))
+        self._compact_script = Script(self._connections, self._client.register_script(_COMPACT))
+        self._schema = Script(self._connections, self._client.register_script(_SCHEMA))
         self._replica = _Replica()
         self._tracks: dict[str, _Track] = {}
         #: Under it: the replica, the tracks, the outcomes. Never held over the network.
@@ -507,6 +511,7 @@ class RedisStore:
                 thread.join(timeout=5)
         if self._lost and self._settings is not None:
             self._name_lost(closing=True)
+        self._connections.close()
         self._client.close()
 
     # -- The seam -----------------------------------------------------------------------------
@@ -910,18 +915,18 @@ class RedisStore:
     def _tails(self, session_ids: tuple[str, ...], starts: list[int]) -> list[Any]:
         """The replies of `_TAIL` for each session from its start: one round trip."""
         if len(session_ids) == 1:
-            return [self._tail_of(session_ids[0], starts[0], self._client)]
+            return [self._tail_of(session_ids[0], starts[0], None)]
         pipeline = self._client.pipeline(transaction=False)
         for session_id, start in zip(session_ids, starts, strict=True):
             self._tail_of(session_id, start, pipeline)
         return list(pipeline.execute())
 
     def _tail_of(self, session_id: str, start: int, client: Any) -> Any:
-        return self._tail(
-            keys=[self._log_key(session_id)],
-            args=["", start, self.namespace, session_id, SCHEMA_VERSION],
-            client=client,
-        )
+        keys = [self._log_key(session_id)]
+        args = ["", start, self.namespace, session_id, SCHEMA_VERSION]
+        if client is None:
+            return self._tail(keys, args)
+        return self._tail.registered(keys=keys, args=args, client=client)
 
     def _absorb(
         self,
@@ -1376,9 +1381,7 @@ class RedisStore:
         self, session_id: str, track: _Track, position: int, snapshot: str, empty: bool
     ) -> None:
         try:
-            done = self._call(
-                lambda: self._compact_at(session_id, position, snapshot, empty, self._client)
-            )
+            done = self._call(lambda: self._compact_at(session_id, position, snapshot, empty, None))
         except StoreError:  # compaction is housekeeping: the next one will do
             return
         if done:
@@ -1394,9 +1397,10 @@ class RedisStore:
             self._key(f"snapshot:{session_id}"),
             self._key("sessions"),
         ]
-        return self._compact_script(
-            keys=keys, args=[position, snapshot, session_id, int(empty)], client=client
-        )
+        args = [position, snapshot, session_id, int(empty)]
+        if client is None:
+            return self._compact_script(keys, args)
+        return self._compact_script.registered(keys=keys, args=args, client=client)
 
     def _compact_dropped(self, compactions: list[tuple[str, int, str, bool]]) -> None:
         """Compact the logs of copies just dropped: a round trip per `SESSIONS_PER_ROUND_TRIP`."""
