@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from _support import spin_until, store_of
 
-from harn_inbox import InboxEntry, StoreError
 from harn_inbox.stores import _connections
 from harn_inbox.stores._connections import Connections, Script
 
@@ -19,7 +18,7 @@ if TYPE_CHECKING:
 
     from _redis_server import RedisServer
 
-    from harn_inbox import Inbox
+    from harn_inbox import Inbox, InboxEntry
 
 
 def contents(entries: list[InboxEntry]) -> list[str]:
@@ -75,25 +74,85 @@ def test_a_refusal_is_read_whole_and_its_connection_lent_again(client: Any) -> N
     assert echo(connections, client)([], ["after"]) == b"after"
 
 
-@pytest.mark.parametrize("interrupt", [KeyboardInterrupt, ConnectionError])
+@pytest.mark.parametrize("ending", ["interrupt", "timeout", "garbled"])
 def test_a_round_trip_ended_before_its_reply_never_lends_its_connection_again(
-    client: Any, interrupt: type[BaseException]
+    client: Any, ending: str
 ) -> None:
+    import redis
+
     connections = Connections(client)
     script = echo(connections, client)
     script([], ["warm"])
     ((connection, _),) = connections._idle
+    raised = {
+        "interrupt": KeyboardInterrupt,
+        "timeout": redis.TimeoutError,
+        "garbled": redis.InvalidResponse,
+    }[ending]
 
     def ended(*args: Any, **kwargs: Any) -> Any:
-        raise interrupt("ended before the reply")
+        raise raised("ended before the reply")
 
     connection.read_response = ended  # (the reply of "unread" stays on its socket)
-    with pytest.raises(interrupt):
+    with pytest.raises(raised):
         script([], ["unread"])
     del connection.read_response
     assert connections._idle == []
     assert connection._sock is None  # closed
     assert script([], ["mine"]) == b"mine"  # not "unread": no reply is read twice
+
+
+def test_an_idle_connection_closed_under_us_is_replaced_at_once(client: Any) -> None:
+    import redis
+
+    connections = Connections(client)
+    script = echo(connections, client)
+    script([], ["warm"])
+    ((connection, _),) = connections._idle
+
+    def closed(*args: Any, **kwargs: Any) -> Any:
+        raise redis.ConnectionError("closed by the server")
+
+    connection.read_response = closed
+    assert script([], ["again"]) == b"again"  # sent once more, on a new connection
+    assert connection._sock is None
+    assert [idle for idle, _ in connections._idle] != [connection]
+    assert len(connections._idle) == 1
+
+
+def test_a_new_connection_that_fails_is_not_tried_again(client: Any) -> None:
+    import redis
+
+    connections = Connections(client)
+    made: list[Any] = []
+    real_class = connections._connection_class
+
+    def failing(**kwargs: Any) -> Any:
+        connection = real_class(**kwargs)
+        made.append(connection)
+
+        def refused(*args: Any, **kwargs: Any) -> Any:
+            raise redis.ConnectionError("connection refused")
+
+        connection.send_command = refused
+        return connection
+
+    connections._connection_class = failing
+    with pytest.raises(redis.ConnectionError, match="refused"):
+        echo(connections, client)([], ["never"])
+    assert len(made) == 1
+    assert connections._idle == []
+
+
+def test_a_connection_asked_to_reconnect_is_not_kept(client: Any) -> None:
+    connections = Connections(client)
+    script = echo(connections, client)
+    script([], ["warm"])
+    ((connection, _),) = connections._idle
+    connection.should_reconnect = lambda: True  # (as a maintenance notification says)
+    assert script([], ["last"]) == b"last"
+    assert connections._idle == []
+    assert connection._sock is None
 
 
 def test_a_script_the_server_forgot_is_loaded_again(
@@ -112,27 +171,29 @@ def test_a_connection_idle_for_long_is_checked_before_it_is_lent(
     monkeypatch.setattr(_connections, "CHECK_IDLE_AFTER", 0.0)
     inbox = connect(redis_server.namespace(), retries=0)  # (no second try to hide a dead one)
     inbox.push("s", "k", "one", "src")
-    closed_by_the_server(redis_server, store_of(inbox)._connections)
+    connections = store_of(inbox)._connections
+    ((connection, _),) = connections._idle
+    closed_by_the_server(redis_server, connections)
     assert inbox.push("s", "k", "two", "src").sequence == 2
+    # Reconnected before it was used, not dropped after a failed round trip (rule 3's).
+    assert [idle for idle, _ in connections._idle] == [connection]
     assert contents(inbox.drain("s")) == ["one", "two"]
 
 
-def test_a_connection_that_failed_closes_the_idle_ones(
+def test_connections_the_server_closed_are_replaced_at_once(
     connect: Callable[..., Inbox], redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(_connections, "CHECK_IDLE_AFTER", float("inf"))  # (never checked)
-    inbox = connect(redis_server.namespace(), retries=0)
+    inbox = connect(redis_server.namespace(), retries=0)  # (no second try of the store's)
     inbox.push("s", "k", "one", "src")
     connections = store_of(inbox)._connections
-    lent = [connections.lend(), connections.lend()]  # two idle: one more than the push takes
+    lent = [connections.lend()[0] for _ in range(3)]  # three idle: all closed below
     for connection in lent:
         connection.connect()
         connections.give_back(connection)
     closed_by_the_server(redis_server, connections)
-    with pytest.raises(StoreError, match="did not answer"):
-        inbox.push("s", "k", "lost", "src")  # on a dead connection, never sent again
-    assert connections._idle == []
     assert inbox.push("s", "k", "two", "src").sequence == 2
+    assert [connection._sock for connection in lent] == [None, None, None]
     assert contents(inbox.drain("s")) == ["one", "two"]
 
 
@@ -140,7 +201,7 @@ def test_connections_close_with_their_store(client: Any) -> None:
     connections = Connections(client)
     script = echo(connections, client)
     script([], ["one"])
-    out = connections.lend()  # (a round trip still running at the close)
+    out, _ = connections.lend()  # (a round trip still running at the close)
     script([], ["two"])
     ((idle, _),) = connections._idle
     connections.close()

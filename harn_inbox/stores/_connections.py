@@ -15,22 +15,35 @@ What keeps it as safe as the pool:
 1. A connection goes back to the idle list only after a whole reply was
    read: a result, or the server's refusal (an error reply). Anything else
    raised (a failed socket, a timeout, a reply it cannot read, an interrupt)
-   closes it, so a connection with a command in flight is never lent again.
+   closes it and drops it, so a command still in flight is never read by
+   the next round trip.
 2. A connection that sat idle longer than `CHECK_IDLE_AFTER` is checked as
    redis-py's pool checks every one it lends: one the server closed, or
    holding data nobody asked for, is reconnected. Back-to-back calls skip
    the poll: a connection that just returned a whole reply holds nothing.
-3. A connection that failed closes the idle ones too: they talk to the same
-   server, which may have restarted, so a retry makes a fresh connection
-   instead of finding the next dead one.
-4. A connection is used by one thread at a time: lending and returning are
-   a list's ``pop`` and ``append``, each atomic.
+3. A connection that failed closes and drops the idle ones too: they talk
+   to the same server, which may have restarted. And a round trip that
+   failed with `redis.ConnectionError` on an idle connection (closed by the
+   server while it idled less than rule 2's delay) is sent once more at
+   once, on a new connection, as the pool would have reconnected before
+   sending. Sending again is safe for the store's scripts: an append
+   carries its operation's id, the rest only read or act once (the store's
+   module docstring, rule 4).
+4. A connection is used by one thread at a time: the idle list changes
+   under a lock, and `close` empties it under the same lock, so a
+   connection returned meanwhile is closed, never kept.
+5. A connection whose server asked it to reconnect (redis-py's maintenance
+   notifications) is closed when it comes back, as the pool does.
 
-Like the store's threads, its connections do not carry across a ``fork``.
+The connections are made with the client's settings (its class and
+arguments: URL, credentials, database, TLS, timeouts), apart from its pool
+and that pool's count of connections. Like the store's threads, they do not
+carry across a ``fork``.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any, final
 
@@ -40,7 +53,7 @@ CHECK_IDLE_AFTER = 1.0
 
 @final
 class Connections:
-    """Connections of a redis-py client's settings, each lent to one round trip at a time."""
+    """Connections with a redis-py client's settings, each lent to one round trip at a time."""
 
     def __init__(self, client: Any) -> None:
         import redis
@@ -48,51 +61,61 @@ class Connections:
         #: What the server's refusals raise, and which of them says it lacks a script.
         self.refusal: type[Exception] = redis.ResponseError
         self.no_script: type[Exception] = redis.exceptions.NoScriptError
-        self._connection_failed: tuple[type[Exception], ...] = (redis.ConnectionError, OSError)
-        self._pool: Any = client.connection_pool
+        #: What a connection the server closed raises (rule 3).
+        self.closed_under_us: type[Exception] = redis.ConnectionError
+        pool = client.connection_pool
+        self._connection_class: Any = pool.connection_class
+        self._connection_kwargs: dict[str, Any] = pool.connection_kwargs
+        #: (redis-py 6 and later: maintenance notifications, rule 5.)
+        self._may_ask_reconnect = hasattr(self._connection_class, "should_reconnect")
         #: (connection, when it came back), the last returned at the end.
         self._idle: list[tuple[Any, float]] = []
+        #: Under it: the idle list, and whether closed (rule 4).
+        self._lock = threading.Lock()
         self._closed = False
 
-    def lend(self) -> Any:
-        """An idle connection (checked if it idled long: rule 2), or a new one."""
-        try:
+    def lend(self) -> tuple[Any, bool]:
+        """An idle connection (checked if it idled long: rule 2), or a new one; and whether
+        it was idle."""
+        with self._lock:
+            if not self._idle:
+                # (It connects at its first command.)
+                return self._connection_class(**self._connection_kwargs), False
             connection, returned = self._idle.pop()
-        except IndexError:
-            return self._pool.make_connection()  # (it connects at its first command)
         if time.monotonic() - returned > CHECK_IDLE_AFTER:
             try:
                 stale = connection.can_read()
-            except self._connection_failed:
+            except (self.closed_under_us, OSError):
                 stale = True  # (it disconnected itself)
             if stale:
                 connection.disconnect()  # (it connects again at its next command)
-        return connection
+        return connection, True
 
     def give_back(self, connection: Any) -> None:
-        """Take back a connection whose last reply was read whole (rule 1)."""
-        if self._closed:
-            connection.disconnect()
-        else:
-            self._idle.append((connection, time.monotonic()))
+        """Take back a connection whose last reply was read whole (rules 1, 4 and 5)."""
+        if not (self._may_ask_reconnect and connection.should_reconnect()):
+            with self._lock:
+                if not self._closed:
+                    self._idle.append((connection, time.monotonic()))
+                    return
+        connection.disconnect()
 
     def failed(self, connection: Any) -> None:
-        """Close a connection whose round trip did not end in a whole reply, and the idle
-        ones with it (rules 1 and 3)."""
+        """Close and drop a connection whose round trip did not end in a whole reply, and
+        the idle ones (rules 1 and 3)."""
         connection.disconnect()
-        self._disconnect_idle()
+        self._drop_idle()
 
     def close(self) -> None:
         """Close the idle connections; those lent out are closed as they come back."""
-        self._closed = True
-        self._disconnect_idle()
+        with self._lock:
+            self._closed = True
+        self._drop_idle()
 
-    def _disconnect_idle(self) -> None:
-        while True:
-            try:
-                connection, _ = self._idle.pop()
-            except IndexError:
-                return
+    def _drop_idle(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for connection, _ in idle:
             connection.disconnect()
 
 
@@ -116,10 +139,24 @@ def call_script(connections: Connections, script: Any, keys: list[Any], args: li
     connection of *connections*, loading the script first if the server lacks it.
 
     Raises what redis-py raises: `redis.ResponseError` for the server's
-    refusal (`redis.NoScriptError` never: it loads the script and sends the
-    command again), `redis.ConnectionError` and `redis.TimeoutError`.
+    refusal (after a `redis.NoScriptError` it loads the script and sends
+    the command again, once), `redis.ConnectionError` and
+    `redis.TimeoutError`.
     """
-    connection = connections.lend()
+    connection, was_idle = connections.lend()
+    try:
+        return _round_trip(connections, connection, script, keys, args)
+    except connections.closed_under_us:
+        if not was_idle:
+            raise
+    # Rule 3: closed under us while it idled; the idle ones are dropped, so this one is new.
+    connection, _ = connections.lend()
+    return _round_trip(connections, connection, script, keys, args)
+
+
+def _round_trip(
+    connections: Connections, connection: Any, script: Any, keys: list[Any], args: list[Any]
+) -> Any:
     try:
         connection.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
         try:
