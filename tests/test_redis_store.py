@@ -703,25 +703,31 @@ def test_the_subscriber_survives_an_error_of_its_own_and_waits_still_wake(
     assert "the Redis subscriber starts again" in caplog.text
 
 
+@pytest.mark.parametrize("stalled_part", ["_tend_leases", "_compact_dropped"])
 def test_a_stalled_round_trip_of_housekeeping_holds_up_no_wake(
-    backend: Backend, connect: Callable[..., Inbox], redis_server: RedisServer
+    backend: Backend, connect: Callable[..., Inbox], redis_server: RedisServer, stalled_part: str
 ) -> None:
-    # Lease ticks and renewals, and ticks naming lost operations, are round
-    # trips on a thread of their own: the subscriber hears on meanwhile.
+    # Lease ticks and renewals, ticks naming lost operations and the compactions
+    # of dropped copies are round trips on a thread of their own: the subscriber
+    # hears on meanwhile.
     namespace = redis_server.namespace()
     waiting, pushing = connect(namespace), connect(namespace)
     store = store_of(waiting)
-    tend_leases = store._tend_leases
+    part = getattr(store, stalled_part)
     stalled, woken = threading.Event(), threading.Event()
     outwaited = []
 
-    def stalls() -> None:
+    def stalls(*args: Any) -> None:
         stalled.set()
         if not woken.wait(10.0):  # (a guard: only a wake held up by this gets near it)
             outwaited.append(True)
-        tend_leases()
+        part(*args)
 
-    store._tend_leases = stalls  # type: ignore[method-assign]
+    setattr(store, stalled_part, stalls)
+    if stalled_part == "_compact_dropped":
+        waiting.push("dropped", "k", "x", "src")
+        waiting.drain("dropped")
+        forgetting(store)  # (its copy is dropped, and its log to be compacted)
     assert stalled.wait(10.0)
     try:
         taken, pushed = woken_from_afar(
@@ -886,7 +892,6 @@ def test_a_session_this_process_no_longer_uses_is_no_longer_copied(
     pushing.drain("s")  # (nothing: compacts the log, now empty, into a snapshot)
     assert set(store._tracks) == {"s", "t0", "t1", "t2"}
     drops = forgetting(store)
-    # (Its tracks go before its compactions' round trip, and the pass returns after it.)
     spin_until(lambda: len(drops.sessions) == 4, "every copy dropped")
     assert not store._tracks
     assert not store._replica._sessions
@@ -1083,6 +1088,10 @@ def members(redis_server: RedisServer, namespace: str) -> int:
     return integer(redis_server.command("SCARD", f"{namespace}:sessions"))
 
 
+def log_length(server: RedisServer, namespace: str, session_id: str = "s") -> int:
+    return integer(server.command("LLEN", f"{namespace}:log:{session_id}"))
+
+
 def test_a_dropped_copy_compacts_its_log_and_an_idle_session_leaves_the_sessions_set(
     connect: Callable[..., Inbox], redis_server: RedisServer
 ) -> None:
@@ -1094,11 +1103,11 @@ def test_a_dropped_copy_compacts_its_log_and_an_idle_session_leaves_the_sessions
     assert members(redis_server, namespace) == 2
     drops = forgetting(store)
     spin_until(lambda: {"idle", "full"} <= set(drops.sessions), "both dropped")
-    # Both logs are compacted into snapshots. With nothing pending, `sessions`
-    # no longer reads the idle one; the other keeps its place.
-    assert members(redis_server, namespace) == 1
+    # Both logs are compacted into snapshots (by the housekeeping thread). With
+    # nothing pending, `sessions` no longer reads the idle one; the other keeps its place.
+    spin_until(lambda: members(redis_server, namespace) == 1, "the idle one compacted")
     assert integer(redis_server.command("LLEN", f"{namespace}:log:idle")) == 0
-    assert integer(redis_server.command("LLEN", f"{namespace}:log:full")) == 0
+    spin_until(lambda: log_length(redis_server, namespace, "full") == 0, "the other compacted")
     store._forget_after = 3600.0
     listing = connect(namespace)
     assert listing.sessions() == ["full"]
@@ -1119,8 +1128,8 @@ def test_a_copy_dropped_behind_its_log_keeps_the_session_in_the_sessions_set(
     later = pushing.push("s", "k", "y", "src")  # not heard: it waits on nothing
     drops = forgetting(store_of(draining))
     spin_until(lambda: "s" in drops.sessions, "dropped")
+    spin_until(lambda: log_length(redis_server, namespace) == 1, "compacted as far as it went")
     assert members(redis_server, namespace) == 1
-    assert integer(redis_server.command("LLEN", f"{namespace}:log:s")) == 1
     assert connect(namespace).sessions() == ["s"]
     assert draining.drain("s") == [later]
 
@@ -1139,6 +1148,7 @@ def test_a_copy_that_heard_operations_since_its_last_use_is_dropped_uncompacted(
     spin_until(lambda: store._track("s").position == 2, "both heard")
     drops = forgetting(store)
     spin_until(lambda: "s" in drops.sessions, "dropped")
+    assert not store._dropped  # no compaction for the housekeeping thread to send
     assert integer(redis_server.command("LLEN", f"{namespace}:log:s")) == 2
     assert members(redis_server, namespace) == 1
 

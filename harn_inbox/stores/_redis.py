@@ -487,6 +487,9 @@ class RedisStore:
         self._wanted: set[str] = set()
         #: Sessions wanted since the subscriber last looked (appended and popped lock-free).
         self._requests: deque[str] = deque()
+        #: The compactions of copies the subscriber dropped, for the housekeeping
+        #: thread to send (appended and popped lock-free).
+        self._dropped: deque[tuple[str, int, str, bool]] = deque()
 
     def __repr__(self) -> str:
         return f"<RedisStore {self._safe_url()!r} namespace={self.namespace!r}>"
@@ -1590,8 +1593,9 @@ class RedisStore:
             pubsub.close()
 
     def _keep_house(self) -> None:
-        """Tend leases (`_tend_leases`) and name lost operations (`_name_lost`), every
-        `HOUSEKEEPING` seconds, on a thread of their own.
+        """Tend leases (`_tend_leases`), name lost operations (`_name_lost`) and compact
+        the logs of dropped copies (`_forget_copies`), every `HOUSEKEEPING` seconds, on a
+        thread of their own.
 
         Each is a round trip per session concerned: on the subscriber's thread,
         one would hold up the messages that wake this process's waits.
@@ -1600,6 +1604,11 @@ class RedisStore:
             try:
                 self._tend_leases()
                 self._name_lost()
+                dropped = []
+                while self._dropped:
+                    dropped.append(self._dropped.popleft())
+                if dropped:
+                    self._compact_dropped(dropped)
             except Exception as error:
                 if not isinstance(error, (StoreError, self._redis.RedisError)):
                     fallback_logger.exception("harn_inbox: the Redis store's housekeeping failed")
@@ -1754,7 +1763,9 @@ class RedisStore:
         lease) and while an operation of ours whose result was lost is still to
         be named (see `_name_lost`). The logs of the
         sessions dropped are compacted as far as their copies go, if nothing
-        was heard since this process last used them.
+        was heard since this process last used them, by the housekeeping
+        thread (compaction only goes forwards: sent late, it changes nothing
+        that another compaction or a new copy relies on).
         """
         cutoff = time.monotonic() - self._forget_after
         with self._lock:
@@ -1784,8 +1795,8 @@ class RedisStore:
                     if compaction is not None:
                         compactions.append((session_id, *compaction))
                 self._replica.forget(session_id)
-        if compactions:
-            self._compact_dropped(compactions)
+        # (Their round trip is the housekeeping thread's: none on the subscriber's.)
+        self._dropped.extend(compactions)
         return idle
 
     def _notify(self, session_id: str) -> None:
