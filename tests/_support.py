@@ -244,3 +244,21 @@ def requeued_beside_a_twin(
     new = inbox.push(session_id, "k", new_content, "src")
     assert new.sequence == old.sequence
     return old, new
+
+
+def turns_of_housekeeping(store: RedisStore) -> Callable[[int], None]:
+    """A function that waits until *store*'s housekeeping has tended leases *n* more times."""
+    tend_leases = store._tend_leases
+    turns = threading.Semaphore(0)
+
+    def counted() -> None:
+        tend_leases()
+        turns.release()
+
+    store._tend_leases = counted  # type: ignore[method-assign]
+
+    def wait(n: int) -> None:
+        for _ in range(n + 1):  # (+1: a turn under way may have read the clock before)
+            assert turns.acquire(timeout=HANG_GUARD_SECONDS), "housekeeping stopped"
+
+    return wait

@@ -210,3 +210,22 @@ def test_connections_close_with_their_store(client: Any) -> None:
     connections.give_back(out)
     assert connections._idle == []
     assert out._sock is None
+
+
+def test_an_idle_connection_whose_check_fails_is_connected_again_at_its_command(
+    client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import redis
+
+    monkeypatch.setattr(_connections, "CHECK_IDLE_AFTER", 0.0)
+    connections = Connections(client)
+    script = echo(connections, client)
+    script([], ["warm"])
+    ((connection, _),) = connections._idle
+
+    def times_out(*args: Any, **kwargs: Any) -> Any:
+        raise redis.TimeoutError("the check timed out")
+
+    connection.can_read = times_out
+    assert script([], ["checked"]) == b"checked"
+    assert [idle for idle, _ in connections._idle] == [connection]

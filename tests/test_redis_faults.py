@@ -35,7 +35,14 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import redis
 from _redis_server import RedisServer, free_port, integer
-from _support import ThreadCall, everything, parked_wait_sync, spin_until, store_of
+from _support import (
+    ThreadCall,
+    everything,
+    parked_wait_sync,
+    spin_until,
+    store_of,
+    turns_of_housekeeping,
+)
 
 from harn_inbox import Inbox, InboxClosed, InboxEntry, ManualClock, StoreError
 from harn_inbox.stores import RedisStore
@@ -936,24 +943,6 @@ def test_a_live_claimant_keeps_what_it_holds_however_many_leases_its_block_runs(
         claim.__exit__(RuntimeError, RuntimeError("the block failed"), None)
         assert b.drain("s") == pushed
     assert a.drain("s") == []
-
-
-def turns_of_housekeeping(store: RedisStore) -> Callable[[int], None]:
-    """A function that waits until *store*'s housekeeping has tended leases *n* more times."""
-    tend_leases = store._tend_leases
-    turns = threading.Semaphore(0)
-
-    def counted() -> None:
-        tend_leases()
-        turns.release()
-
-    store._tend_leases = counted  # type: ignore[method-assign]
-
-    def wait(n: int) -> None:
-        for _ in range(n + 1):  # (+1: a turn under way may have read the clock before)
-            assert turns.acquire(timeout=GUARD_SECONDS), "housekeeping stopped"
-
-    return wait
 
 
 def test_a_claim_whose_settle_failed_is_no_longer_renewed_and_comes_back(

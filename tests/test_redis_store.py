@@ -16,7 +16,14 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import pytest
 from _redis_server import integer
-from _support import ThreadCall, parked_wait_sync, requeued_beside_a_twin, spin_until, store_of
+from _support import (
+    ThreadCall,
+    parked_wait_sync,
+    requeued_beside_a_twin,
+    spin_until,
+    store_of,
+    turns_of_housekeeping,
+)
 
 from harn_inbox import Inbox, InboxEntry, ManualClock, StoreError
 from harn_inbox.stores import MemoryStore, RedisStore
@@ -859,6 +866,8 @@ class Drops:
 
     passes: int = 0
     sessions: list[str] = attrs.Factory(list)
+    #: The sessions whose logs the housekeeping thread compacted after a drop.
+    compacted: list[str] = attrs.Factory(list)
 
 
 def forgetting(store: RedisStore) -> Drops:
@@ -872,7 +881,14 @@ def forgetting(store: RedisStore) -> Drops:
         drops.passes += 1
         return sessions
 
+    compact_dropped = store._compact_dropped
+
+    def recorded(compactions: list[tuple[str, int, str, bool]]) -> None:
+        drops.compacted += [session_id for session_id, *_ in compactions]
+        compact_dropped(compactions)
+
     store._forget_copies = counted  # type: ignore[method-assign]
+    store._compact_dropped = recorded  # type: ignore[method-assign]
     store._housekeeping = 0.0
     store._forget_after = 0.0
     return drops
@@ -1134,6 +1150,26 @@ def test_a_copy_dropped_behind_its_log_keeps_the_session_in_the_sessions_set(
     assert draining.drain("s") == [later]
 
 
+def test_compactions_of_dropped_copies_still_queued_at_close_are_sent(
+    connect: Callable[..., Inbox], redis_server: RedisServer
+) -> None:
+    namespace = redis_server.namespace()
+    inbox = connect(namespace)
+    store = store_of(inbox)
+    inbox.push("s", "k", "x", "src")
+    inbox.drain("s")
+    store._closing.set()  # (the housekeeping thread stops; the subscriber goes on)
+    assert store._keeper is not None
+    store._keeper.join()
+    drops = forgetting(store)
+    spin_until(lambda: "s" in drops.sessions, "dropped")
+    assert log_length(redis_server, namespace) == 2  # queued, not sent
+    store.close()
+    assert drops.compacted == ["s"]
+    assert log_length(redis_server, namespace) == 0
+    assert members(redis_server, namespace) == 0
+
+
 def test_a_copy_that_heard_operations_since_its_last_use_is_dropped_uncompacted(
     connect: Callable[..., Inbox], redis_server: RedisServer
 ) -> None:
@@ -1146,9 +1182,11 @@ def test_a_copy_that_heard_operations_since_its_last_use_is_dropped_uncompacted(
     other.push("s", "k", "x", "src")
     assert len(other.drain("s")) == 1  # empty again, as far as the log goes
     spin_until(lambda: store._track("s").position == 2, "both heard")
+    turns = turns_of_housekeeping(store)
     drops = forgetting(store)
     spin_until(lambda: "s" in drops.sessions, "dropped")
-    assert not store._dropped  # no compaction for the housekeeping thread to send
+    turns(1)  # (what the drop queued, the housekeeping thread has sent)
+    assert drops.compacted == []
     assert integer(redis_server.command("LLEN", f"{namespace}:log:s")) == 2
     assert members(redis_server, namespace) == 1
 

@@ -25,10 +25,11 @@ What keeps it as safe as the pool:
    to the same server, which may have restarted. And a round trip that
    failed with `redis.ConnectionError` on an idle connection (closed by the
    server while it idled less than rule 2's delay) is sent once more at
-   once, on a new connection, as the pool would have reconnected before
-   sending. Sending again is safe for the store's scripts: an append
-   carries its operation's id, the rest only read or act once (the store's
-   module docstring, rule 4).
+   once, on a new connection: this stands for the reconnection the pool
+   makes before sending, and is not one of the store's ``retries``.
+   Sending again is safe for the store's scripts: an append carries its
+   operation's id, the rest only read or act once (the store's module
+   docstring, rule 4).
 4. A connection is used by one thread at a time: the idle list changes
    under a lock, and `close` empties it under the same lock, so a
    connection returned meanwhile is closed, never kept.
@@ -63,6 +64,7 @@ class Connections:
         self.no_script: type[Exception] = redis.exceptions.NoScriptError
         #: What a connection the server closed raises (rule 3).
         self.closed_under_us: type[Exception] = redis.ConnectionError
+        self._redis_error: type[Exception] = redis.RedisError
         pool = client.connection_pool
         self._connection_class: Any = pool.connection_class
         self._connection_kwargs: dict[str, Any] = pool.connection_kwargs
@@ -79,17 +81,20 @@ class Connections:
         it was idle."""
         with self._lock:
             if not self._idle:
-                # (It connects at its first command.)
-                return self._connection_class(**self._connection_kwargs), False
+                return self.new(), False
             connection, returned = self._idle.pop()
         if time.monotonic() - returned > CHECK_IDLE_AFTER:
             try:
                 stale = connection.can_read()
-            except (self.closed_under_us, OSError):
-                stale = True  # (it disconnected itself)
+            except (self._redis_error, OSError):
+                stale = True  # (closed, or it failed to connect again: see at its command)
             if stale:
                 connection.disconnect()  # (it connects again at its next command)
         return connection, True
+
+    def new(self) -> Any:
+        """A new connection: it connects at its first command."""
+        return self._connection_class(**self._connection_kwargs)
 
     def give_back(self, connection: Any) -> None:
         """Take back a connection whose last reply was read whole (rules 1, 4 and 5)."""
@@ -149,9 +154,8 @@ def call_script(connections: Connections, script: Any, keys: list[Any], args: li
     except connections.closed_under_us:
         if not was_idle:
             raise
-    # Rule 3: closed under us while it idled; the idle ones are dropped, so this one is new.
-    connection, _ = connections.lend()
-    return _round_trip(connections, connection, script, keys, args)
+    # Rule 3: closed under us while it idled (the idle ones are dropped with it).
+    return _round_trip(connections, connections.new(), script, keys, args)
 
 
 def _round_trip(

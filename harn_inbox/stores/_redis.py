@@ -514,6 +514,7 @@ class RedisStore:
                 thread.join(timeout=5)
         if self._lost and self._settings is not None:
             self._name_lost(closing=True)
+        self._compact_dropped_copies()  # (queued since the housekeeping thread's last turn)
         self._connections.close()
         self._client.close()
 
@@ -1405,6 +1406,14 @@ class RedisStore:
             return self._compact_script(keys, args)
         return self._compact_script.registered(keys=keys, args=args, client=client)
 
+    def _compact_dropped_copies(self) -> None:
+        """Send the compactions `_forget_copies` queued (by the housekeeping thread, or close)."""
+        dropped = []
+        while self._dropped:
+            dropped.append(self._dropped.popleft())
+        if dropped:
+            self._compact_dropped(dropped)
+
     def _compact_dropped(self, compactions: list[tuple[str, int, str, bool]]) -> None:
         """Compact the logs of copies just dropped: a round trip per `SESSIONS_PER_ROUND_TRIP`."""
         for first in range(0, len(compactions), SESSIONS_PER_ROUND_TRIP):
@@ -1604,11 +1613,7 @@ class RedisStore:
             try:
                 self._tend_leases()
                 self._name_lost()
-                dropped = []
-                while self._dropped:
-                    dropped.append(self._dropped.popleft())
-                if dropped:
-                    self._compact_dropped(dropped)
+                self._compact_dropped_copies()
             except Exception as error:
                 if not isinstance(error, (StoreError, self._redis.RedisError)):
                     fallback_logger.exception("harn_inbox: the Redis store's housekeeping failed")
