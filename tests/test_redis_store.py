@@ -883,7 +883,7 @@ def forgetting(store: RedisStore) -> Drops:
 
     compact_dropped = store._compact_dropped
 
-    def recorded(compactions: list[tuple[str, int, str, bool]]) -> None:
+    def recorded(compactions: list[tuple[str, Any]]) -> None:
         drops.compacted += [session_id for session_id, *_ in compactions]
         compact_dropped(compactions)
 
@@ -1168,6 +1168,28 @@ def test_compactions_of_dropped_copies_still_queued_at_close_are_sent(
     assert drops.compacted == ["s"]
     assert log_length(redis_server, namespace) == 0
     assert members(redis_server, namespace) == 0
+
+
+def test_a_late_compaction_never_trims_a_log_written_again_after_the_server_lost_it(
+    connect: Callable[..., Inbox], redis_server: RedisServer
+) -> None:
+    # A compaction of the old log, sent after the server lost the data (a flush,
+    # a failover) and the session's log was written again as far: refused.
+    namespace = redis_server.namespace()
+    old, new = connect(namespace), connect(namespace)
+    store = store_of(old)
+    old.push("s", "k", "old one", "src")
+    old.push("s", "k", "old two", "src")
+    assert len(old.drain("s")) == 2
+    with store._lock:
+        late = store._compaction("s", store._tracks["s"], 1, sized=False)
+    assert late is not None
+    assert late.position == 3
+    redis_server.command("FLUSHALL")
+    written_again = [new.push("s", "k", f"new {n}", "src") for n in range(3)]
+    store._compact_dropped([("s", late)])
+    assert log_length(redis_server, namespace) == 3
+    assert connect(namespace).drain("s") == written_again
 
 
 def test_a_copy_that_heard_operations_since_its_last_use_is_dropped_uncompacted(

@@ -202,16 +202,25 @@ redis.call('PUBLISH', prefix .. 'wake:' .. session, (base + length - 1) .. ' ' .
 _TAIL = _SCHEMA_CHECK + _TAIL_REPLY % -1
 
 # Compact: the state after the operations before index ARGV[1] is ARGV[2];
-# drop them from the log. Only forwards. A session with nothing left in its log
-# and nothing pending or claimed in the snapshot (ARGV[4] is '1') leaves the
-# namespace's sessions set; its next operation puts it back, in the same script
-# as its append. KEYS: log, base key, snapshot key, sessions set. ARGV:
-# position, snapshot, session id, whether the snapshot holds nothing.
+# drop them from the log. Only forwards, and only a log whose operation before
+# ARGV[1] is the one the snapshot's copy replayed there (ARGV[5], ARGV[6]: its
+# process id and counter): a log that lost its operations (a flush, a failover)
+# and was written again is never trimmed by a snapshot of the old one, however
+# late it comes. A session with nothing left in its log and nothing pending or
+# claimed in the snapshot (ARGV[4] is '1') leaves the namespace's sessions set;
+# its next operation puts it back, in the same script as its append. KEYS: log,
+# base key, snapshot key, sessions set. ARGV: position, snapshot, session id,
+# whether the snapshot holds nothing, the last operation's process and counter.
 _COMPACT = """
 local base = tonumber(redis.call('GET', KEYS[2]) or '0')
 local position = tonumber(ARGV[1])
 if position <= base or position - base > redis.call('LLEN', KEYS[1]) then
     return 0  -- (beyond the log: it was lost, by a flush or a failover)
+end
+local decoded, last = pcall(cjson.decode, redis.call('LINDEX', KEYS[1], position - base - 1))
+if not decoded or type(last) ~= 'table' or last['p'] ~= ARGV[5]
+        or last['n'] ~= tonumber(ARGV[6]) then
+    return 0  -- (another log at this index: the one compacted was lost)
 end
 redis.call('LTRIM', KEYS[1], position - base, -1)
 redis.call('SET', KEYS[2], position)
@@ -283,6 +292,7 @@ class _Track:
         "applied",
         "base",
         "claims",
+        "last",
         "life",
         "listening",
         "loaded",
@@ -308,6 +318,9 @@ class _Track:
         self.position = 0
         #: The index of the log's first operation kept, as last seen.
         self.base = 0
+        #: (process id, counter) of the operation at ``position - 1``, once one
+        #: was replayed into this copy (a compaction names it: see ``_COMPACT``).
+        self.last: tuple[str, int] | None = None
         #: Process id -> (the counter of its last operation applied, that
         #: operation's clock reading, its index in the log), least recently
         #: applied first: retried copies are skipped (see `RedisStore._apply`).
@@ -344,6 +357,18 @@ class _Track:
         #: While listening and ``settled == marks`` (*fresh*), the replica holds
         #: every operation of the log but those whose messages are still to come.
         self.settled = 0
+
+
+@attrs.frozen
+class _Compaction:
+    """A snapshot of a session's copy at *position*, to replace the log before it."""
+
+    position: int
+    snapshot: str
+    #: Nothing pending or claimed: the session may leave the sessions set.
+    empty: bool
+    #: (process id, counter) of the operation at ``position - 1`` (see ``_COMPACT``).
+    last: tuple[str, int]
 
 
 @final
@@ -489,7 +514,7 @@ class RedisStore:
         self._requests: deque[str] = deque()
         #: The compactions of copies the subscriber dropped, for the housekeeping
         #: thread to send (appended and popped lock-free).
-        self._dropped: deque[tuple[str, int, str, bool]] = deque()
+        self._dropped: deque[tuple[str, _Compaction]] = deque()
 
     def __repr__(self) -> str:
         return f"<RedisStore {self._safe_url()!r} namespace={self.namespace!r}>"
@@ -980,6 +1005,7 @@ class RedisStore:
                     continue
                 operation = json.loads(text)
                 track.position = index + 1
+                track.last = (operation["p"], operation["n"])
                 try:
                     self._apply(session_id, track, operation)
                 except BaseException:
@@ -996,7 +1022,7 @@ class RedisStore:
                 except Exception:  # (housekeeping: the operations are replayed, their results due)
                     fallback_logger.exception("harn_inbox: could not compact %r", session_id)
         if compaction is not None:
-            self._compact(session_id, track, *compaction)
+            self._compact(session_id, track, compaction)
         if cleared and news and self._settings is not None:
             # Cleared by another process: this inbox's waits on it end, as its
             # own clear_session ends them (which tells its lot itself). The
@@ -1342,12 +1368,12 @@ class RedisStore:
 
     def _compaction(
         self, session_id: str, track: _Track, after: int, *, sized: bool = True
-    ) -> tuple[int, str, bool] | None:
-        """(position, snapshot, whether it holds nothing) if *after* operations follow the
-        log's base and, if *sized*, no fewer than the items the snapshot would hold
-        (under self._lock)."""
+    ) -> _Compaction | None:
+        """The compaction of the log up to the copy's position, if *after* operations
+        follow the log's base and, if *sized*, no fewer than the items the snapshot
+        would hold (under self._lock)."""
         operations = track.position - track.base
-        if operations < after:
+        if operations < after or track.last is None:
             return None
         session = self._replica._sessions.get(session_id)
         pending = 0 if session is None else session.pending_count()
@@ -1371,7 +1397,7 @@ class RedisStore:
         if session is not None:
             state.update(dump_session(session))
         snapshot = json.dumps(state, separators=(",", ":"))
-        return track.position, snapshot, not pending and not held
+        return _Compaction(track.position, snapshot, not pending and not held, track.last)
 
     @staticmethod
     def _kept(session: SessionState | None, track: _Track) -> int:
@@ -1381,27 +1407,31 @@ class RedisStore:
             kept += len(session.extras.dedupe_order)
         return kept
 
-    def _compact(
-        self, session_id: str, track: _Track, position: int, snapshot: str, empty: bool
-    ) -> None:
+    def _compact(self, session_id: str, track: _Track, compaction: _Compaction) -> None:
         try:
-            done = self._call(lambda: self._compact_at(session_id, position, snapshot, empty, None))
+            done = self._call(lambda: self._compact_at(session_id, compaction, None))
         except StoreError:  # compaction is housekeeping: the next one will do
             return
         if done:
             with self._lock:
-                track.base = max(track.base, position)
+                track.base = max(track.base, compaction.position)
 
-    def _compact_at(
-        self, session_id: str, position: int, snapshot: str, empty: bool, client: Any
-    ) -> Any:
+    def _compact_at(self, session_id: str, compaction: _Compaction, client: Any) -> Any:
         keys = [
             self._log_key(session_id),
             self._key(f"base:{session_id}"),
             self._key(f"snapshot:{session_id}"),
             self._key("sessions"),
         ]
-        args = [position, snapshot, session_id, int(empty)]
+        process, counter = compaction.last
+        args = [
+            compaction.position,
+            compaction.snapshot,
+            session_id,
+            int(compaction.empty),
+            process,
+            counter,
+        ]
         if client is None:
             return self._compact_script(keys, args)
         return self._compact_script.registered(keys=keys, args=args, client=client)
@@ -1414,7 +1444,7 @@ class RedisStore:
         if dropped:
             self._compact_dropped(dropped)
 
-    def _compact_dropped(self, compactions: list[tuple[str, int, str, bool]]) -> None:
+    def _compact_dropped(self, compactions: list[tuple[str, _Compaction]]) -> None:
         """Compact the logs of copies just dropped: a round trip per `SESSIONS_PER_ROUND_TRIP`."""
         for first in range(0, len(compactions), SESSIONS_PER_ROUND_TRIP):
             pipeline = self._client.pipeline(transaction=False)
@@ -1462,12 +1492,14 @@ class RedisStore:
             for process, counter, *record in state.get("taken", ())
         }
         track.position = track.base = base
+        track.last = None  # (compacted away: a compaction needs an operation replayed after)
         return ended
 
     def _reset(self, session_id: str, track: _Track) -> None:
         """Make the session's copy a new one, read from the log's start (under self._lock)."""
         self._replica.forget(session_id)
         track.position = track.base = track.life = track.now = 0
+        track.last = None
         track.applied = OrderedDict()
         track.claims = {}
         track.taken = {}
@@ -1798,7 +1830,7 @@ class RedisStore:
                 if track.position == track.used_position:
                     compaction = self._compaction(session_id, track, 1, sized=False)
                     if compaction is not None:
-                        compactions.append((session_id, *compaction))
+                        compactions.append((session_id, compaction))
                 self._replica.forget(session_id)
         # (Their round trip is the housekeeping thread's: none on the subscriber's.)
         self._dropped.extend(compactions)
