@@ -1170,6 +1170,29 @@ def test_compactions_of_dropped_copies_still_queued_at_close_are_sent(
     assert members(redis_server, namespace) == 0
 
 
+def lose_every_key(server: RedisServer, namespace: str) -> None:
+    """What a flush or a failover does to the namespace."""
+    script = "for _, key in ipairs(redis.call('KEYS', ARGV[1])) do redis.call('DEL', key) end"
+    server.command("EVAL", script, "0", f"{namespace}:*")
+
+
+def test_a_compaction_takes_any_operation_text_at_its_position(
+    connect: Callable[..., Inbox], redis_server: RedisServer
+) -> None:
+    # (The guard compares the text's digest: text that a JSON decoder of another
+    # language refuses, such as a lone surrogate Python writes as an escape, is fine.)
+    namespace = redis_server.namespace()
+    inbox = connect(namespace)
+    store = store_of(inbox)
+    inbox.push("s", "k", "a\udc80", "src")
+    assert contents(inbox.drain("s")) == ["a\udc80"]
+    with store._lock:
+        compaction = store._compaction("s", store._tracks["s"], 1, sized=False)
+    assert compaction is not None
+    store._compact_dropped([("s", compaction)])
+    assert log_length(redis_server, namespace) == 0
+
+
 def test_a_late_compaction_never_trims_a_log_written_again_after_the_server_lost_it(
     connect: Callable[..., Inbox], redis_server: RedisServer
 ) -> None:
@@ -1185,7 +1208,7 @@ def test_a_late_compaction_never_trims_a_log_written_again_after_the_server_lost
         late = store._compaction("s", store._tracks["s"], 1, sized=False)
     assert late is not None
     assert late.position == 3
-    redis_server.command("FLUSHALL")
+    lose_every_key(redis_server, namespace)
     written_again = [new.push("s", "k", f"new {n}", "src") for n in range(3)]
     store._compact_dropped([("s", late)])
     assert log_length(redis_server, namespace) == 3
@@ -1213,21 +1236,31 @@ def test_a_copy_that_heard_operations_since_its_last_use_is_dropped_uncompacted(
     assert members(redis_server, namespace) == 1
 
 
+@pytest.mark.parametrize(
+    ("operation", "error"),
+    [
+        ('{"o":"newer","p":"x","n":1,"t":0}', "unknown operation 'newer'"),
+        ('{"o":"push","t":0}', "operation 1 of session 's'.s log cannot be replayed"),
+        ("not JSON", "operation 1 of session 's'.s log cannot be replayed"),
+    ],
+)
 def test_an_operation_this_code_cannot_replay_fails_every_use_and_leaves_no_copy(
-    connect: Callable[..., Inbox], redis_server: RedisServer
+    connect: Callable[..., Inbox], redis_server: RedisServer, operation: str, error: str
 ) -> None:
     # (A newer layout's operation, say, in a namespace whose schema key says
-    # this one.) The copy is read again from the log at every use, never
-    # carried past it, so this process never answers from a copy that lacks it.
+    # this one; or a damaged one.) The copy is read again from the log at every
+    # use, never carried past it, so this process never answers from a copy
+    # that lacks it.
     namespace = redis_server.namespace()
     inbox = connect(namespace)
     store = store_of(inbox)
     inbox.push("s", "k", "x", "src")
-    redis_server.command("RPUSH", f"{namespace}:log:s", '{"o":"newer","p":"x","n":1,"t":0}')
+    redis_server.command("RPUSH", f"{namespace}:log:s", operation)
     for _ in range(2):
-        with pytest.raises(StoreError, match="unknown operation 'newer'"):
+        with pytest.raises(StoreError, match=error):
             inbox.push("s", "k", "y", "src")
         assert store._tracks["s"].position == 0
+        assert store._tracks["s"].last is None
         assert "s" not in store._replica._sessions
     # The pushes reached the log, their results unknown: the subscriber, whose
     # tick fails likewise, stops naming them (nothing can be given back here).

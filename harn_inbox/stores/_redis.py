@@ -124,6 +124,7 @@ operations are named even if nothing else comes.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import itertools
 import json
 import os
@@ -203,23 +204,21 @@ _TAIL = _SCHEMA_CHECK + _TAIL_REPLY % -1
 
 # Compact: the state after the operations before index ARGV[1] is ARGV[2];
 # drop them from the log. Only forwards, and only a log whose operation before
-# ARGV[1] is the one the snapshot's copy replayed there (ARGV[5], ARGV[6]: its
-# process id and counter): a log that lost its operations (a flush, a failover)
-# and was written again is never trimmed by a snapshot of the old one, however
+# ARGV[1] is the one the snapshot's copy replayed there (ARGV[5]: the SHA1 of
+# its text): a log that lost its operations (a flush, a failover) and was
+# written again by others is not trimmed by a snapshot of the old one, however
 # late it comes. A session with nothing left in its log and nothing pending or
 # claimed in the snapshot (ARGV[4] is '1') leaves the namespace's sessions set;
 # its next operation puts it back, in the same script as its append. KEYS: log,
 # base key, snapshot key, sessions set. ARGV: position, snapshot, session id,
-# whether the snapshot holds nothing, the last operation's process and counter.
+# whether the snapshot holds nothing, the last operation's SHA1.
 _COMPACT = """
 local base = tonumber(redis.call('GET', KEYS[2]) or '0')
 local position = tonumber(ARGV[1])
 if position <= base or position - base > redis.call('LLEN', KEYS[1]) then
     return 0  -- (beyond the log: it was lost, by a flush or a failover)
 end
-local decoded, last = pcall(cjson.decode, redis.call('LINDEX', KEYS[1], position - base - 1))
-if not decoded or type(last) ~= 'table' or last['p'] ~= ARGV[5]
-        or last['n'] ~= tonumber(ARGV[6]) then
+if redis.sha1hex(redis.call('LINDEX', KEYS[1], position - base - 1)) ~= ARGV[5] then
     return 0  -- (another log at this index: the one compacted was lost)
 end
 redis.call('LTRIM', KEYS[1], position - base, -1)
@@ -318,9 +317,9 @@ class _Track:
         self.position = 0
         #: The index of the log's first operation kept, as last seen.
         self.base = 0
-        #: (process id, counter) of the operation at ``position - 1``, once one
-        #: was replayed into this copy (a compaction names it: see ``_COMPACT``).
-        self.last: tuple[str, int] | None = None
+        #: The text of the operation at ``position - 1``, once one was replayed
+        #: into this copy (a compaction names it: see ``_COMPACT``).
+        self.last: bytes | None = None
         #: Process id -> (the counter of its last operation applied, that
         #: operation's clock reading, its index in the log), least recently
         #: applied first: retried copies are skipped (see `RedisStore._apply`).
@@ -367,8 +366,8 @@ class _Compaction:
     snapshot: str
     #: Nothing pending or claimed: the session may leave the sessions set.
     empty: bool
-    #: (process id, counter) of the operation at ``position - 1`` (see ``_COMPACT``).
-    last: tuple[str, int]
+    #: The SHA1 (hex) of the operation at ``position - 1`` (see ``_COMPACT``).
+    last: str
 
 
 @final
@@ -1003,17 +1002,22 @@ class RedisStore:
             for index, text in enumerate(log, start):
                 if index < track.position:
                     continue
-                operation = json.loads(text)
                 track.position = index + 1
-                track.last = (operation["p"], operation["n"])
                 try:
+                    operation = json.loads(text)
+                    track.last = text
                     self._apply(session_id, track, operation)
-                except BaseException:
+                except BaseException as error:
                     # (Refusals are results, not raised: this is an operation this
                     # code cannot replay.) The copy may be half changed: it is read
                     # again from the log at its next use, never compacted from.
                     self._reset(session_id, track)
-                    raise
+                    if isinstance(error, (StoreError, KeyboardInterrupt, SystemExit)):
+                        raise
+                    raise StoreError(
+                        f"{self!r}: operation {index} of session {session_id!r}'s log "
+                        f"cannot be replayed ({error!r})"
+                    ) from error
                 cleared |= operation["o"] == "clear" and operation["p"] != self._process
             compaction = None
             if compact:
@@ -1397,7 +1401,8 @@ class RedisStore:
         if session is not None:
             state.update(dump_session(session))
         snapshot = json.dumps(state, separators=(",", ":"))
-        return _Compaction(track.position, snapshot, not pending and not held, track.last)
+        last = hashlib.sha1(track.last, usedforsecurity=False).hexdigest()
+        return _Compaction(track.position, snapshot, not pending and not held, last)
 
     @staticmethod
     def _kept(session: SessionState | None, track: _Track) -> int:
@@ -1423,14 +1428,12 @@ class RedisStore:
             self._key(f"snapshot:{session_id}"),
             self._key("sessions"),
         ]
-        process, counter = compaction.last
         args = [
             compaction.position,
             compaction.snapshot,
             session_id,
             int(compaction.empty),
-            process,
-            counter,
+            compaction.last,
         ]
         if client is None:
             return self._compact_script(keys, args)
