@@ -247,7 +247,7 @@ def requeued_beside_a_twin(
 
 
 def turns_of_housekeeping(store: RedisStore) -> Callable[[int], None]:
-    """A function that waits until *store*'s housekeeping has tended leases *n* more times."""
+    """A function that waits until *store*'s housekeeping has made *n* more whole turns."""
     tend_leases = store._tend_leases
     turns = threading.Semaphore(0)
 
@@ -258,7 +258,9 @@ def turns_of_housekeeping(store: RedisStore) -> Callable[[int], None]:
     store._tend_leases = counted  # type: ignore[method-assign]
 
     def wait(n: int) -> None:
-        for _ in range(n + 1):  # (+1: a turn under way may have read the clock before)
+        while turns.acquire(blocking=False):  # (only turns from now on count)
+            pass
+        for _ in range(n + 1):  # (+1: a turn under way began before)
             assert turns.acquire(timeout=HANG_GUARD_SECONDS), "housekeeping stopped"
 
     return wait

@@ -4,7 +4,9 @@ checked first; one that failed takes the idle ones with it; a forgotten script i
 
 from __future__ import annotations
 
+import os
 import select
+import warnings
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -229,3 +231,31 @@ def test_an_idle_connection_whose_check_fails_is_connected_again_at_its_command(
     connection.can_read = times_out
     assert script([], ["checked"]) == b"checked"
     assert [idle for idle, _ in connections._idle] == [connection]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX only")
+def test_a_child_made_by_fork_never_uses_its_parents_connections(client: Any) -> None:
+    connections = Connections(client)
+    script = echo(connections, client)
+    script([], ["parent"])
+    ((parents, _),) = connections._idle
+    read, write = os.pipe()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # (other tests' threads)
+        child = os.fork()
+    if child == 0:  # pragma: no cover - the child reports through the pipe
+        try:
+            lent, was_idle = connections.lend()
+            verdict = b"ok" if lent is not parents and not was_idle else b"shared"
+            verdict += b" " + script([], ["child"])
+        except BaseException as error:
+            verdict = repr(error).encode()
+        os.write(write, verdict)
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as reading:
+        verdict = reading.read()
+    os.waitpid(child, 0)
+    assert verdict == b"ok child"
+    assert script([], ["still the parent's"]) == b"still the parent's"
+    assert [idle for idle, _ in connections._idle] == [parents]

@@ -1242,6 +1242,8 @@ def test_a_copy_that_heard_operations_since_its_last_use_is_dropped_uncompacted(
         ('{"o":"newer","p":"x","n":1,"t":0}', "unknown operation 'newer'"),
         ('{"o":"push","t":0}', "operation 1 of session 's'.s log cannot be replayed"),
         ("not JSON", "operation 1 of session 's'.s log cannot be replayed"),
+        # (a copy of this process's first operation, as a retry appends, but damaged)
+        ('{"p":"<ours>","n":1,"t":0}', "operation 1 of session 's'.s log cannot be replayed"),
     ],
 )
 def test_an_operation_this_code_cannot_replay_fails_every_use_and_leaves_no_copy(
@@ -1255,7 +1257,7 @@ def test_an_operation_this_code_cannot_replay_fails_every_use_and_leaves_no_copy
     inbox = connect(namespace)
     store = store_of(inbox)
     inbox.push("s", "k", "x", "src")
-    redis_server.command("RPUSH", f"{namespace}:log:s", operation)
+    redis_server.command("RPUSH", f"{namespace}:log:s", operation.replace("<ours>", store._process))
     for _ in range(2):
         with pytest.raises(StoreError, match=error):
             inbox.push("s", "k", "y", "src")

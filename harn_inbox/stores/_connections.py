@@ -38,14 +38,17 @@ What keeps it as safe as the pool:
 
 The connections are made with the client's settings (its class and
 arguments: URL, credentials, database, TLS, timeouts), apart from its pool
-and that pool's count of connections. Like the store's threads, they do not
-carry across a ``fork``.
+and that pool's count of connections. A child process made by ``fork``
+starts with no idle connection (`_forget_in_child`): it never shares a
+socket, and a reply, with its parent.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+import weakref
 from typing import Any, final
 
 #: Seconds a connection may sit idle before its next use polls it first (rule 2).
@@ -75,6 +78,7 @@ class Connections:
         #: Under it: the idle list, and whether closed (rule 4).
         self._lock = threading.Lock()
         self._closed = False
+        _every.add(self)
 
     def lend(self) -> tuple[Any, bool]:
         """An idle connection (checked if it idled long: rule 2), or a new one; and whether
@@ -122,6 +126,23 @@ class Connections:
             idle, self._idle = self._idle, []
         for connection, _ in idle:
             connection.disconnect()
+
+
+#: Every `Connections` of this process, for `_forget_in_child`.
+_every: weakref.WeakSet[Connections] = weakref.WeakSet()
+
+
+def _forget_in_child() -> None:
+    """In a child made by ``fork``: no idle connection of the parent's is lent, and no
+    lock held in the parent at the fork stays held. (Dropped, not disconnected: the
+    sockets are the parent's too.)"""
+    for connections in list(_every):
+        connections._idle = []
+        connections._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):  # (not on Windows)
+    os.register_at_fork(after_in_child=_forget_in_child)
 
 
 @final

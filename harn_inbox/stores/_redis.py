@@ -230,9 +230,9 @@ end
 return 1
 """
 
-#: Seconds between the housekeeping thread's looks at leases (passed, or to renew)
-#: and at operations whose results were lost (`RedisStore._keep_house`), and
-#: between the subscriber's looks at what it no longer uses.
+#: Seconds between the housekeeping thread's turns (`RedisStore._keep_house`: leases
+#: passed or to renew, operations whose results were lost, the compaction of dropped
+#: copies' logs), and between the subscriber's looks at what it no longer uses.
 HOUSEKEEPING = 0.1
 
 #: A session's log is compacted once this many operations follow its base, and
@@ -536,11 +536,13 @@ class RedisStore:
         for thread in (self._subscriber, self._keeper):
             if thread is not None and thread is not threading.current_thread():
                 thread.join(timeout=5)
-        if self._lost and self._settings is not None:
-            self._name_lost(closing=True)
-        self._compact_dropped_copies()  # (queued since the housekeeping thread's last turn)
-        self._connections.close()
-        self._client.close()
+        try:
+            if self._lost and self._settings is not None:
+                self._name_lost(closing=True)
+            self._compact_dropped_copies()  # (queued since the housekeeping thread's last turn)
+        finally:
+            self._connections.close()
+            self._client.close()
 
     # -- The seam -----------------------------------------------------------------------------
 
@@ -1007,6 +1009,7 @@ class RedisStore:
                     operation = json.loads(text)
                     track.last = text
                     self._apply(session_id, track, operation)
+                    cleared |= operation["o"] == "clear" and operation["p"] != self._process
                 except BaseException as error:
                     # (Refusals are results, not raised: this is an operation this
                     # code cannot replay.) The copy may be half changed: it is read
@@ -1018,7 +1021,6 @@ class RedisStore:
                         f"{self!r}: operation {index} of session {session_id!r}'s log "
                         f"cannot be replayed ({error!r})"
                     ) from error
-                cleared |= operation["o"] == "clear" and operation["p"] != self._process
             compaction = None
             if compact:
                 try:
@@ -1442,8 +1444,11 @@ class RedisStore:
     def _compact_dropped_copies(self) -> None:
         """Send the compactions `_forget_copies` queued (by the housekeeping thread, or close)."""
         dropped = []
-        while self._dropped:
-            dropped.append(self._dropped.popleft())
+        while True:
+            try:  # (close may run it while a housekeeping thread that outlived its join does)
+                dropped.append(self._dropped.popleft())
+            except IndexError:
+                break
         if dropped:
             self._compact_dropped(dropped)
 
@@ -1641,8 +1646,9 @@ class RedisStore:
         the logs of dropped copies (`_forget_copies`), every `HOUSEKEEPING` seconds, on a
         thread of their own.
 
-        Each is a round trip per session concerned: on the subscriber's thread,
-        one would hold up the messages that wake this process's waits.
+        Each makes round trips (one per session concerned; the compactions, one
+        per `SESSIONS_PER_ROUND_TRIP`): on the subscriber's thread, they would hold
+        up the messages that wake this process's waits.
         """
         while not self._closing.wait(max(self._housekeeping, 0.005)):
             try:
