@@ -40,6 +40,24 @@ def echo(connections: Connections, client: Any) -> Script:
     return Script(connections, client.register_script("return ARGV[1]"))
 
 
+def one_idle(client: Any) -> tuple[Connections, Script, Any]:
+    """Connections with one idle connection, which a first call used; the echo script."""
+    connections = Connections(client)
+    script = echo(connections, client)
+    assert script([], ["warm"]) == b"warm"
+    ((connection, _),) = connections._idle
+    return connections, script, connection
+
+
+def raising(error: BaseException) -> Callable[..., Any]:
+    """A stand-in for a connection's method that raises *error*."""
+
+    def raises(*args: Any, **kwargs: Any) -> Any:
+        raise error
+
+    return raises
+
+
 def idle_sockets(connections: Connections) -> list[Any]:
     return [connection._sock for connection, _ in connections._idle]
 
@@ -82,20 +100,14 @@ def test_a_round_trip_ended_before_its_reply_never_lends_its_connection_again(
 ) -> None:
     import redis
 
-    connections = Connections(client)
-    script = echo(connections, client)
-    script([], ["warm"])
-    ((connection, _),) = connections._idle
+    connections, script, connection = one_idle(client)
     raised = {
         "interrupt": KeyboardInterrupt,
         "timeout": redis.TimeoutError,
         "garbled": redis.InvalidResponse,
     }[ending]
-
-    def ended(*args: Any, **kwargs: Any) -> Any:
-        raise raised("ended before the reply")
-
-    connection.read_response = ended  # (the reply of "unread" stays on its socket)
+    # (The reply of "unread" stays on its socket.)
+    connection.read_response = raising(raised("ended before the reply"))
     with pytest.raises(raised):
         script([], ["unread"])
     del connection.read_response
@@ -107,15 +119,8 @@ def test_a_round_trip_ended_before_its_reply_never_lends_its_connection_again(
 def test_an_idle_connection_closed_under_us_is_replaced_at_once(client: Any) -> None:
     import redis
 
-    connections = Connections(client)
-    script = echo(connections, client)
-    script([], ["warm"])
-    ((connection, _),) = connections._idle
-
-    def closed(*args: Any, **kwargs: Any) -> Any:
-        raise redis.ConnectionError("closed by the server")
-
-    connection.read_response = closed
+    connections, script, connection = one_idle(client)
+    connection.read_response = raising(redis.ConnectionError("closed by the server"))
     assert script([], ["again"]) == b"again"  # sent once more, on a new connection
     assert connection._sock is None
     assert [idle for idle, _ in connections._idle] != [connection]
@@ -132,11 +137,7 @@ def test_a_new_connection_that_fails_is_not_tried_again(client: Any) -> None:
     def failing(**kwargs: Any) -> Any:
         connection = real_class(**kwargs)
         made.append(connection)
-
-        def refused(*args: Any, **kwargs: Any) -> Any:
-            raise redis.ConnectionError("connection refused")
-
-        connection.send_command = refused
+        connection.send_command = raising(redis.ConnectionError("connection refused"))
         return connection
 
     connections._connection_class = failing
@@ -147,10 +148,7 @@ def test_a_new_connection_that_fails_is_not_tried_again(client: Any) -> None:
 
 
 def test_a_connection_asked_to_reconnect_is_not_kept(client: Any) -> None:
-    connections = Connections(client)
-    script = echo(connections, client)
-    script([], ["warm"])
-    ((connection, _),) = connections._idle
+    connections, script, connection = one_idle(client)
     connection.should_reconnect = lambda: True  # (as a maintenance notification says)
     assert script([], ["last"]) == b"last"
     assert connections._idle == []
@@ -220,15 +218,8 @@ def test_an_idle_connection_whose_check_fails_is_connected_again_at_its_command(
     import redis
 
     monkeypatch.setattr(_connections, "CHECK_IDLE_AFTER", 0.0)
-    connections = Connections(client)
-    script = echo(connections, client)
-    script([], ["warm"])
-    ((connection, _),) = connections._idle
-
-    def times_out(*args: Any, **kwargs: Any) -> Any:
-        raise redis.TimeoutError("the check timed out")
-
-    connection.can_read = times_out
+    connections, script, connection = one_idle(client)
+    connection.can_read = raising(redis.TimeoutError("the check timed out"))
     assert script([], ["checked"]) == b"checked"
     assert [idle for idle, _ in connections._idle] == [connection]
 
