@@ -913,19 +913,28 @@ def test_a_look_after_a_dead_claims_lease_passed_sees_its_entries(
     assert parent.snapshot("s") == pushed
 
 
+def claimed(
+    redis_server: RedisServer, connect: Callable[..., Inbox], count: int, **options: Any
+) -> tuple[ManualClock, Inbox, Inbox, list[InboxEntry], Any]:
+    """Inbox *a* (with the store *options*) holds a claim, its block running, on the
+    *count* entries inbox *b* pushed into session "s"; both on one clock."""
+    namespace = redis_server.namespace()
+    clock = ManualClock(start_ms=START_MS)
+    a = connect(namespace, clock, **options)
+    b = connect(namespace, clock)
+    pushed = [push(b, "s", f"#{n}") for n in range(count)]
+    claim = a.claim("s")
+    assert claim.__enter__() == pushed
+    return clock, a, b, pushed, claim
+
+
 @pytest.mark.parametrize("ending", ["settled", "released"])
 def test_a_live_claimant_keeps_what_it_holds_however_many_leases_its_block_runs(
     redis_server: RedisServer, connect: Callable[..., Inbox], ending: str
 ) -> None:
     # Its store renews the lease once half of it is left: no other inbox gets
     # the entries while the block runs, and the block's end decides.
-    namespace = redis_server.namespace()
-    clock = ManualClock(start_ms=START_MS)
-    a = connect(namespace, clock, claim_lease=LEASE_SECONDS)
-    b = connect(namespace, clock)
-    pushed = [push(b, "s", f"#{n}") for n in range(3)]
-    claim = a.claim("s")
-    assert claim.__enter__() == pushed
+    clock, a, b, pushed, claim = claimed(redis_server, connect, 3, claim_lease=LEASE_SECONDS)
     claims = store_of(a)._tracks["s"].claims
     (claim_id,) = claims
     half = round(LEASE_SECONDS * 1000) // 2
@@ -950,13 +959,9 @@ def test_a_claim_whose_settle_failed_is_no_longer_renewed_and_comes_back(
 ) -> None:
     # Its block ended: the lease is not renewed, should the settle never have
     # reached the log. The entries come back when it passes (at least once).
-    namespace = redis_server.namespace()
-    clock = ManualClock(start_ms=START_MS)
-    a = connect(namespace, clock, claim_lease=LEASE_SECONDS, retries=0)
-    b = connect(namespace, clock)
-    pushed = [push(b, "s", f"#{n}") for n in range(2)]
-    claim = a.claim("s")
-    assert claim.__enter__() == pushed
+    clock, a, b, pushed, claim = claimed(
+        redis_server, connect, 2, claim_lease=LEASE_SECONDS, retries=0
+    )
     store = store_of(a)
     append = store._append
 
@@ -980,13 +985,7 @@ def test_a_claim_taken_before_its_inbox_closed_is_renewed_while_its_block_runs(
     redis_server: RedisServer, connect: Callable[..., Inbox]
 ) -> None:
     # (The inbox's close stops its waits, not its store's housekeeping.)
-    namespace = redis_server.namespace()
-    clock = ManualClock(start_ms=START_MS)
-    a = connect(namespace, clock, claim_lease=LEASE_SECONDS)
-    b = connect(namespace, clock)
-    pushed = [push(b, "s", f"#{n}") for n in range(2)]
-    claim = a.claim("s")
-    assert claim.__enter__() == pushed
+    clock, a, b, pushed, claim = claimed(redis_server, connect, 2, claim_lease=LEASE_SECONDS)
     a.close()
     claims = store_of(a)._tracks["s"].claims
     deadline = next(iter(claims.values()))[1]
@@ -1001,13 +1000,7 @@ def test_a_claim_taken_before_its_inbox_closed_is_renewed_while_its_block_runs(
 def test_a_renewal_replayed_after_its_lease_passed_changes_nothing(
     redis_server: RedisServer, connect: Callable[..., Inbox]
 ) -> None:
-    namespace = redis_server.namespace()
-    clock = ManualClock(start_ms=START_MS)
-    a = connect(namespace, clock, claim_lease=1.0)
-    b = connect(namespace, clock)
-    pushed = [push(b, "s", f"#{n}") for n in range(2)]
-    claim = a.claim("s")
-    assert claim.__enter__() == pushed
+    clock, a, b, pushed, claim = claimed(redis_server, connect, 2, claim_lease=1.0)
     (claim_id,) = store_of(a)._tracks["s"].claims
     clock.advance(1.0)  # (at once: no turn of housekeeping saw half of it left)
     late = {"o": "renew", "t": clock.now_ms(), "claims": [claim_id], "deadline": START_MS + 9_000}
@@ -1021,13 +1014,7 @@ def test_a_renewal_replayed_after_its_lease_passed_changes_nothing(
 def test_a_claimant_whose_lease_passed_is_fenced_off_what_another_inbox_took(
     redis_server: RedisServer, connect: Callable[..., Inbox], late: str
 ) -> None:
-    namespace = redis_server.namespace()
-    clock = ManualClock(start_ms=START_MS)
-    a = connect(namespace, clock, claim_lease=1.0)
-    b = connect(namespace, clock)
-    pushed = [push(b, "s", f"#{n}") for n in range(3)]
-    claim = a.claim("s")
-    assert claim.__enter__() == pushed
+    clock, a, b, pushed, claim = claimed(redis_server, connect, 3, claim_lease=1.0)
     assert b.pending_count("s") == 0
     clock.advance(1.0)
     taken = b.drain("s")

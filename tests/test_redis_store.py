@@ -192,14 +192,21 @@ def test_sessions_reads_every_session_in_a_round_trip_per_500(
     assert calls == 4 + 1  # a look: the session was replayed already (nothing new)
 
 
-def test_a_compacted_log_stays_short_and_a_new_inbox_starts_from_its_snapshot(
-    connect: Callable[..., Inbox], redis_server: RedisServer
-) -> None:
+def compacting_every(
+    operations: int, connect: Callable[..., Inbox], redis_server: RedisServer
+) -> tuple[str, ManualClock, Inbox]:
+    """An inbox on a new namespace whose store compacts a log every *operations*."""
     namespace = redis_server.namespace()
     clock = ManualClock(start_ms=1_000_000)
     inbox = connect(namespace, clock)
-    store = store_of(inbox)
-    store._compact_after = 10
+    store_of(inbox)._compact_after = operations
+    return namespace, clock, inbox
+
+
+def test_a_compacted_log_stays_short_and_a_new_inbox_starts_from_its_snapshot(
+    connect: Callable[..., Inbox], redis_server: RedisServer
+) -> None:
+    namespace, clock, inbox = compacting_every(10, connect, redis_server)
     first = inbox.push("s", "k", "keyed", "src", dedupe_key="once")
     for round_ in range(30):
         inbox.push("s", "k", f"#{round_}", "src")
@@ -219,10 +226,7 @@ def test_the_log_of_a_session_never_empty_stays_short_and_its_snapshot_holds_wha
 ) -> None:
     # One entry stays pending for ever while others come and go: the snapshot
     # holds it, with what it carries, and an entry claimed meanwhile.
-    namespace = redis_server.namespace()
-    clock = ManualClock(start_ms=1_000_000)
-    inbox = connect(namespace, clock)
-    store_of(inbox)._compact_after = 10
+    namespace, clock, inbox = compacting_every(10, connect, redis_server)
     sticky = inbox.push("s", "k", "sticky", "src", coalesce_key="c", expires_in=3600.0)
     for round_ in range(60):
         inbox.push("s", "k", f"#{round_}", "src")
@@ -529,15 +533,23 @@ class ServerLooks:
         store._catch_up = counted  # type: ignore[method-assign]
 
 
+def waiting_and_pushing(
+    connect: Callable[..., Inbox], redis_server: RedisServer
+) -> tuple[Inbox, Inbox, RedisStore]:
+    """Two inboxes on a new namespace, as two processes: one waits, one pushes; the store
+    of the one that waits."""
+    namespace = redis_server.namespace()
+    waiting, pushing = connect(namespace), connect(namespace)
+    return waiting, pushing, store_of(waiting)
+
+
 @pytest.mark.parametrize("way", ["wait", "wait_for"])
 def test_a_parked_wait_woken_from_another_process_takes_no_look_at_the_server(
     backend: Backend, connect: Callable[..., Inbox], redis_server: RedisServer, way: str
 ) -> None:
     # The pushed operation comes in its message; the subscriber replays it, and
     # the woken wait reads the replica (a wait_for then takes: one round trip).
-    namespace = redis_server.namespace()
-    waiting, pushing = connect(namespace), connect(namespace)
-    store = store_of(waiting)
+    waiting, pushing, store = waiting_and_pushing(connect, redis_server)
     looks = ServerLooks(store)
 
     async def main() -> tuple[object, InboxEntry, int]:
@@ -601,9 +613,7 @@ def test_the_replica_is_not_read_while_a_look_at_the_server_replays_into_it(
     # only through a look at the server. While one is on the wire, another
     # thread's look must not read the replica as if it held everything: that
     # look would miss the entry, and no message would come to make up for it.
-    namespace = redis_server.namespace()
-    waiting, pushing = connect(namespace), connect(namespace)
-    store = store_of(waiting)
+    waiting, pushing, store = waiting_and_pushing(connect, redis_server)
     pushed = pushing.push("s", "k", "before anyone listened", "src")
     store._want("s")
     spin_until(lambda: store._track("s").listening, "the session is heard")
@@ -688,9 +698,7 @@ def test_the_subscriber_survives_an_error_of_its_own_and_waits_still_wake(
     redis_server: RedisServer,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    namespace = redis_server.namespace()
-    waiting, pushing = connect(namespace), connect(namespace)
-    store = store_of(waiting)
+    waiting, pushing, store = waiting_and_pushing(connect, redis_server)
     forget_idle = store._forget_idle
     failed = threading.Event()
 
@@ -717,9 +725,7 @@ def test_a_stalled_round_trip_of_housekeeping_holds_up_no_wake(
     # Lease ticks and renewals, ticks naming lost operations and the compactions
     # of dropped copies are round trips on a thread of their own: the subscriber
     # hears on meanwhile.
-    namespace = redis_server.namespace()
-    waiting, pushing = connect(namespace), connect(namespace)
-    store = store_of(waiting)
+    waiting, pushing, store = waiting_and_pushing(connect, redis_server)
     part = getattr(store, stalled_part)
     stalled, woken = threading.Event(), threading.Event()
     outwaited = []
@@ -791,9 +797,7 @@ def test_a_wait_parked_on_a_session_as_it_is_forgotten_still_wakes(
     # forgotten under a parked wait again and again; each time the wait is
     # woken, looks at the server and wants the session again, and a push from
     # elsewhere still wakes it.
-    namespace = redis_server.namespace()
-    waiting, pushing = connect(namespace), connect(namespace)
-    store = store_of(waiting)
+    waiting, pushing, store = waiting_and_pushing(connect, redis_server)
     assert store._settings is not None
     store._settings = attrs.evolve(store._settings, waiter_count=lambda session_id: 0)
     forget_idle = store._forget_idle
@@ -971,9 +975,7 @@ def test_a_look_at_a_copy_dropped_since_it_was_found_fresh_goes_to_the_server(
 ) -> None:
     # (A wanted session is never dropped: this drops one anyway, between the
     # look's test of freshness and its read, to check the look's own guard.)
-    namespace = redis_server.namespace()
-    waiting, pushing = connect(namespace), connect(namespace)
-    store = store_of(waiting)
+    waiting, pushing, store = waiting_and_pushing(connect, redis_server)
     hearing(waiting, "s")
     pushing.push("s", "k", "x", "src")
     spin_until(lambda: store.has_pending_here("s") is True, "heard into a fresh copy")

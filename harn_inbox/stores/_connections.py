@@ -154,9 +154,13 @@ class Script:
     def __init__(self, connections: Connections, registered: Any) -> None:
         self._connections = connections
         #: redis-py's `Script`: its text and SHA1, and its plain call.
-        self.registered = registered
+        self.registered: Any = registered
 
-    def __call__(self, keys: list[Any], args: list[Any]) -> Any:
+    def __call__(self, keys: list[Any], args: list[Any], pipeline: Any = None) -> Any:
+        """One round trip on a connection of the store's (`call_script`); queued in
+        *pipeline* instead (a redis-py pipeline of the client's), if given."""
+        if pipeline is not None:
+            return self.registered(keys=keys, args=args, client=pipeline)
         return call_script(self._connections, self.registered, keys, args)
 
 

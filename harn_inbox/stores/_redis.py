@@ -131,7 +131,7 @@ import os
 import threading
 import time
 from collections import OrderedDict, deque
-from typing import TYPE_CHECKING, Any, ClassVar, final
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, final
 
 import attrs
 
@@ -951,12 +951,9 @@ class RedisStore:
             self._tail_of(session_id, start, pipeline)
         return list(pipeline.execute())
 
-    def _tail_of(self, session_id: str, start: int, client: Any) -> Any:
+    def _tail_of(self, session_id: str, start: int, pipeline: Any) -> Any:
         keys = [self._log_key(session_id)]
-        args = ["", start, self.namespace, session_id, SCHEMA_VERSION]
-        if client is None:
-            return self._tail(keys, args)
-        return self._tail.registered(keys=keys, args=args, client=client)
+        return self._tail(keys, ["", start, self.namespace, session_id, SCHEMA_VERSION], pipeline)
 
     def _absorb(
         self,
@@ -1423,7 +1420,7 @@ class RedisStore:
             with self._lock:
                 track.base = max(track.base, compaction.position)
 
-    def _compact_at(self, session_id: str, compaction: _Compaction, client: Any) -> Any:
+    def _compact_at(self, session_id: str, compaction: _Compaction, pipeline: Any) -> Any:
         keys = [
             self._log_key(session_id),
             self._key(f"base:{session_id}"),
@@ -1437,18 +1434,12 @@ class RedisStore:
             int(compaction.empty),
             compaction.last,
         ]
-        if client is None:
-            return self._compact_script(keys, args)
-        return self._compact_script.registered(keys=keys, args=args, client=client)
+        return self._compact_script(keys, args, pipeline)
 
     def _compact_dropped_copies(self) -> None:
         """Send the compactions `_forget_copies` queued (by the housekeeping thread, or close)."""
-        dropped = []
-        while True:
-            try:  # (close may run it while a housekeeping thread that outlived its join does)
-                dropped.append(self._dropped.popleft())
-            except IndexError:
-                break
+        # (Close may run it while a housekeeping thread that outlived its join does.)
+        dropped = _take_all(self._dropped)
         if dropped:
             self._compact_dropped(dropped)
 
@@ -1606,9 +1597,7 @@ class RedisStore:
                         # Messages may have been lost while we were away: everyone looks again.
                         self._notify_all()
                     first = False
-                requested = []
-                while self._requests:
-                    requested.append(self._requests.popleft())
+                requested = _take_all(self._requests)
                 if requested:
                     pubsub.subscribe(*map(self._wake_channel, requested))
                 message = pubsub.get_message(timeout=0.02)
@@ -1942,6 +1931,8 @@ class RedisStore:
 
 
 #: The operations that may take entries: those a process names when their results are lost.
+_T = TypeVar("_T")
+
 _TAKING = frozenset(("drain", "take", "claim"))
 
 
@@ -1959,6 +1950,16 @@ def _tail_parts(reply: Any) -> tuple[int, bytes, list[bytes]]:
         return reply, b"", []
     base, snapshot, operations = reply
     return int(base), snapshot, operations
+
+
+def _take_all(queue: deque[_T]) -> list[_T]:
+    """What *queue* holds, taken from its head (its other consumers take the rest)."""
+    taken = []
+    while True:
+        try:
+            taken.append(queue.popleft())
+        except IndexError:
+            return taken
 
 
 def _ignore(session_id: str) -> None:
