@@ -9,6 +9,7 @@ one test body on trio and on asyncio.
 
 from __future__ import annotations
 
+import collections
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -244,6 +245,48 @@ def requeued_beside_a_twin(
     new = inbox.push(session_id, "k", new_content, "src")
     assert new.sequence == old.sequence
     return old, new
+
+
+class LookCounter:
+    """Counts one store's finished looks: at the server (``_catch_up``) or at its replica.
+
+    A wait looks once before it parks and once more once armed: after two
+    finished looks and ``waiter_count`` showing it, its armed look has found
+    nothing, and only a wake can make it look again. `of` counts one
+    session's, where other waits look too.
+    """
+
+    def __init__(self, store: RedisStore) -> None:
+        self.count = 0
+        self._sessions: collections.Counter[str] = collections.Counter()
+        catch_up, pending_here, read_here = store._catch_up, store.has_pending_here, store.read_here
+
+        def counted_catch_up(*session_ids: str) -> None:
+            catch_up(*session_ids)
+            self._counted(session_ids)
+
+        def counted_pending_here(session_id: str) -> bool | None:
+            found = pending_here(session_id)
+            if found is not None:
+                self._counted((session_id,))
+            return found
+
+        def counted_read_here(session_id: str, cursor: Any) -> Any:
+            found = read_here(session_id, cursor)
+            if found is not None:
+                self._counted((session_id,))
+            return found
+
+        store._catch_up = counted_catch_up  # type: ignore[method-assign]
+        store.has_pending_here = counted_pending_here  # type: ignore[method-assign]
+        store.read_here = counted_read_here  # type: ignore[method-assign]
+
+    def of(self, session_id: str) -> int:
+        return self._sessions[session_id]
+
+    def _counted(self, session_ids: tuple[str, ...]) -> None:
+        self.count += 1
+        self._sessions.update(session_ids)
 
 
 def turns_of_housekeeping(store: RedisStore) -> Callable[[int], None]:

@@ -36,6 +36,7 @@ import pytest
 import redis
 from _redis_server import RedisServer, free_port, integer
 from _support import (
+    LookCounter,
     ThreadCall,
     everything,
     parked_wait_sync,
@@ -112,41 +113,11 @@ def server_paused(server: RedisServer) -> Iterator[None]:
         server.resume()
 
 
-class LookCounter:
-    """Counts one store's finished looks: at the server (``_catch_up``) or at its replica.
-
-    A wait looks once before it parks and once more once armed: after two
-    finished looks and ``waiter_count`` showing it, its armed look has found
-    nothing, and only a wake can make it look again.
-    """
-
-    def __init__(self, store: RedisStore) -> None:
-        self.count = 0
-        catch_up, pending_here, read_here = store._catch_up, store.has_pending_here, store.read_here
-
-        def counted_catch_up(*session_ids: str) -> None:
-            catch_up(*session_ids)
-            self.count += 1
-
-        def counted_pending_here(session_id: str) -> bool | None:
-            found = pending_here(session_id)
-            self.count += found is not None
-            return found
-
-        def counted_read_here(session_id: str, cursor: Any) -> Any:
-            found = read_here(session_id, cursor)
-            self.count += found is not None
-            return found
-
-        store._catch_up = counted_catch_up  # type: ignore[method-assign]
-        store.has_pending_here = counted_pending_here  # type: ignore[method-assign]
-        store.read_here = counted_read_here  # type: ignore[method-assign]
-
-
 class ReconnectGate:
-    """Holds a store's subscriber thread back from subscribing again until `open`.
+    """Holds a store's listener (its thread, or an event loop's) back from subscribing
+    again until `open`.
 
-    A subscriber slow to reconnect: anything pushed while it is held publishes
+    A listener slow to reconnect: anything pushed while it is held publishes
     to nobody of that store, so only the ``notify_all`` that follows its
     reconnection can wake that store's waiters. Install it once the store is
     subscribed (`subscriptions`), so that only re-subscriptions are held.
@@ -156,14 +127,23 @@ class ReconnectGate:
         self.held = 0
         self._opened = threading.Event()
         client = store._client
-        original = client.pubsub
+        pubsub, connect_listener = client.pubsub, store._connect_listener
 
-        def pubsub(**kwargs: Any) -> Any:
-            self.held += 1
-            self._opened.wait(GUARD_SECONDS)
-            return original(**kwargs)
+        def held_pubsub(**kwargs: Any) -> Any:
+            self._hold()
+            return pubsub(**kwargs)
 
-        client.pubsub = pubsub
+        def held_connect_listener(again: bool) -> Any:
+            if again:  # (an event loop's first connection is not a reconnection)
+                self._hold()
+            return connect_listener(again)
+
+        client.pubsub = held_pubsub
+        store._connect_listener = held_connect_listener  # type: ignore[method-assign]
+
+    def _hold(self) -> None:
+        self.held += 1
+        self._opened.wait(GUARD_SECONDS)
 
     def open(self) -> None:
         self._opened.set()
@@ -297,7 +277,14 @@ def test_an_async_wait_returns_an_entry_pushed_while_its_subscription_was_down(
                 waiter = group.start_soon(a.wait, "s")
             else:
                 waiter = group.start_soon(a.wait_for, "s", everything)
-            await until(backend, lambda: a.waiter_count("s") == 1 and looks.count >= 2, "parked")
+            # Parked, and heard by its event loop (which took over from the thread).
+            await until(
+                backend,
+                lambda: a.waiter_count("s") == 1
+                and looks.count >= 2
+                and store_of(a)._track("s").listening,
+                "parked, heard",
+            )
             try:
                 pushed = await backend.to_thread(
                     lose_the_subscription_and_push, redis_server, namespace, gate, b

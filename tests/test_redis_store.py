@@ -946,8 +946,8 @@ def test_a_copy_in_use_waited_on_or_with_a_claim_held_is_kept(
     claim.__exit__(None, None, None)  # settled
     spin_until(lambda: "claimed" in drops.sessions, "dropped once settled")
     assert "waited" in store._tracks
-    inbox.close()
-    assert wait.outcome() is False
+    inbox.push("waited", "k", "x", "src")
+    assert wait.outcome() is True
     spin_until(lambda: "waited" in drops.sessions, "dropped once no wait wants it")
 
 

@@ -37,10 +37,10 @@ the same place in the log), and dedupe keys are forgotten per session, as its
 log says, never across sessions.
 
 Waits: the script publishes ``<index> <operation>`` on the session's own
-channel after each append. A subscriber thread listens to the channels of
-the sessions this process waits on (a wait's look asks for its session's),
-and replays each operation it hears into the replica when it is the next
-one (`_heard`), then passes the session to ``notify``. A session's replica is
+channel after each append. The *listener* listens to the channels of the
+sessions this process waits on (a wait's look asks for its session's), and
+replays each operation it hears into the replica when it is the next one
+(`_heard`), then passes the session to ``notify``. A session's replica is
 *fresh* (`_Track.settled`, `_Track.listening`) while it holds every
 operation of the log but those whose messages are still to come; a wait's
 first look replays what the log holds (a round trip), and its later looks,
@@ -71,6 +71,30 @@ So an armed waiter's look either sees an operation or is notified after it
 (the parking lot's rule, ``harn_inbox._lot``). A process that only pushes
 listens to nothing.
 
+Listeners: the listener is the store's subscriber thread, or an event loop
+that took the role from it (`LoopListener`, ``_loop_listener.py``): the
+first trio or asyncio loop whose wait looks at a fresh copy, so that its
+waits are woken with no hop between threads. One holds the role at a time
+(`_holder`, under the role lock), and the role changes hands as a dropped
+connection does:
+
+1. Every step a listener takes (replaying what it heard, a confirmation,
+   forgetting what is unused) runs under the role lock, and only if it
+   still holds the role: one that lost it, still reading its old
+   connection, changes nothing.
+2. Taking the role (`_offer_role`), giving it up (`_listener_ends`), and
+   having it taken back (`_revoke`, `_stop_listening`) each mark every
+   session stale and not listening, under the role lock, as `_deaf` does
+   after a dropped connection: no look trusts the replica again until the
+   new listener's confirmations come.
+3. A listener's connection begins (`_listening_begins`) by subscribing to
+   every wanted session and, unless it is the very first, notifying every
+   wait: an operation published while nobody listened, after a wait's look
+   at a fresh replica, wakes that wait now.
+4. A loop that holds the role must answer the thread's requests to tend
+   (`_watch`) within `LOOP_PATIENCE`: else the thread takes the role back
+   for good, so a blocked loop cannot keep the rest of the process deaf.
+
 Copies are kept while they are used: a session's track and replica state
 that no operation or look of this process has used for `FORGET_AFTER`
 seconds, that no wait wants, and that holds no claim and no operation whose
@@ -83,10 +107,11 @@ losing anything:
    server, holds a pin on its track (`_pin`), taken under the store's lock;
    a pinned track is never dropped, so no replay or read lands in a dropped
    copy. Other threads make tracks only under the lock.
-2. The subscriber thread's own uses (`_heard`, `_received`) hold no pin: the
-   drop runs on that thread, between them. (For a session dropped, they may
-   make a new track: stale, since a message after the log's start is not
-   replayed into it, and dropped again later.)
+2. The listener's own uses (`_heard`, `_received`) hold no pin: the drop
+   is the listener's too, and all of them run under the role lock, one at a
+   time. (For a session dropped, they may make a new track: stale, since a
+   message after the log's start is not replayed into it, and dropped
+   again later.)
 3. A wanted session is never dropped, and `_want` makes a session wanted
    under the lock together with finding its track, so every wanted session
    has its track. A dropped track is not listening and is marked, so it is
@@ -142,6 +167,7 @@ from .._lot import fallback_logger
 from .._session import CLEARED, Cursor, PushNote, PushOptions, SessionState
 from ._connections import Connections, Script
 from ._local import LocalStore
+from ._loop_listener import LoopListener
 from ._protocol import ClaimRecord
 from ._snapshots import dump_claim, dump_session, load_claim, load_session
 
@@ -232,7 +258,7 @@ return 1
 
 #: Seconds between the housekeeping thread's turns (`RedisStore._keep_house`: leases
 #: passed or to renew, operations whose results were lost, the compaction of dropped
-#: copies' logs), and between the subscriber's looks at what it no longer uses.
+#: copies' logs), and between the listener's looks at what it no longer uses.
 HOUSEKEEPING = 0.1
 
 #: A session's log is compacted once this many operations follow its base, and
@@ -249,6 +275,10 @@ FORGET_AFTER = 300.0
 #: have passed. See rule 4 of the module docstring.
 REMEMBER_PROCESSES_FOR = 86_400.0
 REMEMBER_OPERATIONS = 10_000
+
+#: Seconds an event loop holding the listener role may leave the thread's request
+#: to tend unanswered before the thread takes the role back for good (`RedisStore._watch`).
+LOOP_PATIENCE = 1.0
 
 #: How many sessions `RedisStore.sessions` reads in one round trip.
 SESSIONS_PER_ROUND_TRIP = 500
@@ -337,7 +367,7 @@ class _Track:
         #: The copy has been brought to the log's present once (by a reply, or
         #: by a message with no gap before it): see rule 5 of the module docstring.
         self.loaded = False
-        #: The subscriber hears the session's channel (its subscription is confirmed).
+        #: The listener hears the session's channel (its subscription is confirmed).
         self.listening = False
         #: When a wait last looked at the session (monotonic seconds): see `_forget_idle`.
         self.looked = 0.0
@@ -507,11 +537,34 @@ class RedisStore:
         #: The ids of the claims of this process whose blocks still run -> their
         #: session: the leases `_tend_leases` renews.
         self._held: dict[str, str] = {}
-        #: The sessions whose channels the subscriber listens to (changed under self._lock).
+        #: Under it: who holds the listener role, and every step a listener takes (see
+        #: "Listeners" in the module docstring). Taken before self._lock, never held
+        #: over the network.
+        self._role_lock = threading.Lock()
+        #: The listener: `_THREAD`, a `LoopListener`, or None (the thread takes it next).
+        self._holder: object | None = None
+        #: Whether a listener has begun before: the next one wakes every wait.
+        self._listened = False
+        #: Whether an event loop may take the role: not over TLS (a socket that
+        #: may hold decrypted data unseen by the loop), nor after one that did
+        #: stopped answering (`_watch`).
+        self._loops_may_listen = not issubclass(
+            self._client.connection_pool.connection_class, redis.SSLConnection
+        )
+        #: When the listener next forgets what is unused (monotonic), and last scanned copies.
+        self._housekeeping_due = 0.0
+        self._copies_scanned = 0.0
+        #: When the thread next asks a listening loop to tend.
+        self._next_poke = 0.0
+        #: LOOP_PATIENCE; the tests take the role back sooner.
+        self._loop_patience = LOOP_PATIENCE
+        #: The sessions whose channels the listener listens to (changed under self._lock).
         self._wanted: set[str] = set()
-        #: Sessions wanted since the subscriber last looked (appended and popped lock-free).
+        #: Sessions wanted since the listener last looked (appended and popped lock-free).
         self._requests: deque[str] = deque()
-        #: The compactions of copies the subscriber dropped, for the housekeeping
+        #: How long a session's channel name is before its id.
+        self._channel_prefix = len(self._wake_channel(""))
+        #: The compactions of copies the listener dropped, for the housekeeping
         #: thread to send (appended and popped lock-free).
         self._dropped: deque[tuple[str, _Compaction]] = deque()
 
@@ -533,6 +586,7 @@ class RedisStore:
         """
         self._stopping.set()
         self._closing.set()
+        self._stop_listening()
         for thread in (self._subscriber, self._keeper):
             if thread is not None and thread is not threading.current_thread():
                 thread.join(timeout=5)
@@ -716,6 +770,7 @@ class RedisStore:
         """
         self._closed = True
         self._stopping.set()
+        self._stop_listening()
 
     def has_pending(self, session_id: str) -> bool:
         # Only waits ask (wait, wait_any): listen to the session from now on.
@@ -728,7 +783,7 @@ class RedisStore:
         The replica is enough while the session's channel is heard and no
         operation was missed (`_Track.settled`): an operation it lacks then is
         one whose message is still to come, and that message notifies the
-        session after the subscriber has replayed it (`_heard`). The waiter
+        session after the listener has replayed it (`_heard`). The waiter
         was armed before it looked, so it is woken and looks again.
         """
         track = self._fresh(session_id)
@@ -1567,68 +1622,68 @@ class RedisStore:
                 ) from error
         raise AssertionError("unreachable")  # pragma: no cover
 
-    # -- The subscriber thread ----------------------------------------------------------------
+    # -- Listeners -----------------------------------------------------------------------------
 
     def _listen(self) -> None:
-        """Pass other processes' changes to the inbox's lot; forget what is no longer used.
+        """The subscriber thread: listen while no event loop does, and watch one that does.
 
         It listens to the channels of the sessions this process has looked at
         for a wait (`_want`), subscribing to new ones as they come. A
         subscription's confirmation notifies its session: a look made before it
         may have missed a change whose message went out before it, so the
         session's waiters look again. After a reconnect every wanted channel is
-        subscribed again, and every parked wait looks again.
+        subscribed again, and every parked wait looks again. While an event
+        loop holds the role (`LoopListener`), it only asks that loop to tend
+        (`_watch`), and takes the role back when the loop ends or stops answering.
         """
         redis = self._redis
-        prefix = len(self._wake_channel(""))
         pubsub = None
-        first = True
-        housekeeping = copies_scanned = 0.0
         while not self._stopping.is_set():
+            holder = self._holder
+            if pubsub is not None and holder is not _THREAD:
+                # The role left the thread (and may be back with nobody): what
+                # this connection hears counts for nothing any more.
+                _close_quietly(pubsub)
+                pubsub = None
+            if isinstance(holder, LoopListener):
+                self._watch(holder)
+                self._stopping.wait(0.02)
+                continue
             try:
                 if pubsub is None:
-                    self._deaf()
                     pubsub = self._client.pubsub()
-                    self._requests.clear()
-                    wanted = list(self._wanted)
+                    wanted = self._listening_begins(_THREAD)
+                    if wanted is None:
+                        continue
                     if wanted:
                         pubsub.subscribe(*map(self._wake_channel, wanted))
-                    if not first:
-                        # Messages may have been lost while we were away: everyone looks again.
-                        self._notify_all()
-                    first = False
-                requested = _take_all(self._requests)
+                work = self._listener_tends(_THREAD, True)
+                if work is None:
+                    continue
+                requested, forgotten = work
                 if requested:
                     pubsub.subscribe(*map(self._wake_channel, requested))
+                if forgotten:
+                    pubsub.unsubscribe(*map(self._wake_channel, forgotten))
                 message = pubsub.get_message(timeout=0.02)
                 if message is not None:
-                    self._received(pubsub, message, prefix)
-                if time.monotonic() >= housekeeping:
-                    # Not after every message: a loop just woken waits for the GIL.
-                    housekeeping = time.monotonic() + self._housekeeping
-                    forgotten = self._forget_idle()
-                    if forgotten:
-                        pubsub.unsubscribe(*map(self._wake_channel, forgotten))
-                        for session_id in forgotten:
-                            self._notify(session_id)
-                    if time.monotonic() >= copies_scanned + self._forget_after / 10:
-                        # Every track is looked at: not at every tick.
-                        copies_scanned = time.monotonic()
-                        self._forget_copies()
+                    reply = [message["type"].encode(), message["channel"], message["data"]]
+                    unsubscribe = self._listener_hears(_THREAD, reply)
+                    if unsubscribe:
+                        pubsub.unsubscribe(*map(self._wake_channel, unsubscribe))
             except Exception as error:
                 if not isinstance(error, (redis.ConnectionError, redis.TimeoutError, StoreError)):
                     fallback_logger.exception("harn_inbox: the Redis subscriber starts again")
-                self._deaf()
+                with self._role_lock:
+                    if self._holder is _THREAD:
+                        self._deaf()
                 if pubsub is not None:
-                    try:
-                        pubsub.close()
-                    except Exception:
-                        pass
+                    _close_quietly(pubsub)
                     pubsub = None
                 self._stopping.wait(0.1)
-        self._deaf()  # (its waits look at the server: nothing is heard any more)
+        self._stop_listening()
         if pubsub is not None:
-            pubsub.close()
+            _close_quietly(pubsub)
 
     def _keep_house(self) -> None:
         """Tend leases (`_tend_leases`), name lost operations (`_name_lost`) and compact
@@ -1636,7 +1691,7 @@ class RedisStore:
         thread of their own.
 
         Each makes round trips (one per session concerned; the compactions, one
-        per `SESSIONS_PER_ROUND_TRIP`): on the subscriber's thread, they would hold
+        per `SESSIONS_PER_ROUND_TRIP`): on the listener's thread, they would hold
         up the messages that wake this process's waits.
         """
         while not self._closing.wait(max(self._housekeeping, 0.005)):
@@ -1648,23 +1703,143 @@ class RedisStore:
                 if not isinstance(error, (StoreError, self._redis.RedisError)):
                     fallback_logger.exception("harn_inbox: the Redis store's housekeeping failed")
 
-    def _received(self, pubsub: Any, message: dict[str, Any], prefix: int) -> None:
-        """One pub/sub message: an operation heard, or a subscription's confirmation."""
-        kind = message["type"]
-        if kind not in ("message", "subscribe", "unsubscribe"):
+    def _offer_role(self) -> None:
+        """Let the event loop running here take the listener role, if nobody but the
+        thread holds it (see "Listeners" in the module docstring)."""
+        if not self._loops_may_listen or self._stopping.is_set():
             return
-        session_id = message["channel"].decode()[prefix:]
-        if kind == "message":
-            self._heard(session_id, message["data"])
+        listener = LoopListener.here(self)
+        if listener is None:
             return
+        with self._role_lock:
+            if isinstance(self._holder, LoopListener) or self._stopping.is_set():
+                return
+            # From here on the thread's connection counts for nothing: every
+            # session is stale until the loop's subscriptions are confirmed.
+            self._holder = listener
+            self._deaf()
+        listener.start()
+
+    def _watch(self, listener: LoopListener) -> None:
+        """Ask the listening loop to tend every `HOUSEKEEPING` seconds; take the role back
+        from a loop that is gone, or has not answered for `LOOP_PATIENCE` seconds."""
+        now = time.monotonic()
+        poked = listener.poked
+        if poked is not None and now - poked > self._loop_patience:
+            self._revoke(listener, stuck=True)
+        elif poked is None and now >= self._next_poke:
+            self._next_poke = now + self._housekeeping
+            listener.poked = now
+            if not listener.poke():
+                self._revoke(listener, stuck=False)
+
+    def _revoke(self, listener: LoopListener, *, stuck: bool) -> None:
+        with self._role_lock:
+            if self._holder is not listener:
+                return
+            self._holder = None
+            self._deaf()
+            if stuck:
+                self._loops_may_listen = False
+        listener.poke()  # (it ends when its loop runs again)
+        if stuck:
+            fallback_logger.warning(
+                "harn_inbox: the event loop listening to %r did not answer for %s s; "
+                "the store's thread listens from now on",
+                self,
+                self._loop_patience,
+            )
+
+    def _stop_listening(self) -> None:
+        """Nobody listens any more (the store stops): waits look at the server."""
+        with self._role_lock:
+            holder, self._holder = self._holder, None
+            self._deaf()
+        if isinstance(holder, LoopListener):
+            holder.poke()
+
+    # The listener's side (`ListenerHost`): each step runs under the role lock,
+    # and only for the listener holding the role.
+
+    def _holds(self, listener: object) -> bool:
+        return self._holder is listener
+
+    def _connect_listener(self, again: bool) -> Any:
+        if again:
+            time.sleep(0.1)
+        connection = self._connections.new()
+        connection.connect()
+        return connection
+
+    def _listening_begins(self, listener: object) -> list[str] | None:
+        with self._role_lock:
+            if listener is _THREAD and self._holder is None:
+                self._holder = _THREAD
+            if self._holder is not listener:
+                return None
+            self._deaf()
+            self._requests.clear()
+            wanted = list(self._wanted)
+            again, self._listened = self._listened, True
+            if again:
+                # Messages may have been lost while nobody listened: everyone looks again.
+                self._notify_all()
+        return wanted
+
+    def _listener_hears(self, listener: object, reply: list[Any]) -> list[str] | None:
+        prefix = self._channel_prefix
+        with self._role_lock:
+            if self._holder is not listener:
+                return None
+            if len(reply) != 3 or not isinstance(reply[1], bytes):
+                return []
+            kind, channel, data = reply
+            session_id = channel.decode()[prefix:]
+            if kind == b"message" and isinstance(data, bytes):
+                self._heard(session_id, data)
+            elif kind in (b"subscribe", b"unsubscribe") and self._received(
+                session_id, kind == b"subscribe"
+            ):
+                return [session_id]
+        return []
+
+    def _listener_tends(
+        self, listener: object, connected: bool
+    ) -> tuple[list[str], list[str]] | None:
+        with self._role_lock:
+            if self._holder is not listener:
+                return None
+            requested = _take_all(self._requests) if connected else []
+            forgotten: list[str] = []
+            now = time.monotonic()
+            if now >= self._housekeeping_due:
+                # Not after every message: a loop just woken waits for the GIL.
+                self._housekeeping_due = now + self._housekeeping
+                forgotten = self._forget_idle()
+                for session_id in forgotten:
+                    self._notify(session_id)
+                if now >= self._copies_scanned + self._forget_after / 10:
+                    # Every track is looked at: not at every tick.
+                    self._copies_scanned = now
+                    self._forget_copies()
+        return requested, forgotten if connected else []
+
+    def _listener_ends(self, listener: object) -> None:
+        with self._role_lock:
+            if self._holder is listener:
+                self._holder = None
+                self._deaf()
+
+    def _received(self, session_id: str, subscribed: bool) -> bool:
+        """A subscription's confirmation (or an unsubscribe's); whether to unsubscribe."""
         track = self._track(session_id)
         with self._lock:
-            if kind == "unsubscribe":
+            if not subscribed:
                 # Confirmations come in the order of the commands: one for a
                 # subscription sent before this unsubscribe may have said
                 # listening; a later subscribe's says so again.
                 track.listening = False
-                return
+                return False
             # From now on the session's operations are heard; those before
             # may not have been: its waiters look at the server.
             track.marks += 1
@@ -1674,9 +1849,8 @@ class RedisStore:
             # wanting again also sent a subscribe after that one, whose
             # confirmation marks the session and notifies it once more.)
             track.listening = session_id in self._wanted
-        if not track.listening:
-            pubsub.unsubscribe(self._wake_channel(session_id))
         self._notify(session_id)
+        return not track.listening
 
     def _heard(self, session_id: str, data: bytes) -> None:
         """Replay an operation heard on its session's channel, then notify the session.
@@ -1699,7 +1873,7 @@ class RedisStore:
         else:
             try:
                 self._absorb(session_id, track, index, 0, b"", [text], compact=False)
-            except Exception:  # (not ours to raise: the subscriber must go on)
+            except Exception:  # (not ours to raise: the listener must go on)
                 self._mark(track)
                 fallback_logger.exception(
                     "harn_inbox: could not replay a message of %r", session_id
@@ -1707,7 +1881,8 @@ class RedisStore:
         self._notify(session_id)
 
     def _deaf(self) -> None:
-        """The subscription dropped: messages may be lost from now until it is back."""
+        """The listener changed or its connection dropped: messages may be lost from now
+        until it subscribes again (under the role lock)."""
         for track in list(self._tracks.values()):
             track.listening = False
             self._mark(track)
@@ -1719,6 +1894,8 @@ class RedisStore:
 
     def _fresh(self, session_id: str) -> _Track | None:
         """The session's track if the replica may answer a wait's look (see `_Track.settled`)."""
+        if not isinstance(self._holder, LoopListener):
+            self._offer_role()
         track = self._want(session_id)  # (only waits look here)
         if (
             self._stopping.is_set()  # nothing is heard any more
@@ -1752,12 +1929,15 @@ class RedisStore:
                 return track
             self._wanted.add(session_id)
         self._requests.append(session_id)
+        holder = self._holder
+        if isinstance(holder, LoopListener):
+            holder.poke()  # (the subscription goes out at once; the thread polls for it)
         return track
 
     def _forget_idle(self) -> list[str]:
         """Stop wanting the sessions no wait has looked at for `FORGET_AFTER` seconds.
 
-        On the subscriber thread, which then unsubscribes their channels and
+        By the listener, which then unsubscribes their channels and
         notifies them. Each is stale from here on (not listening), so a look
         goes to the server. A wait that arms meanwhile, whose look found the
         session still wanted, is armed before that notify: it is woken, looks
@@ -1792,7 +1972,7 @@ class RedisStore:
     def _forget_copies(self) -> list[str]:
         """Drop the copies of the sessions this process has not used for `FORGET_AFTER` seconds.
 
-        On the subscriber thread only (rule 2 of the module docstring). A
+        By the listener only (rule 2 of the module docstring). A
         session is kept while a use holds its track (rule 1), while a wait
         wants it (rule 3), while a claim is held in it (this process ticks its
         lease) and while an operation of ours whose result was lost is still to
@@ -1807,7 +1987,7 @@ class RedisStore:
             lost = set(self._lost.values())
             idle = [
                 session_id
-                # (A copy: the subscriber's own uses make tracks without the lock.)
+                # (A copy: the listener's own uses make tracks without the lock.)
                 for session_id, track in list(self._tracks.items())
                 if not track.pins
                 and track.used <= cutoff
@@ -1830,7 +2010,7 @@ class RedisStore:
                     if compaction is not None:
                         compactions.append((session_id, compaction))
                 self._replica.forget(session_id)
-        # (Their round trip is the housekeeping thread's: none on the subscriber's.)
+        # (Their round trip is the housekeeping thread's: none on the listener's.)
         self._dropped.extend(compactions)
         return idle
 
@@ -1930,9 +2110,12 @@ class RedisStore:
                 self._run(session_id, {"o": "tick", "t": self._now()})
 
 
-#: The operations that may take entries: those a process names when their results are lost.
 _T = TypeVar("_T")
 
+#: The subscriber thread, as the holder of the listener role.
+_THREAD = object()
+
+#: The operations that may take entries: those a process names when their results are lost.
 _TAKING = frozenset(("drain", "take", "claim"))
 
 
@@ -1960,6 +2143,13 @@ def _take_all(queue: deque[_T]) -> list[_T]:
             taken.append(queue.popleft())
         except IndexError:
             return taken
+
+
+def _close_quietly(pubsub: Any) -> None:
+    try:
+        pubsub.close()
+    except Exception:  # (closing a connection that failed)
+        pass
 
 
 def _ignore(session_id: str) -> None:

@@ -1,0 +1,317 @@
+"""`LoopListener`: the Redis store's channels read on the event loop whose waits hear them.
+
+The store's subscriber thread hears every message first and then wakes the
+waits it concerns; a wait parked on an event loop is woken by a thread-safe
+call into that loop, and the hop from one thread to another costs about as
+much as the round trip itself (benchmarks/README.md, scenario 12). So the
+first event loop (trio or asyncio) whose wait looks at a fresh copy takes the
+store's *listener role* from the thread, and reads the channels on a socket
+of its own, on the loop itself: a message is replayed there, and the waits
+of that loop are woken with no hop. The store's module docstring
+("Listeners") argues why a change of listener loses no wake-up; this module
+holds the I/O, in three rules:
+
+1. Nothing here blocks the loop. The connection is made in a worker thread;
+   the socket is then read without blocking, a reply that came in pieces
+   kept (`ReplyReader`) until it is whole; a command is sent whole at once
+   or not at all: a socket that cannot take a few bytes (a stalled server)
+   counts as broken, and the listener starts again with a new connection.
+2. Everything it decides, it decides through its store (`ListenerHost`),
+   which first checks, under its own lock, that this listener still holds
+   the role: one that lost it acts on nothing, and ends.
+3. It ends when its loop ends (trio cancels system tasks, ``asyncio.run``
+   cancels every task), when its store takes the role back, or on an error
+   of its own (logged); the role goes back to the store's thread then. A
+   loop that is blocked cannot answer the store's requests to tend
+   (`poke`): the thread takes the role back (`RedisStore._watch`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import socket
+import ssl
+from typing import TYPE_CHECKING, Any, Protocol
+
+import trio
+
+from .._lot import fallback_logger
+from .._offloop import off_loop
+from ._resp import ReplyReader, encode_command
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ._resp import Item
+
+#: The most a read takes from the socket at once.
+READ_SIZE = 65536
+
+
+class ListenerHost(Protocol):
+    """What a listener asks of its store. Those that return None do so once
+    *listener* no longer holds the role. Sessions are named by their ids."""
+
+    def _connect_listener(self, again: bool) -> Any:
+        """A new connection to the server, connected (blocks: in a worker thread)."""
+
+    def _listening_begins(self, listener: object) -> list[str] | None:
+        """The channels to subscribe to on a new connection."""
+
+    def _listener_hears(self, listener: object, reply: list[Item]) -> list[str] | None:
+        """One reply heard: the channels to unsubscribe from."""
+
+    def _listener_tends(
+        self, listener: object, connected: bool
+    ) -> tuple[list[str], list[str]] | None:
+        """Housekeeping: the channels to subscribe to and to unsubscribe from."""
+
+    def _listener_ends(self, listener: object) -> None:
+        """The listener stopped: its role goes back to the store's thread."""
+
+    def _wake_channel(self, session_id: str) -> str:
+        """The channel of *session_id*."""
+
+    def _holds(self, listener: object) -> bool:
+        """Whether *listener* holds the role (a hint: the methods above check it under a lock)."""
+
+
+class LoopListener:
+    """The listener role held by one event loop: reads its store's channels there."""
+
+    __slots__ = ("_broken", "_connection", "_host", "_reader", "_socket", "_tend_queued", "poked")
+
+    def __init__(self, host: ListenerHost) -> None:
+        self._host = host
+        self._connection: Any = None
+        self._socket: socket.socket | None = None
+        self._reader = ReplyReader()
+        #: Set to stop reading the connection (broken, or the role lost).
+        self._broken = False
+        #: A `_tend` is queued on the loop and has not started yet.
+        self._tend_queued = False
+        #: When the store's thread last asked it to tend (monotonic), until it
+        #: did: set by the thread, cleared on the loop (`RedisStore._watch`).
+        self.poked: float | None = None
+
+    @staticmethod
+    def here(host: ListenerHost) -> LoopListener | None:
+        """A listener for the event loop running in this thread, or None outside one."""
+        try:
+            import sniffio
+
+            library = sniffio.current_async_library()
+        except Exception:  # (sniffio.AsyncLibraryNotFoundError: a plain thread)
+            return None
+        if library == "trio":
+            return TrioListener(host)
+        if library == "asyncio":
+            return AsyncioListener(host)
+        return None
+
+    def start(self) -> None:
+        """Start listening, in a task of the running loop (in the loop's thread)."""
+        raise NotImplementedError
+
+    def poke(self) -> bool:
+        """Have the loop tend soon (`ListenerHost._listener_tends`); any thread. False if
+        the loop is gone."""
+        if self._tend_queued:
+            return True
+        self._tend_queued = True
+        try:
+            self._call_soon(self._tend)
+        except Exception:  # (trio.RunFinishedError; asyncio's RuntimeError: the loop closed)
+            self._tend_queued = False
+            return False
+        return True
+
+    # -- In the loop's thread -----------------------------------------------------------------
+
+    def _call_soon(self, function: Callable[[], object]) -> None:
+        raise NotImplementedError
+
+    async def _read_until_broken(self, sock: socket.socket) -> None:
+        raise NotImplementedError
+
+    def _interrupt(self) -> None:
+        """Wake the task from its read, for it to look at `_broken`."""
+        raise NotImplementedError
+
+    async def _run(self) -> None:
+        again = False
+        try:
+            while await self._listen(again):
+                again = True
+        except Exception:  # (rule 3: not the loop's to handle)
+            fallback_logger.exception("harn_inbox: the Redis listener on an event loop stopped")
+        finally:
+            self._close()
+            self._host._listener_ends(self)
+
+    async def _listen(self, again: bool) -> bool:
+        """Listen on one connection until it breaks (True: start again) or the role is lost."""
+        host = self._host
+        self._broken = False
+        answered, connection = await off_loop(
+            functools.partial(host._connect_listener, again),
+            give_back=_disconnect,
+            unwanted=lambda: not host._holds(self),
+        )
+        if not answered:
+            return False
+        self._connection = connection
+        try:
+            sock = getattr(connection, "_sock", None)
+            if not isinstance(sock, socket.socket) or isinstance(sock, ssl.SSLSocket):
+                raise TypeError(f"not a plain socket: {sock!r}")  # pragma: no cover
+            sock.setblocking(False)
+            self._socket = sock
+            self._reader = ReplyReader()
+            channels = host._listening_begins(self)
+            if channels is None:
+                return False
+            if channels:
+                self._send("SUBSCRIBE", channels)
+            self._tend()  # (what was asked for meanwhile)
+            await self._read_until_broken(sock)
+        except (OSError, ConnectionError) as error:
+            fallback_logger.debug("harn_inbox: the Redis listener reconnects (%r)", error)
+        finally:
+            self._close()
+        return host._holds(self)
+
+    def _readable(self) -> None:
+        """Read what the socket holds, and hear each reply it completes."""
+        sock, host = self._socket, self._host
+        if sock is None or self._broken:
+            return
+        try:
+            data = sock.recv(READ_SIZE)
+            if not data:
+                raise ConnectionError("the server closed the connection")
+            for reply in self._reader.feed(data):
+                unsubscribe = host._listener_hears(self, reply)
+                if unsubscribe is None:
+                    self._stop()
+                    return
+                if unsubscribe:
+                    self._send("UNSUBSCRIBE", unsubscribe)
+        except BlockingIOError:
+            pass  # (woken for nothing)
+        except Exception as error:
+            if not isinstance(error, (OSError, ConnectionError)):
+                fallback_logger.exception("harn_inbox: the Redis listener starts again")
+            self._stop()
+
+    def _tend(self) -> None:
+        """The store's housekeeping, and the subscriptions asked for since."""
+        self._tend_queued = False
+        self.poked = None
+        try:
+            work = self._host._listener_tends(self, self._socket is not None and not self._broken)
+            if work is None:
+                self._stop()
+                return
+            subscribe, unsubscribe = work
+            if subscribe:
+                self._send("SUBSCRIBE", subscribe)
+            if unsubscribe:
+                self._send("UNSUBSCRIBE", unsubscribe)
+        except Exception as error:
+            if not isinstance(error, (OSError, ConnectionError)):
+                fallback_logger.exception("harn_inbox: the Redis listener starts again")
+            self._stop()
+
+    def _send(self, command: str, session_ids: list[str]) -> None:
+        """Send *command* with the sessions' channels, whole and at once (rule 1)."""
+        sock = self._socket
+        if sock is None or self._broken:
+            return
+        data = encode_command(command, *map(self._host._wake_channel, session_ids))
+        if sock.send(data) != len(data):
+            raise ConnectionError("the server does not take what is sent")
+
+    def _stop(self) -> None:
+        if not self._broken:
+            self._broken = True
+            self._interrupt()
+
+    def _close(self) -> None:
+        self._socket = None
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            _disconnect(connection)
+
+
+class TrioListener(LoopListener):
+    """A `LoopListener` in a trio system task."""
+
+    __slots__ = ("_scope", "_token")
+
+    def __init__(self, host: ListenerHost) -> None:
+        super().__init__(host)
+        self._token = trio.lowlevel.current_trio_token()
+        self._scope: trio.CancelScope | None = None
+
+    def start(self) -> None:
+        trio.lowlevel.spawn_system_task(self._run, name="harn_inbox Redis listener")
+
+    def _call_soon(self, function: Callable[[], object]) -> None:
+        self._token.run_sync_soon(function)
+
+    async def _read_until_broken(self, sock: socket.socket) -> None:
+        with trio.CancelScope() as self._scope:
+            while not self._broken:
+                await trio.lowlevel.wait_readable(sock)
+                self._readable()
+        self._scope = None
+
+    def _interrupt(self) -> None:
+        if self._scope is not None:
+            self._scope.cancel()
+
+    def _close(self) -> None:
+        if self._socket is not None:
+            trio.lowlevel.notify_closing(self._socket)
+        super()._close()
+
+
+class AsyncioListener(LoopListener):
+    """A `LoopListener` in an asyncio task; its socket read by the loop's reader callback."""
+
+    __slots__ = ("_done", "_loop", "_task")
+
+    def __init__(self, host: ListenerHost) -> None:
+        super().__init__(host)
+        self._loop = asyncio.get_running_loop()
+        self._task: asyncio.Task[None] | None = None
+        self._done: asyncio.Future[None] | None = None
+
+    def start(self) -> None:
+        self._task = self._loop.create_task(self._run(), name="harn_inbox Redis listener")
+
+    def _call_soon(self, function: Callable[[], object]) -> None:
+        self._loop.call_soon_threadsafe(function)
+
+    async def _read_until_broken(self, sock: socket.socket) -> None:
+        self._done = self._loop.create_future()
+        self._loop.add_reader(sock, self._readable)
+        try:
+            if not self._broken:
+                await self._done
+        finally:
+            self._loop.remove_reader(sock)
+            self._done = None
+
+    def _interrupt(self) -> None:
+        if self._done is not None and not self._done.done():
+            self._done.set_result(None)
+
+
+def _disconnect(connection: Any) -> None:
+    try:
+        connection.disconnect()
+    except Exception:  # pragma: no cover - closing a socket that failed
+        pass

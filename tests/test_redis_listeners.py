@@ -1,0 +1,221 @@
+"""Who listens to a Redis store's channels: its thread, or the event loop whose waits hear them.
+
+The first event loop whose wait looks at a session takes the listener role
+(`harn_inbox.stores._loop_listener`), so that a message wakes its waits with no
+hop between threads; the role goes back to the store's thread when that loop
+ends, stops answering, or the store closes. Every change of hands must leave
+every wait, on any loop or thread, woken by a push from another process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+import pytest
+import trio
+from _support import LookCounter, ThreadCall, parked_wait_sync, spin_until, store_of
+
+from harn_inbox import Inbox, InboxEntry
+from harn_inbox.stores import RedisStore
+from harn_inbox.stores._loop_listener import AsyncioListener, LoopListener, TrioListener
+from harn_inbox.stores._redis import _THREAD
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from _redis_server import RedisServer
+    from conftest import Backend
+
+
+LISTENER_OF = {"trio": TrioListener, "asyncio": AsyncioListener}
+
+
+def two_inboxes(connect: Callable[..., Inbox], redis_server: RedisServer) -> tuple[Inbox, Inbox]:
+    """Two inboxes on a new namespace, as two processes: one waits, one pushes."""
+    namespace = redis_server.namespace()
+    return connect(namespace), connect(namespace)
+
+
+def loop_listens(inbox: Inbox, session_id: str) -> bool:
+    """An event loop holds *inbox*'s listener role and hears *session_id*."""
+    store = store_of(inbox)
+    return isinstance(store._holder, LoopListener) and store._track(session_id).listening
+
+
+def thread_listens(inbox: Inbox, session_id: str) -> bool:
+    store = store_of(inbox)
+    return store._holder is _THREAD and store._track(session_id).listening
+
+
+async def parked_while_a_loop_listens(backend: Backend, inbox: Inbox, session_id: str) -> None:
+    await backend.to_thread(
+        spin_until,
+        lambda: inbox.waiter_count(session_id) == 1 and loop_listens(inbox, session_id),
+        "a wait parked, its loop listening",
+    )
+
+
+def test_a_wait_on_an_event_loop_takes_the_role_and_the_thread_takes_it_back_after(
+    backend: Backend, connect: Callable[..., Inbox], redis_server: RedisServer
+) -> None:
+    waiting, pushing = two_inboxes(connect, redis_server)
+    store = store_of(waiting)
+
+    async def main() -> tuple[object, InboxEntry, object]:
+        async with backend.task_group() as group:
+            task = group.start_soon(waiting.wait, "s")
+            await parked_while_a_loop_listens(backend, waiting, "s")
+            holder = store._holder
+            pushed = pushing.push("s", "k", "x", "src")
+        return task.result, pushed, holder
+
+    result, pushed, holder = backend.run_in_real_time(main)
+    assert result is True
+    assert type(holder) is LISTENER_OF[backend.name]
+    assert waiting.drain("s") == [pushed]
+    # The loop ended: its connection is closed, and the thread listens again.
+    spin_until(lambda: thread_listens(waiting, "s"), "the thread listens again")
+    spin_until(lambda: redis_server.subscriptions(pushing_namespace(waiting)) == 1, "one listener")
+    wait = parked_wait_sync(waiting, "s")
+    pushed = pushing.push("s", "k", "y", "src")
+    assert wait.outcome() is True
+    assert waiting.drain("s") == [pushed]
+
+
+def pushing_namespace(inbox: Inbox) -> str:
+    return store_of(inbox).namespace
+
+
+def test_a_loop_that_stops_answering_loses_the_role_and_every_wait_still_wakes(
+    backend: Backend,
+    connect: Callable[..., Inbox],
+    redis_server: RedisServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The loop is blocked (as by a blocking call made on it): it can neither
+    # hear nor subscribe. A thread's wait on another session, asked for while
+    # it was blocked, is woken only once the thread has taken the role back.
+    waiting, pushing = two_inboxes(connect, redis_server)
+    store = store_of(waiting)
+    store._loop_patience = 0.05
+
+    async def main() -> tuple[object, object, InboxEntry]:
+        async with backend.task_group() as group:
+            task = group.start_soon(waiting.wait, "s")
+            await parked_while_a_loop_listens(backend, waiting, "s")
+            # From here to the end of the block, the loop runs nothing.
+            looks = LookCounter(store)
+            other = parked_wait_sync(waiting, "t")
+            # Its armed look found nothing: only a wake makes it look again.
+            spin_until(lambda: looks.of("t") >= 2, "the thread's wait looked twice")
+            pushing.push("t", "k", "x", "src")
+            woken = other.outcome()
+            pushed = pushing.push("s", "k", "y", "src")
+        return task.result, woken, pushed
+
+    with caplog.at_level(logging.WARNING, logger="harn_inbox"):
+        result, woken, pushed = backend.run_in_real_time(main)
+    assert woken is True
+    assert result is True
+    assert waiting.drain("s") == [pushed]
+    assert "did not answer" in caplog.text
+    assert store._holder is _THREAD
+    assert store._loops_may_listen is False  # (for good: no loop takes it again)
+    spin_until(lambda: redis_server.subscriptions(store.namespace) == 1, "the loop's connection closed")
+
+
+def test_a_wait_on_a_second_event_loop_is_woken_through_the_loop_that_listens(
+    backend: Backend, connect: Callable[..., Inbox], redis_server: RedisServer
+) -> None:
+    waiting, pushing = two_inboxes(connect, redis_server)
+    store = store_of(waiting)
+
+    def on_another_loop() -> object:
+        if backend.name == "trio":
+            return trio.run(waiting.wait, "t")
+        return asyncio.run(waiting.wait("t"))  # type: ignore[arg-type]
+
+    async def main() -> tuple[object, object, object, object]:
+        async with backend.task_group() as group:
+            task = group.start_soon(waiting.wait, "s")
+            await parked_while_a_loop_listens(backend, waiting, "s")
+            holder = store._holder
+            other = ThreadCall(on_another_loop)
+            await backend.to_thread(
+                spin_until,
+                lambda: waiting.waiter_count("t") == 1 and loop_listens(waiting, "t"),
+                "the other loop's wait parked, heard by the first",
+            )
+            pushing.push("t", "k", "x", "src")
+            woken = await backend.to_thread(other.outcome)
+            pushing.push("s", "k", "y", "src")
+        return task.result, woken, holder, store._holder
+
+    result, woken, holder, holder_after = backend.run_in_real_time(main)
+    assert result is True
+    assert woken is True
+    assert holder_after is holder
+
+
+def test_a_loop_whose_connection_is_killed_listens_again_on_a_new_one(
+    backend: Backend, connect: Callable[..., Inbox], redis_server: RedisServer
+) -> None:
+    waiting, pushing = two_inboxes(connect, redis_server)
+    store = store_of(waiting)
+
+    async def main() -> tuple[object, InboxEntry, object, object]:
+        async with backend.task_group() as group:
+            task = group.start_soon(waiting.wait, "s")
+            await parked_while_a_loop_listens(backend, waiting, "s")
+            holder = store._holder
+            killed = redis_server.command("CLIENT", "KILL", "TYPE", "pubsub")
+            assert killed.startswith(b":") and killed != b":0"
+            await backend.to_thread(
+                spin_until,
+                lambda: store._track("s").listening
+                and redis_server.subscriptions(store.namespace) == 1,
+                "subscribed again",
+            )
+            pushed = pushing.push("s", "k", "x", "src")
+        return task.result, pushed, holder, store._holder
+
+    result, pushed, holder, holder_after = backend.run_in_real_time(main)
+    assert result is True
+    assert holder_after is holder  # (it reconnected: the role never left the loop)
+    assert waiting.drain("s") == [pushed]
+
+
+def test_closing_the_inbox_ends_the_listener_of_its_loop(
+    backend: Backend, connect: Callable[..., Inbox], redis_server: RedisServer
+) -> None:
+    waiting, pushing = two_inboxes(connect, redis_server)
+    store = store_of(waiting)
+
+    async def main() -> object:
+        async with backend.task_group() as group:
+            task = group.start_soon(waiting.wait, "s")
+            await parked_while_a_loop_listens(backend, waiting, "s")
+            await backend.to_thread(waiting.close)
+            await backend.to_thread(
+                spin_until,
+                lambda: redis_server.subscriptions(store.namespace) == 0,
+                "the listener's connection closed",
+            )
+        return task.result
+
+    assert backend.run_in_real_time(main) is False
+    assert store._holder is None
+    assert pushing.push("s", "k", "x", "src").sequence == 1
+
+
+@pytest.mark.parametrize(("url", "loops"), [("redis://h/0", True), ("rediss://h/0", False)])
+def test_no_event_loop_listens_over_tls(url: str, loops: bool) -> None:
+    # A TLS socket may hold data it has decrypted that the loop's readiness
+    # never shows: its thread reads it, as redis-py does.
+    store: Any = RedisStore(url)
+    try:
+        assert store._loops_may_listen is loops
+    finally:
+        store.close()
