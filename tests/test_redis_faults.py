@@ -280,9 +280,11 @@ def test_an_async_wait_returns_an_entry_pushed_while_its_subscription_was_down(
             # Parked, and heard by its event loop (which took over from the thread).
             await until(
                 backend,
-                lambda: a.waiter_count("s") == 1
-                and looks.count >= 2
-                and store_of(a)._track("s").listening,
+                lambda: (
+                    a.waiter_count("s") == 1
+                    and looks.count >= 2
+                    and store_of(a)._track("s").listening
+                ),
                 "parked, heard",
             )
             try:

@@ -17,7 +17,6 @@ import pytest
 import trio
 from _support import LookCounter, ThreadCall, parked_wait_sync, spin_until, store_of
 
-from harn_inbox import Inbox, InboxEntry
 from harn_inbox.stores import RedisStore
 from harn_inbox.stores._loop_listener import AsyncioListener, LoopListener, TrioListener
 from harn_inbox.stores._redis import _THREAD
@@ -27,6 +26,8 @@ if TYPE_CHECKING:
 
     from _redis_server import RedisServer
     from conftest import Backend
+
+    from harn_inbox import Inbox, InboxEntry
 
 
 LISTENER_OF = {"trio": TrioListener, "asyncio": AsyncioListener}
@@ -123,7 +124,9 @@ def test_a_loop_that_stops_answering_loses_the_role_and_every_wait_still_wakes(
     assert "did not answer" in caplog.text
     assert store._holder is _THREAD
     assert store._loops_may_listen is False  # (for good: no loop takes it again)
-    spin_until(lambda: redis_server.subscriptions(store.namespace) == 1, "the loop's connection closed")
+    spin_until(
+        lambda: redis_server.subscriptions(store.namespace) == 1, "the loop's connection closed"
+    )
 
 
 def test_a_wait_on_a_second_event_loop_is_woken_through_the_loop_that_listens(
@@ -171,11 +174,13 @@ def test_a_loop_whose_connection_is_killed_listens_again_on_a_new_one(
             await parked_while_a_loop_listens(backend, waiting, "s")
             holder = store._holder
             killed = redis_server.command("CLIENT", "KILL", "TYPE", "pubsub")
-            assert killed.startswith(b":") and killed != b":0"
+            assert killed.startswith(b":")
+            assert killed != b":0"
             await backend.to_thread(
                 spin_until,
-                lambda: store._track("s").listening
-                and redis_server.subscriptions(store.namespace) == 1,
+                lambda: (
+                    store._track("s").listening and redis_server.subscriptions(store.namespace) == 1
+                ),
                 "subscribed again",
             )
             pushed = pushing.push("s", "k", "x", "src")

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from harn_inbox.stores._resp import ProtocolError, ReplyReader, encode_command
 
-MESSAGE = b"*3\r\n$7\r\nmessage\r\n$6\r\nns:w:s\r\n$10\r\n7 {\"o\":1}\r\r\n"
+MESSAGE = b'*3\r\n$7\r\nmessage\r\n$6\r\nns:w:s\r\n$10\r\n7 {"o":1}\r\r\n'
 CONFIRMATION = b"*3\r\n$9\r\nsubscribe\r\n$6\r\nns:w:s\r\n:1\r\n"
 PUSH = b">3\r\n$7\r\nmessage\r\n$1\r\nc\r\n$0\r\n\r\n"
 STREAM = MESSAGE + CONFIRMATION + PUSH
@@ -28,7 +30,7 @@ def test_replies_cut_anywhere_are_read_whole_once_complete(cuts: list[int]) -> N
     reader = ReplyReader()
     bounds = [0, *sorted(cuts), len(STREAM)]
     replies = []
-    for start, end in zip(bounds, bounds[1:]):
+    for start, end in itertools.pairwise(bounds):
         replies += reader.feed(STREAM[start:end])
     assert replies == REPLIES
 

@@ -1058,7 +1058,9 @@ class RedisStore:
                     continue
                 track.position = index + 1
                 try:
-                    operation = json.loads(text)
+                    # (Decoded here: given bytes, json.loads first guesses their
+                    # encoding, in Python, on every call. An operation is ASCII JSON.)
+                    operation = json.loads(text.decode())
                     track.last = text
                     self._apply(session_id, track, operation)
                     cleared |= operation["o"] == "clear" and operation["p"] != self._process

@@ -35,10 +35,11 @@ def encode_command(*words: str | bytes) -> bytes:
 class ReplyReader:
     """Replies parsed from bytes fed as they arrive; an incomplete one waits for more."""
 
-    __slots__ = ("_buffer",)
+    __slots__ = ("_rest",)
 
     def __init__(self) -> None:
-        self._buffer = bytearray()
+        #: What was fed and not parsed yet: the start of an incomplete reply.
+        self._rest = b""
 
     def feed(self, data: bytes) -> list[list[Item]]:
         """Add *data*; return the replies it completes, in order.
@@ -46,66 +47,62 @@ class ReplyReader:
         Raises:
             ProtocolError: A reply a pub/sub connection never receives.
         """
-        buffer = self._buffer
-        buffer += data
+        if self._rest:
+            data = self._rest + data
         replies = []
         start = 0
-        while True:
-            parsed = _reply(buffer, start)
-            if parsed is None:
-                break
-            reply, start = parsed
-            replies.append(reply)
-        del buffer[:start]
+        try:
+            while True:
+                parsed = _reply(data, start)
+                if parsed is None:
+                    break
+                reply, start = parsed
+                replies.append(reply)
+        except ValueError:  # (int() of what is not a length or an integer)
+            raise ProtocolError(f"not an integer where one belongs: {data[start:]!r}") from None
+        self._rest = data[start:]
         return replies
 
 
-def _reply(buffer: bytearray, start: int) -> tuple[list[Item], int] | None:
+def _reply(data: bytes, start: int) -> tuple[list[Item], int] | None:
     """The reply at *start* and the index after it, or None if it is not whole yet."""
-    end = buffer.find(b"\r\n", start)
+    end = data.find(b"\r\n", start)
     if end < 0:
         return None
-    marker = buffer[start]
-    if marker not in b"*>":
-        if marker == ord("-"):
-            raise ProtocolError(f"the server refused: {bytes(buffer[start + 1 : end])!r}")
-        raise ProtocolError(f"not an array or a push: {bytes(buffer[start : end + 2])!r}")
-    count = _integer(buffer, start + 1, end)
+    marker = data[start]
+    if marker != _ARRAY and marker != _PUSH:
+        if marker == _ERROR:
+            raise ProtocolError(f"the server refused: {data[start + 1 : end]!r}")
+        raise ProtocolError(f"not an array or a push: {data[start : end + 2]!r}")
     position = end + 2
     items: list[Item] = []
-    for _ in range(count):
-        parsed = _item(buffer, position)
-        if parsed is None:
+    for _ in range(int(data[start + 1 : end])):
+        end = data.find(b"\r\n", position)
+        if end < 0:
             return None
-        item, position = parsed
-        items.append(item)
+        marker = data[position]
+        if marker == _BULK:
+            size = int(data[position + 1 : end])
+            if size < 0:
+                items.append(None)
+                position = end + 2
+                continue
+            after = end + 2 + size
+            if len(data) < after + 2:
+                return None
+            if data[after : after + 2] != b"\r\n":
+                raise ProtocolError("a bulk string longer than its length says")
+            items.append(data[end + 2 : after])
+            position = after + 2
+        elif marker == _INTEGER:
+            items.append(int(data[position + 1 : end]))
+            position = end + 2
+        elif marker == _SIMPLE:
+            items.append(data[position + 1 : end])
+            position = end + 2
+        else:
+            raise ProtocolError(f"not an element of a pub/sub reply: {data[position : end + 2]!r}")
     return items, position
 
 
-def _item(buffer: bytearray, start: int) -> tuple[Item, int] | None:
-    end = buffer.find(b"\r\n", start)
-    if end < 0:
-        return None
-    marker = buffer[start]
-    if marker == ord("$"):
-        size = _integer(buffer, start + 1, end)
-        if size < 0:
-            return None, end + 2
-        after = end + 2 + size
-        if len(buffer) < after + 2:
-            return None
-        if buffer[after : after + 2] != b"\r\n":
-            raise ProtocolError("a bulk string longer than its length says")
-        return bytes(buffer[end + 2 : after]), after + 2
-    if marker == ord(":"):
-        return _integer(buffer, start + 1, end), end + 2
-    if marker == ord("+"):
-        return bytes(buffer[start + 1 : end]), end + 2
-    raise ProtocolError(f"not an element of a pub/sub reply: {bytes(buffer[start : end + 2])!r}")
-
-
-def _integer(buffer: bytearray, start: int, end: int) -> int:
-    try:
-        return int(buffer[start:end])
-    except ValueError:
-        raise ProtocolError(f"not an integer: {bytes(buffer[start:end])!r}") from None
+_ARRAY, _PUSH, _ERROR, _BULK, _INTEGER, _SIMPLE = b"*>-$:+"
