@@ -26,7 +26,9 @@ the benchmark's process, parks under trio and under asyncio: ``await
 inbox.wait(session)``, the wake-up itself (the target's; the entry is then
 drained, untimed), ``await inbox.wait_for(session, predicate)`` (woken and
 the entry taken: one more round trip), or ``await inbox.wait(session)`` then
-``await inbox.adrain(session)``; the bare round trips block on redis-py in a
+``await inbox.adrain(session)``; and ``await inbox.wait(session)`` on a
+second inbox whose store keeps the listening on its thread (no event loop
+takes it over: the trick, ``LoopListener``, taken out); the bare round trips block on redis-py in a
 plain thread: ``pubsub.get_message`` on a subscribed channel (the pusher
 ``PUBLISH``es) and ``BLPOP`` (the pusher ``RPUSH``es). Floors beside them, in the same rounds:
 a bare redis-py message handed to the waiting loop by a thread-safe wake

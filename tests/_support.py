@@ -289,6 +289,42 @@ class LookCounter:
         self._sessions.update(session_ids)
 
 
+def asleep_on_a_fresh_copy(store: RedisStore, session_id: str) -> Callable[[], bool]:
+    """A condition: a wait on *session_id* has parked for good on *store*'s fresh copy.
+
+    Once the copy is heard and settled (``_Track.marks`` made good by a look at
+    the server), it notifies the session once: the wait then looks at the copy
+    (no round trip), and once such a look has found nothing with the marks
+    unchanged, every wake the wait was owed is spent and it sleeps; only a
+    message or a new notify wakes it again. Call it until it says so.
+    """
+    track = store._track(session_id)
+    empty_at: list[int] = []
+    notified_at: list[int] = []
+    pending_here = store.has_pending_here
+
+    def recorded(looked: str) -> bool | None:
+        marks = track.marks
+        found = pending_here(looked)
+        if looked == session_id and found is False:
+            empty_at.append(marks)
+        return found
+
+    store.has_pending_here = recorded  # type: ignore[method-assign]
+
+    def asleep() -> bool:
+        if not (track.listening and track.settled == track.marks):
+            return False
+        if not notified_at or notified_at[-1] != track.marks:
+            notified_at.append(track.marks)
+            empty_at.clear()
+            store._notify(session_id)
+            return False
+        return bool(empty_at) and empty_at[-1] == track.marks
+
+    return asleep
+
+
 def turns_of_housekeeping(store: RedisStore) -> Callable[[int], None]:
     """A function that waits until *store*'s housekeeping has made *n* more whole turns."""
     tend_leases = store._tend_leases

@@ -38,6 +38,7 @@ from _redis_server import RedisServer, free_port, integer
 from _support import (
     LookCounter,
     ThreadCall,
+    asleep_on_a_fresh_copy,
     everything,
     parked_wait_sync,
     spin_until,
@@ -133,10 +134,10 @@ class ReconnectGate:
             self._hold()
             return pubsub(**kwargs)
 
-        def held_connect_listener(again: bool) -> Any:
+        def held_connect_listener(listener: object, again: bool) -> Any:
             if again:  # (an event loop's first connection is not a reconnection)
                 self._hold()
-            return connect_listener(again)
+            return connect_listener(listener, again)
 
         client.pubsub = held_pubsub
         store._connect_listener = held_connect_listener  # type: ignore[method-assign]
@@ -332,6 +333,48 @@ def test_a_thread_wait_returns_an_entry_pushed_while_its_subscription_was_down(
     assert waiter.outcome() is True
     assert a.drain("s") == [later]
     assert later.sequence == 2
+
+
+@pytest.mark.parametrize("listener", ["thread", "loop"])
+def test_a_parked_wait_outlives_a_server_outage_and_wakes_on_a_push_after_it(
+    backend: Backend, redis_server: RedisServer, connect: Callable[..., Inbox], listener: str
+) -> None:
+    # While the server is away the listener tries to subscribe again and
+    # again; none of its tries may wake the wait, whose look would fail.
+    namespace = redis_server.namespace()
+    a, b = connect(namespace), connect(namespace)
+    store = store_of(a)
+    if listener == "thread":
+        store._loops_may_listen = False
+    tries = threading.Semaphore(0)
+    begins, connect_listener = store._listening_begins, store._connect_listener
+
+    def counted_begins(holder: object) -> Any:  # (the thread's try: then it subscribes)
+        tries.release()
+        return begins(holder)
+
+    def counted_connect(holder: object, again: bool) -> Any:  # (a loop's try)
+        tries.release()
+        return connect_listener(holder, again)
+
+    async def main() -> object:
+        async with backend.task_group() as group:
+            asleep = asleep_on_a_fresh_copy(store, "s")
+            waiter = group.start_soon(a.wait, "s")
+            await until(backend, asleep, "asleep on a fresh copy")
+            store._listening_begins = counted_begins  # type: ignore[method-assign]
+            store._connect_listener = counted_connect  # type: ignore[method-assign]
+            with server_down(redis_server):
+                for _ in range(10):  # a second of tries
+                    assert await backend.to_thread(tries.acquire, True, GUARD_SECONDS)
+                assert a.waiter_count("s") == 1  # still waiting, not failed
+            await until(backend, lambda: store._track("s").listening, "subscribed again")
+            pushed = push(b, "s", "after the outage")
+        return waiter.result, pushed
+
+    result, pushed = backend.run_in_real_time(main)
+    assert result is True
+    assert a.drain("s") == [pushed]
 
 
 # -- 4. A server restarted: its AOF keeps what was acknowledged ------------------------------------

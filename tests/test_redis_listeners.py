@@ -10,19 +10,30 @@ every wait, on any loop or thread, woken by a push from another process.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
+import threading
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import pytest
 import trio
-from _support import LookCounter, ThreadCall, parked_wait_sync, spin_until, store_of
+from _support import (
+    LookCounter,
+    ThreadCall,
+    asleep_on_a_fresh_copy,
+    parked_wait_sync,
+    spin_until,
+    store_of,
+)
 
 from harn_inbox.stores import RedisStore
 from harn_inbox.stores._loop_listener import AsyncioListener, LoopListener, TrioListener
 from harn_inbox.stores._redis import _THREAD
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable
 
     from _redis_server import RedisServer
     from conftest import Backend
@@ -39,23 +50,42 @@ def two_inboxes(connect: Callable[..., Inbox], redis_server: RedisServer) -> tup
     return connect(namespace), connect(namespace)
 
 
+def fresh(inbox: Inbox, session_id: str) -> bool:
+    """*inbox*'s copy of *session_id* is heard and settled by a look at the server: a wait
+    parked on it was woken for the last time by that look's notify, and only a message
+    heard from now on wakes it."""
+    track = store_of(inbox)._track(session_id)
+    return track.listening and track.settled == track.marks
+
+
 def loop_listens(inbox: Inbox, session_id: str) -> bool:
-    """An event loop holds *inbox*'s listener role and hears *session_id*."""
-    store = store_of(inbox)
-    return isinstance(store._holder, LoopListener) and store._track(session_id).listening
+    """An event loop holds *inbox*'s listener role, and *session_id*'s copy is fresh."""
+    return isinstance(store_of(inbox)._holder, LoopListener) and fresh(inbox, session_id)
 
 
 def thread_listens(inbox: Inbox, session_id: str) -> bool:
-    store = store_of(inbox)
-    return store._holder is _THREAD and store._track(session_id).listening
+    return store_of(inbox)._holder is _THREAD and store_of(inbox)._track(session_id).listening
+
+
+def on_a_loop_of_its_own(backend: Backend, wait: Callable[[], Awaitable[object]]) -> ThreadCall:
+    """``wait()`` under a new event loop (of *backend*'s framework) in a thread of its own."""
+
+    async def main() -> object:
+        return await wait()
+
+    if backend.name == "trio":
+        return ThreadCall(trio.run, main)
+    return ThreadCall(asyncio.run, main())
 
 
 async def parked_while_a_loop_listens(backend: Backend, inbox: Inbox, session_id: str) -> None:
-    await backend.to_thread(
-        spin_until,
-        lambda: inbox.waiter_count(session_id) == 1 and loop_listens(inbox, session_id),
-        "a wait parked, its loop listening",
-    )
+    """Until a wait on *session_id* sleeps on a fresh copy, heard by an event loop."""
+    await backend.to_thread(spin_until, asleep_while_a_loop_listens(inbox, session_id), "asleep")
+
+
+def asleep_while_a_loop_listens(inbox: Inbox, session_id: str) -> Callable[[], bool]:
+    asleep = asleep_on_a_fresh_copy(store_of(inbox), session_id)
+    return lambda: isinstance(store_of(inbox)._holder, LoopListener) and asleep()
 
 
 def test_a_wait_on_an_event_loop_takes_the_role_and_the_thread_takes_it_back_after(
@@ -135,20 +165,16 @@ def test_a_wait_on_a_second_event_loop_is_woken_through_the_loop_that_listens(
     waiting, pushing = two_inboxes(connect, redis_server)
     store = store_of(waiting)
 
-    def on_another_loop() -> object:
-        if backend.name == "trio":
-            return trio.run(waiting.wait, "t")
-        return asyncio.run(waiting.wait("t"))  # type: ignore[arg-type]
-
     async def main() -> tuple[object, object, object, object]:
         async with backend.task_group() as group:
             task = group.start_soon(waiting.wait, "s")
             await parked_while_a_loop_listens(backend, waiting, "s")
             holder = store._holder
-            other = ThreadCall(on_another_loop)
+            asleep = asleep_while_a_loop_listens(waiting, "t")
+            other = on_a_loop_of_its_own(backend, partial(waiting.wait, "t"))
             await backend.to_thread(
                 spin_until,
-                lambda: waiting.waiter_count("t") == 1 and loop_listens(waiting, "t"),
+                asleep,
                 "the other loop's wait parked, heard by the first",
             )
             pushing.push("t", "k", "x", "src")
@@ -224,3 +250,149 @@ def test_no_event_loop_listens_over_tls(url: str, loops: bool) -> None:
         assert store._loops_may_listen is loops
     finally:
         store.close()
+
+
+def test_a_wait_on_another_loop_is_woken_after_the_listening_loop_ends(
+    backend: Backend, connect: Callable[..., Inbox], redis_server: RedisServer
+) -> None:
+    # The wait on "t" trusts the first loop's listening; that loop ends, and
+    # until the thread has subscribed again nobody hears the push.
+    waiting, pushing = two_inboxes(connect, redis_server)
+    store = store_of(waiting)
+    subscribing = threading.Event()
+    held = threading.Event()
+    pubsub = store._client.pubsub
+
+    def held_pubsub(**kwargs: Any) -> Any:
+        held.set()
+        assert subscribing.wait(60)
+        return pubsub(**kwargs)
+
+    async def main() -> tuple[object, ThreadCall]:
+        async with backend.task_group() as group:
+            task = group.start_soon(waiting.wait, "s")
+            await parked_while_a_loop_listens(backend, waiting, "s")
+            asleep = asleep_while_a_loop_listens(waiting, "t")
+            other = on_a_loop_of_its_own(backend, partial(waiting.wait, "t"))
+            await backend.to_thread(
+                spin_until,
+                asleep,
+                "the other loop's wait parked, heard by the first",
+            )
+            store._client.pubsub = held_pubsub
+            pushing.push("s", "k", "x", "src")
+        return task.result, other
+
+    result, other = backend.run_in_real_time(main)
+    assert result is True
+    spin_until(held.is_set, "the thread is about to listen again")
+    pushed = pushing.push("t", "k", "while nobody listened", "src")
+    subscribing.set()
+    assert other.outcome() is True
+    assert waiting.drain("t") == [pushed]
+
+
+def test_subscriptions_more_than_the_socket_takes_at_once_all_go_out(
+    backend: Backend, connect: Callable[..., Inbox], redis_server: RedisServer
+) -> None:
+    waiting, pushing = two_inboxes(connect, redis_server)
+    store = store_of(waiting)
+    connect_listener = store._connect_listener
+
+    def small_buffers(listener: object, again: bool) -> Any:
+        connection = connect_listener(listener, again)
+        if connection is not None:
+            connection._sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        return connection
+
+    store._connect_listener = small_buffers  # type: ignore[method-assign]
+    sessions = [f"many-{n:05}" for n in range(3000)]  # ~100 kB of SUBSCRIBE
+
+    async def main() -> object:
+        async with backend.task_group() as group:
+            task = group.start_soon(waiting.wait, "s")
+            await parked_while_a_loop_listens(backend, waiting, "s")
+            for session_id in sessions:  # as many waits' first looks would, at once
+                store._want(session_id)
+            await backend.to_thread(
+                spin_until,
+                lambda: all(store._track(session_id).listening for session_id in sessions),
+                "every session heard",
+            )
+            assert redis_server.subscriptions(store.namespace, sessions[-1]) == 1
+            pushing.push("s", "k", "x", "src")
+        return task.result
+
+    assert backend.run_in_real_time(main) is True
+
+
+def test_a_loop_listener_that_fails_on_its_own_error_leaves_the_role_to_the_thread(
+    backend: Backend,
+    connect: Callable[..., Inbox],
+    redis_server: RedisServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    waiting, pushing = two_inboxes(connect, redis_server)
+    store = store_of(waiting)
+
+    def broken(listener: object, again: bool) -> Any:
+        raise RuntimeError("a loop this listener cannot serve")
+
+    store._connect_listener = broken  # type: ignore[method-assign]
+
+    async def main() -> object:
+        async with backend.task_group() as group:
+            task = group.start_soon(waiting.wait, "s")
+            await backend.to_thread(
+                spin_until,
+                lambda: waiting.waiter_count("s") == 1 and thread_listens(waiting, "s"),
+                "the thread listens again",
+            )
+            pushing.push("s", "k", "x", "src")
+        return task.result
+
+    assert backend.run_in_real_time(main) is True
+    assert "the Redis listener on an event loop stopped" in caplog.text
+    assert store._loops_may_listen is False  # (no loop tries again, and fails again)
+
+
+def test_an_asyncio_loop_that_stops_gives_the_role_back_until_it_runs_again(
+    connect: Callable[..., Inbox], redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # run_until_complete, then a thread's wait: the stopped loop cannot hear.
+    waiting, pushing = two_inboxes(connect, redis_server)
+    store = store_of(waiting)
+    started: list[AsyncioListener] = []
+    start = AsyncioListener.start
+
+    def recorded(listener: AsyncioListener) -> None:
+        started.append(listener)
+        start(listener)
+
+    monkeypatch.setattr(AsyncioListener, "start", recorded)
+
+    async def takes_the_role() -> None:
+        task = asyncio.ensure_future(waiting.wait("s"))
+        while not loop_listens(waiting, "s"):  # noqa: ASYNC110  # (a thread makes it so)
+            await asyncio.sleep(0.001)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(takes_the_role())
+        (listener,) = started
+        spin_until(lambda: thread_listens(waiting, "s"), "the thread took the role back")
+        assert store._loops_may_listen is True  # (not stuck: it may listen again)
+        wait = parked_wait_sync(waiting, "s")
+        pushed = pushing.push("s", "k", "x", "src")
+        assert wait.outcome() is True
+        assert waiting.drain("s") == [pushed]
+        assert listener._task is not None
+        loop.run_until_complete(listener._task)  # it ends once its loop runs again
+    finally:
+        loop.close()
+    spin_until(
+        lambda: redis_server.subscriptions(store.namespace) == 1, "the loop's connection closed"
+    )

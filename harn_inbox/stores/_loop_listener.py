@@ -13,9 +13,10 @@ holds the I/O, in three rules:
 
 1. Nothing here blocks the loop. The connection is made in a worker thread;
    the socket is then read without blocking, a reply that came in pieces
-   kept (`ReplyReader`) until it is whole; a command is sent whole at once
-   or not at all: a socket that cannot take a few bytes (a stalled server)
-   counts as broken, and the listener starts again with a new connection.
+   kept (`ReplyReader`) until it is whole; a command the socket does not
+   take at once waits, in order, for the next read or request to tend (the
+   subscriptions of a new connection, which may name many channels, are
+   sent by the worker thread that connects it).
 2. Everything it decides, it decides through its store (`ListenerHost`),
    which first checks, under its own lock, that this listener still holds
    the role: one that lost it acts on nothing, and ends.
@@ -53,11 +54,13 @@ class ListenerHost(Protocol):
     """What a listener asks of its store. Those that return None do so once
     *listener* no longer holds the role. Sessions are named by their ids."""
 
-    def _connect_listener(self, again: bool) -> Any:
-        """A new connection to the server, connected (blocks: in a worker thread)."""
+    def _connect_listener(self, listener: object, again: bool) -> Any:
+        """A new connection to the server, its subscriptions sent; None once the role is
+        lost. Blocks: in a worker thread.
 
-    def _listening_begins(self, listener: object) -> list[str] | None:
-        """The channels to subscribe to on a new connection."""
+        Raises:
+            ConnectionError: It could not connect (the listener tries again).
+        """
 
     def _listener_hears(self, listener: object, reply: list[Item]) -> list[str] | None:
         """One reply heard: the channels to unsubscribe from."""
@@ -67,8 +70,12 @@ class ListenerHost(Protocol):
     ) -> tuple[list[str], list[str]] | None:
         """Housekeeping: the channels to subscribe to and to unsubscribe from."""
 
-    def _listener_ends(self, listener: object) -> None:
-        """The listener stopped: its role goes back to the store's thread."""
+    def _listener_disconnected(self, listener: object) -> None:
+        """The listener's connection dropped (it connects again)."""
+
+    def _listener_ends(self, listener: object, failed: bool) -> None:
+        """The listener stopped (*failed*: on an error of its own): its role goes back to
+        the store's thread."""
 
     def _wake_channel(self, session_id: str) -> str:
         """The channel of *session_id*."""
@@ -80,13 +87,24 @@ class ListenerHost(Protocol):
 class LoopListener:
     """The listener role held by one event loop: reads its store's channels there."""
 
-    __slots__ = ("_broken", "_connection", "_host", "_reader", "_socket", "_tend_queued", "poked")
+    __slots__ = (
+        "_broken",
+        "_connection",
+        "_host",
+        "_reader",
+        "_socket",
+        "_tend_queued",
+        "_unsent",
+        "poked",
+    )
 
     def __init__(self, host: ListenerHost) -> None:
         self._host = host
         self._connection: Any = None
         self._socket: socket.socket | None = None
         self._reader = ReplyReader()
+        #: What `_send` could not hand to the socket yet (sent on, in order, by `_flush`).
+        self._unsent = bytearray()
         #: Set to stop reading the connection (broken, or the role lost).
         self._broken = False
         #: A `_tend` is queued on the loop and has not started yet.
@@ -114,6 +132,14 @@ class LoopListener:
         """Start listening, in a task of the running loop (in the loop's thread)."""
         raise NotImplementedError
 
+    def gone(self) -> bool:
+        """Whether its loop no longer runs (stopped, or closed); any thread."""
+        return False
+
+    def abandoned(self) -> None:
+        """The role was taken from it: end when the loop runs again; any thread."""
+        self.poke()
+
     def poke(self) -> bool:
         """Have the loop tend soon (`ListenerHost._listener_tends`); any thread. False if
         the loop is gone."""
@@ -140,26 +166,34 @@ class LoopListener:
         raise NotImplementedError
 
     async def _run(self) -> None:
-        again = False
+        again = failed = False
         try:
             while await self._listen(again):
                 again = True
         except Exception:  # (rule 3: not the loop's to handle)
-            fallback_logger.exception("harn_inbox: the Redis listener on an event loop stopped")
+            failed = True
+            fallback_logger.exception(
+                "harn_inbox: the Redis listener on an event loop stopped; "
+                "the store's thread listens from now on"
+            )
         finally:
             self._close()
-            self._host._listener_ends(self)
+            self._host._listener_ends(self, failed)
 
     async def _listen(self, again: bool) -> bool:
         """Listen on one connection until it breaks (True: start again) or the role is lost."""
         host = self._host
         self._broken = False
-        answered, connection = await off_loop(
-            functools.partial(host._connect_listener, again),
-            give_back=_disconnect,
-            unwanted=lambda: not host._holds(self),
-        )
-        if not answered:
+        try:
+            answered, connection = await off_loop(
+                functools.partial(host._connect_listener, self, again),
+                give_back=_disconnect,
+                unwanted=lambda: not host._holds(self),
+            )
+        except ConnectionError as error:
+            fallback_logger.debug("harn_inbox: the Redis listener reconnects (%r)", error)
+            return host._holds(self)
+        if not answered or connection is None:
             return False
         self._connection = connection
         try:
@@ -169,17 +203,14 @@ class LoopListener:
             sock.setblocking(False)
             self._socket = sock
             self._reader = ReplyReader()
-            channels = host._listening_begins(self)
-            if channels is None:
-                return False
-            if channels:
-                self._send("SUBSCRIBE", channels)
-            self._tend()  # (what was asked for meanwhile)
+            self._unsent = bytearray()
+            self._tend()  # (what was asked for since the subscriptions went out)
             await self._read_until_broken(sock)
         except (OSError, ConnectionError) as error:
             fallback_logger.debug("harn_inbox: the Redis listener reconnects (%r)", error)
         finally:
             self._close()
+            host._listener_disconnected(self)
         return host._holds(self)
 
     def _readable(self) -> None:
@@ -198,6 +229,7 @@ class LoopListener:
                     return
                 if unsubscribe:
                     self._send("UNSUBSCRIBE", unsubscribe)
+            self._flush()  # (the server reads what we sent: the socket may take more)
         except BlockingIOError:
             pass  # (woken for nothing)
         except Exception as error:
@@ -219,19 +251,30 @@ class LoopListener:
                 self._send("SUBSCRIBE", subscribe)
             if unsubscribe:
                 self._send("UNSUBSCRIBE", unsubscribe)
+            self._flush()
         except Exception as error:
             if not isinstance(error, (OSError, ConnectionError)):
                 fallback_logger.exception("harn_inbox: the Redis listener starts again")
             self._stop()
 
     def _send(self, command: str, session_ids: list[str]) -> None:
-        """Send *command* with the sessions' channels, whole and at once (rule 1)."""
-        sock = self._socket
-        if sock is None or self._broken:
+        """Send *command* with the sessions' channels, after what is still unsent (rule 1)."""
+        if self._socket is None or self._broken:
             return
-        data = encode_command(command, *map(self._host._wake_channel, session_ids))
-        if sock.send(data) != len(data):
-            raise ConnectionError("the server does not take what is sent")
+        self._unsent += encode_command(command, *map(self._host._wake_channel, session_ids))
+        self._flush()
+
+    def _flush(self) -> None:
+        """Hand the socket what it takes now of what is unsent; the rest waits for the
+        next read or tend (the server reads on, so the socket empties)."""
+        sock = self._socket
+        if not self._unsent or sock is None:
+            return
+        try:
+            sent = sock.send(self._unsent)
+        except BlockingIOError:
+            return
+        del self._unsent[:sent]
 
     def _stop(self) -> None:
         if not self._broken:
@@ -294,6 +337,20 @@ class AsyncioListener(LoopListener):
 
     def _call_soon(self, function: Callable[[], object]) -> None:
         self._loop.call_soon_threadsafe(function)
+
+    def gone(self) -> bool:
+        # (Read from another thread: a loop that starts or stops meanwhile is seen at the
+        # thread's next look.)
+        return not self._loop.is_running()
+
+    def abandoned(self) -> None:
+        if self._loop.is_closed():
+            # Nothing will run on it again: its connection is closed from here.
+            connection, self._connection = self._connection, None
+            if connection is not None:
+                _disconnect(connection)
+            return
+        self.poke()
 
     async def _read_until_broken(self, sock: socket.socket) -> None:
         self._done = self._loop.create_future()

@@ -88,9 +88,11 @@ connection does:
    after a dropped connection: no look trusts the replica again until the
    new listener's confirmations come.
 3. A listener's connection begins (`_listening_begins`) by subscribing to
-   every wanted session and, unless it is the very first, notifying every
-   wait: an operation published while nobody listened, after a wait's look
-   at a fresh replica, wakes that wait now.
+   every wanted session and, once that went out, unless it is the very
+   first (`_listening_resumes`), by notifying every wait: an operation
+   published while nobody listened, after a wait's look at a fresh
+   replica, wakes that wait now. Not before: a wait woken while the server
+   is away would fail its look.
 4. A loop that holds the role must answer the thread's requests to tend
    (`_watch`) within `LOOP_PATIENCE`: else the thread takes the role back
    for good, so a blocked loop cannot keep the rest of the process deaf.
@@ -1658,7 +1660,8 @@ class RedisStore:
                     if wanted is None:
                         continue
                     if wanted:
-                        pubsub.subscribe(*map(self._wake_channel, wanted))
+                        pubsub.subscribe(*map(self._wake_channel, wanted))  # (connects)
+                    self._listening_resumes(_THREAD)
                 work = self._listener_tends(_THREAD, True)
                 if work is None:
                     continue
@@ -1724,10 +1727,13 @@ class RedisStore:
 
     def _watch(self, listener: LoopListener) -> None:
         """Ask the listening loop to tend every `HOUSEKEEPING` seconds; take the role back
-        from a loop that is gone, or has not answered for `LOOP_PATIENCE` seconds."""
+        from a loop that is not running (stopped or closed), or that has not answered for
+        `LOOP_PATIENCE` seconds (blocked: then no loop listens again)."""
         now = time.monotonic()
         poked = listener.poked
-        if poked is not None and now - poked > self._loop_patience:
+        if listener.gone():
+            self._revoke(listener, stuck=False)
+        elif poked is not None and now - poked > self._loop_patience:
             self._revoke(listener, stuck=True)
         elif poked is None and now >= self._next_poke:
             self._next_poke = now + self._housekeeping
@@ -1743,7 +1749,7 @@ class RedisStore:
             self._deaf()
             if stuck:
                 self._loops_may_listen = False
-        listener.poke()  # (it ends when its loop runs again)
+        listener.abandoned()  # (it ends when its loop runs again, if it does)
         if stuck:
             fallback_logger.warning(
                 "harn_inbox: the event loop listening to %r did not answer for %s s; "
@@ -1766,11 +1772,25 @@ class RedisStore:
     def _holds(self, listener: object) -> bool:
         return self._holder is listener
 
-    def _connect_listener(self, again: bool) -> Any:
+    def _connect_listener(self, listener: object, again: bool) -> Any:
+        redis = self._redis
         if again:
             time.sleep(0.1)
         connection = self._connections.new()
-        connection.connect()
+        try:
+            connection.connect()
+            wanted = self._listening_begins(listener)
+            if wanted is None:
+                connection.disconnect()
+                return None
+            if wanted:
+                # Here, blocking (in a worker thread): it names every wanted channel,
+                # which may be more than the socket takes at once.
+                connection.send_command("SUBSCRIBE", *map(self._wake_channel, wanted))
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as error:
+            connection.disconnect()
+            raise ConnectionError(f"{self!r}: the listener cannot connect ({error})") from error
+        self._listening_resumes(listener)
         return connection
 
     def _listening_begins(self, listener: object) -> list[str] | None:
@@ -1781,12 +1801,24 @@ class RedisStore:
                 return None
             self._deaf()
             self._requests.clear()
-            wanted = list(self._wanted)
+            return list(self._wanted)
+
+    def _listening_resumes(self, listener: object) -> None:
+        """*listener*'s subscriptions went out on its new connection."""
+        with self._role_lock:
+            if self._holder is not listener:
+                return
             again, self._listened = self._listened, True
             if again:
                 # Messages may have been lost while nobody listened: everyone looks again.
+                # (Only now: a wait woken while the server is away would fail its look.)
                 self._notify_all()
-        return wanted
+
+    def _listener_disconnected(self, listener: object) -> None:
+        """*listener*'s connection dropped: nothing is heard until it subscribes again."""
+        with self._role_lock:
+            if self._holder is listener:
+                self._deaf()
 
     def _listener_hears(self, listener: object, reply: list[Any]) -> list[str] | None:
         prefix = self._channel_prefix
@@ -1826,8 +1858,12 @@ class RedisStore:
                     self._forget_copies()
         return requested, forgotten if connected else []
 
-    def _listener_ends(self, listener: object) -> None:
+    def _listener_ends(self, listener: object, failed: bool) -> None:
         with self._role_lock:
+            if failed:
+                # (An error of its own, which the next loop would meet too: say a loop
+                # whose reader callbacks are not supported.)
+                self._loops_may_listen = False
             if self._holder is listener:
                 self._holder = None
                 self._deaf()

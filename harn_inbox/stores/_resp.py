@@ -38,8 +38,9 @@ class ReplyReader:
     __slots__ = ("_rest",)
 
     def __init__(self) -> None:
-        #: What was fed and not parsed yet: the start of an incomplete reply.
-        self._rest = b""
+        #: What was fed and not parsed yet: the start of an incomplete reply (grown in
+        #: place, so that a long reply in many pieces is copied once, not once per piece).
+        self._rest = bytearray()
 
     def feed(self, data: bytes) -> list[list[Item]]:
         """Add *data*; return the replies it completes, in order.
@@ -47,24 +48,29 @@ class ReplyReader:
         Raises:
             ProtocolError: A reply a pub/sub connection never receives.
         """
+        buffer: bytes | bytearray = data
         if self._rest:
-            data = self._rest + data
+            self._rest += data
+            buffer = self._rest
         replies = []
         start = 0
         try:
             while True:
-                parsed = _reply(data, start)
+                parsed = _reply(buffer, start)
                 if parsed is None:
                     break
                 reply, start = parsed
                 replies.append(reply)
         except ValueError:  # (int() of what is not a length or an integer)
-            raise ProtocolError(f"not an integer where one belongs: {data[start:]!r}") from None
-        self._rest = data[start:]
+            raise ProtocolError(f"not an integer where one belongs: {buffer[start:]!r}") from None
+        if buffer is self._rest:
+            del self._rest[:start]
+        elif start < len(buffer):
+            self._rest = bytearray(buffer[start:])
         return replies
 
 
-def _reply(data: bytes, start: int) -> tuple[list[Item], int] | None:
+def _reply(data: bytes | bytearray, start: int) -> tuple[list[Item], int] | None:
     """The reply at *start* and the index after it, or None if it is not whole yet."""
     end = data.find(b"\r\n", start)
     if end < 0:
@@ -92,13 +98,13 @@ def _reply(data: bytes, start: int) -> tuple[list[Item], int] | None:
                 return None
             if data[after : after + 2] != b"\r\n":
                 raise ProtocolError("a bulk string longer than its length says")
-            items.append(data[end + 2 : after])
+            items.append(bytes(data[end + 2 : after]))  # (bytes of bytes is itself)
             position = after + 2
         elif marker == _INTEGER:
             items.append(int(data[position + 1 : end]))
             position = end + 2
         elif marker == _SIMPLE:
-            items.append(data[position + 1 : end])
+            items.append(bytes(data[position + 1 : end]))
             position = end + 2
         else:
             raise ProtocolError(f"not an element of a pub/sub reply: {data[position : end + 2]!r}")
