@@ -805,15 +805,7 @@ def _measure_wake(
     client = _client(url)
     pusher = Pusher(context, url, namespace)
     try:
-        with (
-            RedisStore(url, namespace=namespace) as store,
-            Inbox(store=store) as inbox,
-            RedisStore(url, namespace=namespace) as thread_store,
-            Inbox(store=thread_store) as thread_inbox,
-        ):
-            # The trick taken out: the store's thread hears every message and
-            # wakes the loop from there (`_loop_listener`, not offered the role).
-            thread_store._loops_may_listen = False
+        with RedisStore(url, namespace=namespace) as store, Inbox(store=store) as inbox:
             serial = 0
 
             def block(framework: Framework, name: str) -> list[float]:
@@ -822,8 +814,13 @@ def _measure_wake(
                 target = f"wake-{framework}-{serial}"
                 if name in RIGS or name in (BARE_PUBSUB_LOOP, THREAD_LISTENS) or name in OWN_SOCKET:
                     rig: AsyncRig
+                    thread_store = None
                     if name == THREAD_LISTENS:
-                        rig = WaitRig(thread_inbox, target)
+                        # The trick taken out: a store that keeps the listening on its
+                        # thread (`LoopListener` never offered), for its own blocks only.
+                        thread_store = RedisStore(url, namespace=namespace)
+                        thread_store._loops_may_listen = False
+                        rig = WaitRig(Inbox(store=thread_store), target)
                     elif name == BARE_PUBSUB_LOOP:
                         rig = PubSubToLoopRig(client, f"{namespace}:bare:{target}")
                     elif name == OWN_SOCKET_PUSH:
@@ -841,6 +838,10 @@ def _measure_wake(
                     finally:
                         gate.close()
                         rig.close()
+                        if thread_store is not None:
+                            assert isinstance(rig, WaitRig)
+                            rig.inbox.close()
+                            thread_store.close()
                         if name == OWN_SOCKET_PUSH:
                             inbox.drain(target)  # (untimed: the pushes need no keeping)
                 bare = (
