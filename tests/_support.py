@@ -293,34 +293,38 @@ def asleep_on_a_fresh_copy(store: RedisStore, session_id: str) -> Callable[[], b
     """A condition: a wait on *session_id* has parked for good on *store*'s fresh copy.
 
     Once the copy is heard and settled (``_Track.marks`` made good by a look at
-    the server), it notifies the session once: the wait then looks at the copy
-    (no round trip), and once such a look has found nothing with the marks
-    unchanged, every wake the wait was owed is spent and it sleeps; only a
-    message or a new notify wakes it again. Call it until it says so.
+    the server), it notifies the session: the wait wakes and looks at the copy
+    (no round trip). Once a look begun after that notify has found nothing,
+    the marks unchanged, every wake the wait was owed is spent and it is about
+    to sleep (at most one more look at the copy, once armed: ``wait_steps``);
+    only a message or a new notify wakes it then. Call it until it says so.
     """
-    track = store._track(session_id)
-    empty_at: list[int] = []
-    notified_at: list[int] = []
+    notified: list[int] = []  # the marks at each notify
+    empty: list[tuple[int, int]] = []  # (notifies made, marks) as an empty look began
     pending_here = store.has_pending_here
 
     def recorded(looked: str) -> bool | None:
-        marks = track.marks
+        track = store._tracks.get(looked)
+        began = (len(notified), track.marks if track is not None else -1)
         found = pending_here(looked)
         if looked == session_id and found is False:
-            empty_at.append(marks)
+            empty.append(began)
         return found
 
     store.has_pending_here = recorded  # type: ignore[method-assign]
 
     def asleep() -> bool:
+        track = store._tracks.get(session_id)
+        settings = store._settings
+        if track is None or settings is None or not settings.waiter_count(session_id):
+            return False
         if not (track.listening and track.settled == track.marks):
             return False
-        if not notified_at or notified_at[-1] != track.marks:
-            notified_at.append(track.marks)
-            empty_at.clear()
+        if not notified or notified[-1] != track.marks:
+            notified.append(track.marks)
             store._notify(session_id)
             return False
-        return bool(empty_at) and empty_at[-1] == track.marks
+        return (len(notified), track.marks) in empty
 
     return asleep
 

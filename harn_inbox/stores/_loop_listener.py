@@ -136,6 +136,12 @@ class LoopListener:
         """Whether its loop no longer runs (stopped, or closed); any thread."""
         return False
 
+    def holds(self, connection: Any) -> None:
+        """Its new *connection* is subscribed (in the worker thread that connected it,
+        under the store's role lock): known before its loop sees it, so that it is
+        closed if the loop closes first (`abandoned`)."""
+        self._connection = connection
+
     def abandoned(self) -> None:
         """The role was taken from it: end when the loop runs again; any thread."""
         self.poke()

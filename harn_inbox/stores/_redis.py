@@ -558,6 +558,8 @@ class RedisStore:
         self._copies_scanned = 0.0
         #: When the thread next asks a listening loop to tend.
         self._next_poke = 0.0
+        #: How many loops were seen stopped while they listened (`_watch`).
+        self._loops_stopped = 0
         #: LOOP_PATIENCE; the tests take the role back sooner.
         self._loop_patience = LOOP_PATIENCE
         #: The sessions whose channels the listener listens to (changed under self._lock).
@@ -1732,30 +1734,35 @@ class RedisStore:
         now = time.monotonic()
         poked = listener.poked
         if listener.gone():
-            self._revoke(listener, stuck=False)
+            # (A loop seen stopped twice, run piecemeal by run_until_complete, would
+            # move the role at each call: then no loop listens again.)
+            self._loops_stopped += 1
+            twice = self._loops_stopped >= 2
+            self._revoke(listener, for_good="was stopped while it listened, twice" if twice else "")
         elif poked is not None and now - poked > self._loop_patience:
-            self._revoke(listener, stuck=True)
+            self._revoke(listener, for_good=f"did not answer for {self._loop_patience} s")
         elif poked is None and now >= self._next_poke:
             self._next_poke = now + self._housekeeping
             listener.poked = now
             if not listener.poke():
-                self._revoke(listener, stuck=False)
+                self._revoke(listener)
 
-    def _revoke(self, listener: LoopListener, *, stuck: bool) -> None:
+    def _revoke(self, listener: LoopListener, *, for_good: str = "") -> None:
+        """Take the role from *listener*; and from every loop, saying why, *for_good*."""
         with self._role_lock:
             if self._holder is not listener:
                 return
             self._holder = None
             self._deaf()
-            if stuck:
+            if for_good:
                 self._loops_may_listen = False
         listener.abandoned()  # (it ends when its loop runs again, if it does)
-        if stuck:
+        if for_good:
             fallback_logger.warning(
-                "harn_inbox: the event loop listening to %r did not answer for %s s; "
+                "harn_inbox: the event loop listening to %r %s; "
                 "the store's thread listens from now on",
                 self,
-                self._loop_patience,
+                for_good,
             )
 
     def _stop_listening(self) -> None:
@@ -1764,7 +1771,7 @@ class RedisStore:
             holder, self._holder = self._holder, None
             self._deaf()
         if isinstance(holder, LoopListener):
-            holder.poke()
+            holder.abandoned()
 
     # The listener's side (`ListenerHost`): each step runs under the role lock,
     # and only for the listener holding the role.
@@ -1790,7 +1797,9 @@ class RedisStore:
         except (redis.ConnectionError, redis.TimeoutError, OSError) as error:
             connection.disconnect()
             raise ConnectionError(f"{self!r}: the listener cannot connect ({error})") from error
-        self._listening_resumes(listener)
+        if not self._listening_resumes(listener, connection):
+            connection.disconnect()  # (the role was lost meanwhile: never left subscribed)
+            return None
         return connection
 
     def _listening_begins(self, listener: object) -> list[str] | None:
@@ -1803,19 +1812,28 @@ class RedisStore:
             self._requests.clear()
             return list(self._wanted)
 
-    def _listening_resumes(self, listener: object) -> None:
-        """*listener*'s subscriptions went out on its new connection."""
+    def _listening_resumes(self, listener: object, connection: Any = None) -> bool:
+        """*listener*'s subscriptions went out on its new *connection*; whether it still
+        holds the role."""
         with self._role_lock:
             if self._holder is not listener:
-                return
+                return False
+            if isinstance(listener, LoopListener):
+                listener.holds(connection)  # (so that `_revoke` can close it: see `abandoned`)
             again, self._listened = self._listened, True
             if again:
                 # Messages may have been lost while nobody listened: everyone looks again.
                 # (Only now: a wait woken while the server is away would fail its look.)
                 self._notify_all()
+        return True
 
     def _listener_disconnected(self, listener: object) -> None:
         """*listener*'s connection dropped: nothing is heard until it subscribes again."""
+        if self._holder is not listener:
+            # (Tested first, without the lock: a loop's listener whose loop closed may
+            # end in a collection of garbage on any thread, even one holding the lock.
+            # A listener never gets the role back once it lost it.)
+            return
         with self._role_lock:
             if self._holder is listener:
                 self._deaf()
@@ -1859,6 +1877,8 @@ class RedisStore:
         return requested, forgotten if connected else []
 
     def _listener_ends(self, listener: object, failed: bool) -> None:
+        if self._holder is not listener and not failed:
+            return  # (see `_listener_disconnected`)
         with self._role_lock:
             if failed:
                 # (An error of its own, which the next loop would meet too: say a loop
