@@ -1797,6 +1797,9 @@ class RedisStore:
         except (redis.ConnectionError, redis.TimeoutError, OSError) as error:
             connection.disconnect()
             raise ConnectionError(f"{self!r}: the listener cannot connect ({error})") from error
+        except BaseException:
+            connection.disconnect()
+            raise
         if not self._listening_resumes(listener, connection):
             connection.disconnect()  # (the role was lost meanwhile: never left subscribed)
             return None
