@@ -159,33 +159,44 @@ def test_a_loop_that_stops_answering_loses_the_role_and_every_wait_still_wakes(
     )
 
 
+async def while_a_loop_listens(
+    backend: Backend,
+    waiting: Inbox,
+    pushing: Inbox,
+    body: Callable[[], Awaitable[object]],
+) -> tuple[object, object, object]:
+    """Run *body* while a wait on "s" sleeps, its loop holding *waiting*'s listener role;
+    then push to "s". The wait's result, *body*'s, and whether the role never moved."""
+    store = store_of(waiting)
+    async with backend.task_group() as group:
+        task = group.start_soon(waiting.wait, "s")
+        await parked_while_a_loop_listens(backend, waiting, "s")
+        holder = store._holder
+        outcome = await body()
+        pushing.push("s", "k", "end of the wait", "src")
+    return task.result, outcome, store._holder is holder
+
+
 def test_a_wait_on_a_second_event_loop_is_woken_through_the_loop_that_listens(
     backend: Backend, connect: Callable[..., Inbox], redis_server: RedisServer
 ) -> None:
     waiting, pushing = two_inboxes(connect, redis_server)
-    store = store_of(waiting)
 
-    async def main() -> tuple[object, object, object, object]:
-        async with backend.task_group() as group:
-            task = group.start_soon(waiting.wait, "s")
-            await parked_while_a_loop_listens(backend, waiting, "s")
-            holder = store._holder
-            asleep = asleep_while_a_loop_listens(waiting, "t")
-            other = on_a_loop_of_its_own(backend, partial(waiting.wait, "t"))
-            await backend.to_thread(
-                spin_until,
-                asleep,
-                "the other loop's wait parked, heard by the first",
-            )
-            pushing.push("t", "k", "x", "src")
-            woken = await backend.to_thread(other.outcome)
-            pushing.push("s", "k", "y", "src")
-        return task.result, woken, holder, store._holder
+    async def on_the_other_loop() -> object:
+        asleep = asleep_while_a_loop_listens(waiting, "t")
+        other = on_a_loop_of_its_own(backend, partial(waiting.wait, "t"))
+        await backend.to_thread(
+            spin_until, asleep, "the other loop's wait parked, heard by the first"
+        )
+        pushing.push("t", "k", "x", "src")
+        return await backend.to_thread(other.outcome)
 
-    result, woken, holder, holder_after = backend.run_in_real_time(main)
+    result, woken, kept = backend.run_in_real_time(
+        while_a_loop_listens, backend, waiting, pushing, on_the_other_loop
+    )
     assert result is True
     assert woken is True
-    assert holder_after is holder
+    assert kept is True
 
 
 def test_a_loop_whose_connection_is_killed_listens_again_on_a_new_one(
@@ -194,28 +205,25 @@ def test_a_loop_whose_connection_is_killed_listens_again_on_a_new_one(
     waiting, pushing = two_inboxes(connect, redis_server)
     store = store_of(waiting)
 
-    async def main() -> tuple[object, InboxEntry, object, object]:
-        async with backend.task_group() as group:
-            task = group.start_soon(waiting.wait, "s")
-            await parked_while_a_loop_listens(backend, waiting, "s")
-            holder = store._holder
-            killed = redis_server.command("CLIENT", "KILL", "TYPE", "pubsub")
-            assert killed.startswith(b":")
-            assert killed != b":0"
-            await backend.to_thread(
-                spin_until,
-                lambda: (
-                    store._track("s").listening and redis_server.subscriptions(store.namespace) == 1
-                ),
-                "subscribed again",
-            )
-            pushed = pushing.push("s", "k", "x", "src")
-        return task.result, pushed, holder, store._holder
+    async def killed_and_back() -> object:
+        killed = redis_server.command("CLIENT", "KILL", "TYPE", "pubsub")
+        assert killed.startswith(b":")
+        assert killed != b":0"
+        await backend.to_thread(
+            spin_until,
+            lambda: (
+                store._track("s").listening and redis_server.subscriptions(store.namespace) == 1
+            ),
+            "subscribed again",
+        )
+        return None
 
-    result, pushed, holder, holder_after = backend.run_in_real_time(main)
+    result, _, kept = backend.run_in_real_time(
+        while_a_loop_listens, backend, waiting, pushing, killed_and_back
+    )
     assert result is True
-    assert holder_after is holder  # (it reconnected: the role never left the loop)
-    assert waiting.drain("s") == [pushed]
+    assert kept is True  # (it reconnected: the role never left the loop)
+    assert [entry.content for entry in waiting.drain("s")] == ["end of the wait"]
 
 
 def test_closing_the_inbox_ends_the_listener_of_its_loop(
@@ -373,8 +381,7 @@ def test_an_asyncio_loop_that_stops_gives_the_role_back_until_it_runs_again(
 
     async def takes_the_role() -> None:
         task = asyncio.ensure_future(waiting.wait("s"))
-        while not loop_listens(waiting, "s"):  # noqa: ASYNC110  # (a thread makes it so)
-            await asyncio.sleep(0.001)
+        await asyncio.to_thread(spin_until, lambda: loop_listens(waiting, "s"), "the loop listens")
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task

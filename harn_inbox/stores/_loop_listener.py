@@ -35,6 +35,7 @@ import socket
 import ssl
 from typing import TYPE_CHECKING, Any, Protocol
 
+import sniffio
 import trio
 
 from .._lot import fallback_logger
@@ -117,10 +118,8 @@ class LoopListener:
     def here(host: ListenerHost) -> LoopListener | None:
         """A listener for the event loop running in this thread, or None outside one."""
         try:
-            import sniffio
-
             library = sniffio.current_async_library()
-        except Exception:  # (sniffio.AsyncLibraryNotFoundError: a plain thread)
+        except sniffio.AsyncLibraryNotFoundError:  # (a plain thread)
             return None
         if library == "trio":
             return TrioListener(host)
