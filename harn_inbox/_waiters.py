@@ -14,7 +14,9 @@ a plain ``signal.signal`` handler runs there while the loop is blocked in its
 selector, or about to block with a timeout computed before the wake, and
 asyncio in particular learns of a direct ``call_soon`` only on its next turn.
 Inside a task the loop is between two I/O waits and looks at its ready queue
-before the next. (The one exception, an eager asyncio task (3.12+) created
+before the next; so it is inside a callback of ours that an asyncio loop runs
+there and that says so (`in_loop_callback`: the Redis store's listener reads
+its socket in one). (The one exception, an eager asyncio task (3.12+) created
 from such a place, runs its first step right there.) A loop that has already
 finished is ignored: the entry stays queued for whoever drains next, and the
 dead wait leaves the lot.
@@ -45,6 +47,16 @@ if TYPE_CHECKING:
     from ._lot import ParkingLot
 
 T = TypeVar("T")
+
+
+class _LoopCallback(threading.local):
+    #: The asyncio loop whose callback this thread runs now, if the callback said so.
+    loop: asyncio.AbstractEventLoop | None = None
+
+
+#: Set by a callback of ours for as long as its loop runs it (see the module docstring):
+#: ``in_loop_callback.loop = loop``, then ``try: ... finally: in_loop_callback.loop = None``.
+in_loop_callback = _LoopCallback()
 
 
 class Waiter:
@@ -315,11 +327,11 @@ class AsyncioWaiter(Waiter):
             self._future = self._loop.create_future()
 
     def _in_own_loop(self) -> bool:
-        # Directly only from a task of our own loop (see the module docstring):
-        # our loop's thread (a cheap test, and no exception raised elsewhere),
-        # inside one of its tasks.
-        return (
-            threading.get_ident() == self._thread and asyncio.current_task(self._loop) is not None
+        # Directly only from a task of our own loop, or a callback of ours that
+        # it runs (see the module docstring): our loop's thread (a cheap test,
+        # and no exception raised elsewhere), inside one of those.
+        return threading.get_ident() == self._thread and (
+            in_loop_callback.loop is self._loop or asyncio.current_task(self._loop) is not None
         )
 
     def wake(self) -> None:

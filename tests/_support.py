@@ -9,15 +9,19 @@ one test body on trio and on asyncio.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import threading
 import time
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import trio
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Iterable, Mapping
+    from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+
+    from conftest import Backend
 
     from harn_inbox import Batches, Inbox, InboxEntry
     from harn_inbox.stores import RedisStore
@@ -347,3 +351,41 @@ def turns_of_housekeeping(store: RedisStore) -> Callable[[int], None]:
             assert turns.acquire(timeout=HANG_GUARD_SECONDS), "housekeeping stopped"
 
     return wait
+
+
+@contextmanager
+def spy_on_thread_safe_entry(backend: Backend) -> Iterator[list[tuple[threading.Thread, Any]]]:
+    """Record (calling thread, callback) for each call of the running loop's thread-safe entry.
+
+    trio: ``TrioToken.run_sync_soon``. asyncio: ``loop.call_soon_threadsafe``, with
+    the loop in debug mode, which raises if anything touches it from a foreign
+    thread in a way that is not thread-safe.
+    """
+    calls: list[tuple[threading.Thread, Any]] = []
+    if backend.name == "trio":
+        original = trio.lowlevel.TrioToken.run_sync_soon
+
+        def run_sync_soon(self: trio.lowlevel.TrioToken, fn: Any, *args: Any, **kw: Any) -> None:
+            calls.append((threading.current_thread(), fn))
+            original(self, fn, *args, **kw)
+
+        trio.lowlevel.TrioToken.run_sync_soon = run_sync_soon  # type: ignore[method-assign]
+        try:
+            yield calls
+        finally:
+            trio.lowlevel.TrioToken.run_sync_soon = original  # type: ignore[method-assign]
+    else:
+        loop = asyncio.get_running_loop()
+        loop.set_debug(True)
+        call_soon_threadsafe = loop.call_soon_threadsafe
+
+        def spy(fn: Any, *args: Any, **kw: Any) -> asyncio.Handle:
+            calls.append((threading.current_thread(), fn))
+            return call_soon_threadsafe(fn, *args, **kw)
+
+        loop.call_soon_threadsafe = spy  # type: ignore[method-assign]
+        try:
+            yield calls
+        finally:
+            del loop.call_soon_threadsafe  # type: ignore[method-assign]
+            loop.set_debug(False)

@@ -23,7 +23,15 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import trio
-from _support import WAYS_TO_WAIT, ThreadCall, contents, everything, nudge, waiting
+from _support import (
+    WAYS_TO_WAIT,
+    ThreadCall,
+    contents,
+    everything,
+    nudge,
+    spy_on_thread_safe_entry,
+    waiting,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterator
@@ -34,6 +42,7 @@ if TYPE_CHECKING:
     from harn_inbox import Inbox, InboxEntry
 
 from harn_inbox._lot import Pause
+from harn_inbox._waiters import in_loop_callback
 
 ROUNDS = 2000
 
@@ -158,44 +167,6 @@ def test_push_from_a_thread_in_the_lost_wake_up_window_still_wakes_the_waiter(
 # -- Which door a wake comes through --------------------------------------------------------------
 
 
-@contextmanager
-def spy_on_thread_safe_entry(backend: Backend) -> Iterator[list[tuple[threading.Thread, Any]]]:
-    """Record (calling thread, callback) for each call of the running loop's thread-safe entry.
-
-    trio: ``TrioToken.run_sync_soon``. asyncio: ``loop.call_soon_threadsafe``, with
-    the loop in debug mode, which raises if anything touches it from a foreign
-    thread in a way that is not thread-safe.
-    """
-    calls: list[tuple[threading.Thread, Any]] = []
-    if backend.name == "trio":
-        original = trio.lowlevel.TrioToken.run_sync_soon
-
-        def run_sync_soon(self: trio.lowlevel.TrioToken, fn: Any, *args: Any, **kw: Any) -> None:
-            calls.append((threading.current_thread(), fn))
-            original(self, fn, *args, **kw)
-
-        trio.lowlevel.TrioToken.run_sync_soon = run_sync_soon  # type: ignore[method-assign]
-        try:
-            yield calls
-        finally:
-            trio.lowlevel.TrioToken.run_sync_soon = original  # type: ignore[method-assign]
-    else:
-        loop = asyncio.get_running_loop()
-        loop.set_debug(True)
-        call_soon_threadsafe = loop.call_soon_threadsafe
-
-        def spy(fn: Any, *args: Any, **kw: Any) -> asyncio.Handle:
-            calls.append((threading.current_thread(), fn))
-            return call_soon_threadsafe(fn, *args, **kw)
-
-        loop.call_soon_threadsafe = spy  # type: ignore[method-assign]
-        try:
-            yield calls
-        finally:
-            del loop.call_soon_threadsafe  # type: ignore[method-assign]
-            loop.set_debug(False)
-
-
 @pytest.mark.parametrize("waits", [1, 30])
 def test_push_from_a_foreign_thread_makes_one_thread_safe_call_however_many_tasks_wait(
     backend: Backend, inbox: Inbox, run_in_thread: Callable[..., threading.Thread], waits: int
@@ -271,6 +242,41 @@ def test_push_from_the_waiters_own_loop_wakes_it_directly(backend: Backend, inbo
                 nudge(inbox, "s")
             assert waiter.result is True
             assert calls == []
+
+    backend.run_in_real_time(guarded(backend, inbox, main))
+
+
+@pytest.mark.parametrize("backend", ["asyncio"], indirect=True)
+@pytest.mark.parametrize("marked", ["its loop", "another loop", "nothing"])
+def test_push_from_an_asyncio_callback_of_ours_wakes_directly_only_if_it_names_the_loop(
+    backend: Backend, inbox: Inbox, marked: str
+) -> None:
+    # A callback the loop runs between its I/O waits (as the Redis store's
+    # listener reads its socket) may wake a wait of that loop directly, if it says so.
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        other_loop = asyncio.new_event_loop()
+        said = {"its loop": loop, "another loop": other_loop, "nothing": None}[marked]
+        woken = asyncio.Event()
+
+        def callback() -> None:
+            in_loop_callback.loop = said
+            try:
+                nudge(inbox, "s")
+            finally:
+                in_loop_callback.loop = None
+            woken.set()
+
+        try:
+            with spy_on_thread_safe_entry(backend) as calls:
+                async with backend.parked(inbox, inbox.wait, "s") as waiter:
+                    loop.call_soon(callback)
+                    await woken.wait()
+            assert waiter.result is True
+            assert len(calls) == (0 if marked == "its loop" else 1)
+        finally:
+            other_loop.close()
 
     backend.run_in_real_time(guarded(backend, inbox, main))
 

@@ -25,6 +25,7 @@ from _support import (
     asleep_on_a_fresh_copy,
     parked_wait_sync,
     spin_until,
+    spy_on_thread_safe_entry,
     store_of,
 )
 
@@ -175,6 +176,31 @@ async def while_a_loop_listens(
         outcome = await body()
         pushing.push("s", "k", "end of the wait", "src")
     return task.result, outcome, store._holder is holder
+
+
+def test_a_wait_on_the_loop_that_listens_is_woken_there_with_no_thread_safe_call(
+    backend: Backend, connect: Callable[..., Inbox], redis_server: RedisServer
+) -> None:
+    # The listener replays the message and wakes the wait in the loop's own
+    # thread (a trio system task; an asyncio reader callback): no call through
+    # the loop's thread-safe entry from there. (The store's thread pokes the loop
+    # through it to tend: calls from other threads are not counted.)
+    waiting, pushing = two_inboxes(connect, redis_server)
+
+    async def main() -> tuple[object, object, list[object]]:
+        loop_thread = threading.current_thread()
+        with spy_on_thread_safe_entry(backend) as calls:
+            result, _, kept = await while_a_loop_listens(backend, waiting, pushing, nothing)
+        return result, kept, [fn for thread, fn in calls if thread is loop_thread]
+
+    result, kept, from_the_loop = backend.run_in_real_time(main)
+    assert result is True
+    assert kept
+    assert from_the_loop == []
+
+
+async def nothing() -> None:
+    pass
 
 
 def test_a_wait_on_a_second_event_loop_is_woken_through_the_loop_that_listens(

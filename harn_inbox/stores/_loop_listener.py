@@ -40,6 +40,7 @@ import trio
 
 from .._lot import fallback_logger
 from .._offloop import off_loop
+from .._waiters import in_loop_callback
 from ._resp import ReplyReader, encode_command
 
 if TYPE_CHECKING:
@@ -356,6 +357,15 @@ class AsyncioListener(LoopListener):
                 _disconnect(connection)
             return
         self.poke()
+
+    def _readable(self) -> None:
+        # The loop runs this callback between two of its I/O waits: the waits it
+        # wakes are woken directly, as from a task (harn_inbox._waiters).
+        in_loop_callback.loop = self._loop
+        try:
+            super()._readable()
+        finally:
+            in_loop_callback.loop = None
 
     async def _read_until_broken(self, sock: socket.socket) -> None:
         self._done = self._loop.create_future()
