@@ -65,3 +65,7 @@ def test_commands_are_arrays_of_bulk_strings() -> None:
         b"*2\r\n$9\r\nSUBSCRIBE\r\n$10\r\nns:wake:\xc3\xa9\r\n"
     )
     assert ReplyReader().feed(encode_command("a", b"b\r\n")) == [[b"a", b"b\r\n"]]
+    # Integers in decimal, as the store's script calls send them.
+    assert encode_command("EVALSHA", "f00", 1, -2) == (
+        b"*4\r\n$7\r\nEVALSHA\r\n$3\r\nf00\r\n$1\r\n1\r\n$2\r\n-2\r\n"
+    )

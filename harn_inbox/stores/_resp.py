@@ -22,11 +22,17 @@ class ProtocolError(Exception):
     """The connection sent something a pub/sub connection never receives."""
 
 
-def encode_command(*words: str | bytes) -> bytes:
-    """The RESP form of a command: an array of bulk strings."""
+def encode_command(*words: str | bytes | int) -> bytes:
+    """The RESP form of a command: an array of bulk strings (text as UTF-8, integers in
+    decimal)."""
     parts = [b"*%d\r\n" % len(words)]
     for word in words:
-        data = word.encode() if isinstance(word, str) else word
+        if isinstance(word, str):
+            data = word.encode()
+        elif isinstance(word, bytes):
+            data = word
+        else:
+            data = b"%d" % word
         parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
     return b"".join(parts)
 
