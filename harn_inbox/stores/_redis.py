@@ -282,6 +282,10 @@ REMEMBER_OPERATIONS = 10_000
 #: to tend unanswered before the thread takes the role back for good (`RedisStore._watch`).
 LOOP_PATIENCE = 1.0
 
+#: An operation or a snapshot as compact ASCII JSON: ``json.dumps`` with separators,
+#: without making an encoder at every call.
+_to_json = json.JSONEncoder(separators=(",", ":")).encode
+
 #: How many sessions `RedisStore.sessions` reads in one round trip.
 SESSIONS_PER_ROUND_TRIP = 500
 
@@ -796,7 +800,7 @@ class RedisStore:
         with self._lock:
             if self._tracks.get(session_id) is not track or not track.loaded:
                 return None  # dropped since (rule 3 of the module docstring), or reset
-            self._look_at(session_id)
+            self._replica.now = track.now  # (as `_look_at` does)
             return self._replica.has_pending(session_id)
 
     def read_here(
@@ -812,7 +816,7 @@ class RedisStore:
         with self._lock:
             if self._tracks.get(session_id) is not track or not track.loaded:
                 return None  # dropped since (rule 3 of the module docstring), or reset
-            self._look_at(session_id)
+            self._replica.now = track.now  # (as `_look_at` does)
             return self._replica.read(session_id, cursor)
 
     def pending_count(self, session_id: str) -> int:
@@ -875,7 +879,7 @@ class RedisStore:
                 lost = self._lost_in(session_id)
                 if lost:
                     operation["lost"] = lost
-                text = json.dumps(operation, separators=(",", ":"))
+                text = _to_json(operation)
                 self._outcomes[counter] = outcome
                 # The reply starts here (hearers may replay on meanwhile: see `_absorb`).
                 start = track.position
@@ -1123,9 +1127,11 @@ class RedisStore:
         failure: BaseException | None = None
         value = None
         try:
-            self._expire_leases(track, now)
+            if track.claims:
+                self._expire_leases(track, now)
             self._give_back_lost(session_id, track, operation)
-            self._purge(session_id)
+            if session_id in self._replica._expiring:
+                self._purge(session_id)
             value = self._dispatch(session_id, track, operation)
         except (InboxFull, ValueError) as error:
             # Refused (a full session, an equal entry already pending): the
@@ -1281,8 +1287,6 @@ class RedisStore:
         return settings
 
     def _expire_leases(self, track: _Track, now: int) -> None:
-        if not track.claims:
-            return
         for claim_id, (record, deadline) in list(track.claims.items()):
             if deadline <= now:
                 del track.claims[claim_id]
@@ -1403,6 +1407,10 @@ class RedisStore:
 
     def _due(self, session_id: str, track: _Track) -> bool:
         """Whether an entry's expiry or a claim's lease has passed by this process's clock."""
+        if not track.claims and session_id not in self._replica._expiring:
+            # (Read without the lock, as the look that follows reads under it: an
+            # operation replayed in between is one this look may see or not.)
+            return False
         now = self._now()  # the inbox's clock: read with no lock held
         with self._lock:
             if track.claims and min(deadline for _, deadline in track.claims.values()) <= now:
@@ -1460,7 +1468,7 @@ class RedisStore:
         }
         if session is not None:
             state.update(dump_session(session))
-        snapshot = json.dumps(state, separators=(",", ":"))
+        snapshot = _to_json(state)
         last = hashlib.sha1(track.last, usedforsecurity=False).hexdigest()
         return _Compaction(track.position, snapshot, not pending and not held, last)
 
