@@ -36,13 +36,22 @@ def client(redis_server: RedisServer) -> Iterator[Any]:
     client.close()
 
 
+@pytest.fixture
+def connections(client: Any) -> Iterator[Connections]:
+    """Connections with the client's settings, closed at teardown: an idle connection left
+    to the garbage collector (redis-py 8 connections are in reference cycles) may have its
+    socket finalized before the connection's ``__del__`` closes it, a ResourceWarning."""
+    connections = Connections(client)
+    yield connections
+    connections.close()
+
+
 def echo(connections: Connections, client: Any) -> Script:
     return Script(connections, client.register_script("return ARGV[1]"))
 
 
-def one_idle(client: Any) -> tuple[Connections, Script, Any]:
-    """Connections with one idle connection, which a first call used; the echo script."""
-    connections = Connections(client)
+def one_idle(connections: Connections, client: Any) -> tuple[Connections, Script, Any]:
+    """*connections* with one idle connection, which a first call used; the echo script."""
     script = echo(connections, client)
     assert script([], ["warm"]) == b"warm"
     ((connection, _),) = connections._idle
@@ -74,8 +83,9 @@ def closed_by_the_server(redis_server: RedisServer, connections: Connections) ->
     spin_until(all_readable, "the idle connections see their end")
 
 
-def test_a_connection_is_lent_again_after_a_whole_reply(client: Any) -> None:
-    connections = Connections(client)
+def test_a_connection_is_lent_again_after_a_whole_reply(
+    client: Any, connections: Connections
+) -> None:
     script = echo(connections, client)
     assert script([], ["one"]) == b"one"
     ((connection, _),) = connections._idle
@@ -83,10 +93,11 @@ def test_a_connection_is_lent_again_after_a_whole_reply(client: Any) -> None:
     assert [lent for lent, _ in connections._idle] == [connection]
 
 
-def test_a_refusal_is_read_whole_and_its_connection_lent_again(client: Any) -> None:
+def test_a_refusal_is_read_whole_and_its_connection_lent_again(
+    client: Any, connections: Connections
+) -> None:
     import redis
 
-    connections = Connections(client)
     refuse = Script(connections, client.register_script("return redis.error_reply('NOPE no')"))
     with pytest.raises(redis.ResponseError, match="NOPE"):
         refuse([], [])
@@ -96,11 +107,11 @@ def test_a_refusal_is_read_whole_and_its_connection_lent_again(client: Any) -> N
 
 @pytest.mark.parametrize("ending", ["interrupt", "timeout", "garbled"])
 def test_a_round_trip_ended_before_its_reply_never_lends_its_connection_again(
-    client: Any, ending: str
+    client: Any, connections: Connections, ending: str
 ) -> None:
     import redis
 
-    connections, script, connection = one_idle(client)
+    connections, script, connection = one_idle(connections, client)
     raised = {
         "interrupt": KeyboardInterrupt,
         "timeout": redis.TimeoutError,
@@ -116,10 +127,12 @@ def test_a_round_trip_ended_before_its_reply_never_lends_its_connection_again(
     assert script([], ["mine"]) == b"mine"  # not "unread": no reply is read twice
 
 
-def test_an_idle_connection_closed_under_us_is_replaced_at_once(client: Any) -> None:
+def test_an_idle_connection_closed_under_us_is_replaced_at_once(
+    client: Any, connections: Connections
+) -> None:
     import redis
 
-    connections, script, connection = one_idle(client)
+    connections, script, connection = one_idle(connections, client)
     connection.read_response = raising(redis.ConnectionError("closed by the server"))
     assert script([], ["again"]) == b"again"  # sent once more, on a new connection
     assert connection._sock is None
@@ -127,10 +140,11 @@ def test_an_idle_connection_closed_under_us_is_replaced_at_once(client: Any) -> 
     assert len(connections._idle) == 1
 
 
-def test_a_new_connection_that_fails_is_not_tried_again(client: Any) -> None:
+def test_a_new_connection_that_fails_is_not_tried_again(
+    client: Any, connections: Connections
+) -> None:
     import redis
 
-    connections = Connections(client)
     made: list[Any] = []
     real_class = connections._connection_class
 
@@ -147,10 +161,10 @@ def test_a_new_connection_that_fails_is_not_tried_again(client: Any) -> None:
     assert connections._idle == []
 
 
-def test_a_connection_asked_to_reconnect_is_not_kept(client: Any) -> None:
+def test_a_connection_asked_to_reconnect_is_not_kept(client: Any, connections: Connections) -> None:
     if not hasattr(client.connection_pool.connection_class, "should_reconnect"):
         pytest.skip("this redis-py has no maintenance notifications (redis-py 6 and later)")
-    connections, script, connection = one_idle(client)
+    connections, script, connection = one_idle(connections, client)
     connection.should_reconnect = lambda: True  # (as a maintenance notification says)
     assert script([], ["last"]) == b"last"
     assert connections._idle == []
@@ -199,8 +213,7 @@ def test_connections_the_server_closed_are_replaced_at_once(
     assert contents(inbox.drain("s")) == ["one", "two"]
 
 
-def test_connections_close_with_their_store(client: Any) -> None:
-    connections = Connections(client)
+def test_connections_close_with_their_store(client: Any, connections: Connections) -> None:
     script = echo(connections, client)
     script([], ["one"])
     out, _ = connections.lend()  # (a round trip still running at the close)
@@ -215,20 +228,21 @@ def test_connections_close_with_their_store(client: Any) -> None:
 
 
 def test_an_idle_connection_whose_check_fails_is_connected_again_at_its_command(
-    client: Any, monkeypatch: pytest.MonkeyPatch
+    client: Any, connections: Connections, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import redis
 
     monkeypatch.setattr(_connections, "CHECK_IDLE_AFTER", 0.0)
-    connections, script, connection = one_idle(client)
+    connections, script, connection = one_idle(connections, client)
     connection.can_read = raising(redis.TimeoutError("the check timed out"))
     assert script([], ["checked"]) == b"checked"
     assert [idle for idle, _ in connections._idle] == [connection]
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX only")
-def test_a_child_made_by_fork_never_uses_its_parents_connections(client: Any) -> None:
-    connections = Connections(client)
+def test_a_child_made_by_fork_never_uses_its_parents_connections(
+    client: Any, connections: Connections
+) -> None:
     script = echo(connections, client)
     script([], ["parent"])
     ((parents, _),) = connections._idle
