@@ -1182,7 +1182,8 @@ class RedisStore:
             )
             options = operation.get("opt")
             if options is None:
-                return replica._push_settled(
+                # (The in-memory store's own fast path: the replica has no hooks to run.)
+                return replica.push(
                     session_id, operation["kind"], operation["content"], operation["source"], now
                 )
             return replica.push_with(
