@@ -28,7 +28,10 @@ drained, untimed), ``await inbox.wait_for(session, predicate)`` (woken and
 the entry taken: one more round trip), or ``await inbox.wait(session)`` then
 ``await inbox.adrain(session)``; and ``await inbox.wait(session)`` on a
 second inbox whose store keeps the listening on its thread (no event loop
-takes it over: the trick, ``LoopListener``, taken out); the bare round trips block on redis-py in a
+takes it over: the trick, ``LoopListener``, taken out); under asyncio only,
+``await inbox.wait(session)`` with the listener's wakes sent through the
+loop's thread-safe entry (its reader callback no longer says it runs on the
+loop: ``in_loop_callback`` taken out); the bare round trips block on redis-py in a
 plain thread: ``pubsub.get_message`` on a subscribed channel (the pusher
 ``PUBLISH``es) and ``BLPOP`` (the pusher ``RPUSH``es). Floors beside them, in the same rounds:
 a bare redis-py message handed to the waiting loop by a thread-safe wake
@@ -93,7 +96,7 @@ import trio
 import trio.testing
 
 from harn_inbox import Inbox
-from harn_inbox.stores import RedisStore, _connections, _redis
+from harn_inbox.stores import RedisStore, _connections, _loop_listener, _redis
 
 from .measure import (
     CONTENT,
@@ -141,6 +144,9 @@ HARN_PLAIN_CALLS = "harn_inbox, its scripts through redis-py's command path (no 
 BARE_SCRIPT_DIRECT = "bare script, called as the store calls its scripts (call_script)"
 WAIT_FOR = "harn_inbox: wait_for (woken and taken)"
 THREAD_LISTENS = "harn_inbox, its thread listening (no event loop takes the role)"
+LOOP_HOP = "harn_inbox, its loop's wakes through call_soon_threadsafe (in_loop_callback taken out)"
+#: The asyncio listener's reader callback, which marks itself as running on the loop.
+READABLE_SAYS_SO = _loop_listener.AsyncioListener._readable
 WAIT_DRAIN = "harn_inbox: wait, then adrain"
 BARE_PUBSUB = "bare redis-py pub/sub"
 BARE_BLPOP = "bare redis-py BLPOP"
@@ -799,6 +805,8 @@ def _measure_wake(
     candidates: list[WakeCandidate] = [
         (framework, name) for framework in ("trio", "asyncio") for name in names
     ]
+    # (trio wakes a task from the listener's own task directly: an asyncio row only.)
+    candidates.insert(candidates.index(("asyncio", THREAD_LISTENS)) + 1, ("asyncio", LOOP_HOP))
     per_block: dict[WakeCandidate, dict[str, list[float]]] = {
         candidate: {"p50": [], "p99": [], "all": []} for candidate in candidates
     }
@@ -812,7 +820,11 @@ def _measure_wake(
                 nonlocal serial
                 serial += 1
                 target = f"wake-{framework}-{serial}"
-                if name in RIGS or name in (BARE_PUBSUB_LOOP, THREAD_LISTENS) or name in OWN_SOCKET:
+                if (
+                    name in RIGS
+                    or name in (BARE_PUBSUB_LOOP, THREAD_LISTENS, LOOP_HOP)
+                    or name in OWN_SOCKET
+                ):
                     rig: AsyncRig
                     thread_store = None
                     if name == THREAD_LISTENS:
@@ -821,6 +833,8 @@ def _measure_wake(
                         thread_store = RedisStore(url, namespace=namespace)
                         thread_store._loops_may_listen = False
                         rig = WaitRig(Inbox(store=thread_store), target)
+                    elif name == LOOP_HOP:
+                        rig = WaitRig(inbox, target)
                     elif name == BARE_PUBSUB_LOOP:
                         rig = PubSubToLoopRig(client, f"{namespace}:bare:{target}")
                     elif name == OWN_SOCKET_PUSH:
@@ -831,11 +845,19 @@ def _measure_wake(
                     else:
                         rig = RIGS[name](inbox, target)
                     gate = Gate(pusher, rig.parked)
+                    if name == LOOP_HOP:
+                        # The trick taken out for this block: the listener's reader
+                        # callback no longer says it runs on the loop, so its wakes
+                        # take the loop's thread-safe entry, as from a foreign thread.
+                        _loop_listener.AsyncioListener._readable = (
+                            _loop_listener.LoopListener._readable
+                        )
                     try:
                         if framework == "trio":
                             return trio.run(_async_rounds, rig, gate, pusher, rounds)
                         return _asyncio_rounds(rig, gate, pusher, rounds)
                     finally:
+                        _loop_listener.AsyncioListener._readable = READABLE_SAYS_SO
                         gate.close()
                         rig.close()
                         if thread_store is not None:
