@@ -69,3 +69,6 @@ def test_commands_are_arrays_of_bulk_strings() -> None:
     assert encode_command("EVALSHA", "f00", 1, -2) == (
         b"*4\r\n$7\r\nEVALSHA\r\n$3\r\nf00\r\n$1\r\n1\r\n$2\r\n-2\r\n"
     )
+    for word in (1.5, True, None):
+        with pytest.raises(TypeError, match="str, bytes or int"):
+            encode_command("SET", "k", word)  # type: ignore[arg-type]

@@ -31,8 +31,10 @@ def encode_command(*words: str | bytes | int) -> bytes:
             data = word.encode()
         elif isinstance(word, bytes):
             data = word
-        else:
+        elif type(word) is int:
             data = b"%d" % word
+        else:  # (a float would lose its fraction; a bool is no integer here)
+            raise TypeError(f"a command's words are str, bytes or int, not {type(word).__name__}")
         parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
     return b"".join(parts)
 
