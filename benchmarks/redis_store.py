@@ -144,7 +144,7 @@ HARN_PLAIN_CALLS = "harn_inbox, its scripts through redis-py's command path (no 
 BARE_SCRIPT_DIRECT = "bare script, called as the store calls its scripts (call_script)"
 WAIT_FOR = "harn_inbox: wait_for (woken and taken)"
 THREAD_LISTENS = "harn_inbox, its thread listening (no event loop takes the role)"
-LOOP_HOP = "harn_inbox, its loop's wakes through call_soon_threadsafe (in_loop_callback taken out)"
+LOOP_HOP = "harn_inbox, its listener waking through call_soon_threadsafe"
 #: The asyncio listener's reader callback, which marks itself as running on the loop.
 READABLE_SAYS_SO = _loop_listener.AsyncioListener._readable
 WAIT_DRAIN = "harn_inbox: wait, then adrain"
