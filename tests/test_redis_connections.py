@@ -93,6 +93,16 @@ def test_a_connection_is_lent_again_after_a_whole_reply(
     assert [lent for lent, _ in connections._idle] == [connection]
 
 
+def test_a_word_that_cannot_be_encoded_lends_no_connection(
+    client: Any, connections: Connections
+) -> None:
+    connections, script, connection = one_idle(connections, client)
+    with pytest.raises(UnicodeEncodeError):
+        script([], ["\udc80"])  # (a lone surrogate: no UTF-8 for it)
+    assert [idle for idle, _ in connections._idle] == [connection]
+    assert script([], ["after"]) == b"after"
+
+
 def test_a_refusal_is_read_whole_and_its_connection_lent_again(
     client: Any, connections: Connections
 ) -> None:

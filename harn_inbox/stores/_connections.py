@@ -177,20 +177,21 @@ def call_script(connections: Connections, script: Any, keys: list[Any], args: li
     the command again, once), `redis.ConnectionError` and
     `redis.TimeoutError`.
     """
+    # Packed before a connection is lent: a word it cannot encode lends none.
+    command = [encode_command("EVALSHA", script.sha, len(keys), *keys, *args)]
     connection, was_idle = connections.lend()
     try:
-        return _round_trip(connections, connection, script, keys, args)
+        return _round_trip(connections, connection, script, command)
     except connections.closed_under_us:
         if not was_idle:
             raise
     # Rule 3: closed under us while it idled (the idle ones are dropped with it).
-    return _round_trip(connections, connections.new(), script, keys, args)
+    return _round_trip(connections, connections.new(), script, command)
 
 
 def _round_trip(
-    connections: Connections, connection: Any, script: Any, keys: list[Any], args: list[Any]
+    connections: Connections, connection: Any, script: Any, command: list[bytes]
 ) -> Any:
-    command = [encode_command("EVALSHA", script.sha, len(keys), *keys, *args)]
     try:
         connection.send_packed_command(command)
         try:
