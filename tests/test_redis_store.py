@@ -41,6 +41,31 @@ def contents(entries: list[InboxEntry]) -> list[str]:
     return [entry.content for entry in entries]
 
 
+@pytest.mark.parametrize(
+    ("arguments", "error", "named"),
+    [
+        ({"url": b"redis://localhost"}, TypeError, "url must be str"),
+        ({"namespace": 7}, TypeError, "namespace must be str"),
+        ({"namespace": ""}, ValueError, "namespace must not be empty"),
+        ({"claim_lease": True}, TypeError, "claim_lease must be a number"),
+        ({"claim_lease": 0}, ValueError, "claim_lease must be positive"),
+        ({"claim_lease": float("inf")}, ValueError, "claim_lease must be positive"),
+        ({"retries": 1.0}, TypeError, "retries must be int"),
+        ({"retries": -1}, ValueError, "retries must be at least 0"),
+        ({"url": "redis://u:secret@localhost/0?encoding=latin-1"}, ValueError, "encoding='latin"),
+        ({"url": "redis://localhost/0?encoding_errors=ignore"}, ValueError, "encoding_errors="),
+        ({"url": "redis://localhost/0?decode_responses=true"}, ValueError, "decode_responses"),
+    ],
+)
+def test_a_store_refuses_bad_arguments_naming_them(
+    arguments: dict[str, Any], error: type[Exception], named: str
+) -> None:
+    # (Nothing connects before the inbox attaches: no server is needed.)
+    with pytest.raises(error, match=named) as raised:
+        RedisStore(**{"url": "redis://localhost/0", **arguments})
+    assert "secret" not in str(raised.value)
+
+
 @pytest.mark.parametrize("store", ["memory", "redis"])
 def test_the_awaitable_forms_do_what_the_plain_forms_do(
     backend: Backend, store: str, request: pytest.FixtureRequest

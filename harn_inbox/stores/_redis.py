@@ -150,6 +150,7 @@ operations are named even if nothing else comes.
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import hashlib
 import itertools
@@ -442,7 +443,10 @@ class RedisStore:
     off the loop, and wait with ``await inbox.wait(...)`` as usual.
 
     Args:
-        url: A ``redis://`` (or ``rediss://``, ``unix://``) URL.
+        url: A ``redis://`` (or ``rediss://``, ``unix://``) URL. Its query
+            may set redis-py's connection options, but not ``encoding``,
+            ``encoding_errors`` or ``decode_responses``: the store writes its
+            keys as UTF-8 and reads bytes (`ValueError`).
         namespace: The prefix of every key: inboxes share sessions exactly
             when they share the server and the namespace.
         claim_lease: Seconds (on the inbox's clock) after which entries taken
@@ -496,6 +500,13 @@ class RedisStore:
         self._client: Any = redis.Redis.from_url(
             url, socket_timeout=5.0, socket_connect_timeout=2.0, health_check_interval=0
         )
+        decoding = _decoding_asked(self._client.connection_pool.connection_kwargs)
+        if decoding:
+            self._client.close()
+            raise ValueError(
+                f"url {self._safe_url()!r} sets {decoding}: the store writes its keys and "
+                "channels as UTF-8 and reads its replies as bytes; leave it out of the URL"
+            )
         # Scripts run on connections of the store's own (`call_script`); the
         # client's own pool serves pipelines and the subscriber.
         self._connections = Connections(self._client)
@@ -2203,6 +2214,23 @@ def _tail_parts(reply: Any) -> tuple[int, bytes, list[bytes]]:
         return reply, b"", []
     base, snapshot, operations = reply
     return int(base), snapshot, operations
+
+
+def _decoding_asked(kwargs: dict[str, Any]) -> str:
+    """The connection settings of a URL that change how keys are encoded or replies
+    decoded (redis-py reads them from its query), or ''."""
+    encoding = kwargs.get("encoding", "utf-8")
+    try:
+        utf8 = codecs.lookup(encoding).name == "utf-8"
+    except LookupError:
+        utf8 = False
+    if not utf8:
+        return f"encoding={encoding!r}"
+    if kwargs.get("encoding_errors", "strict") != "strict":
+        return f"encoding_errors={kwargs['encoding_errors']!r}"
+    if kwargs.get("decode_responses"):
+        return "decode_responses"
+    return ""
 
 
 def _take_all(queue: deque[_T]) -> list[_T]:
