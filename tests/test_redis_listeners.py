@@ -12,10 +12,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import socket
 import threading
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 import trio
@@ -29,6 +30,7 @@ from _support import (
     store_of,
 )
 
+from harn_inbox._waiters import in_loop_callback
 from harn_inbox.stores import RedisStore
 from harn_inbox.stores._loop_listener import AsyncioListener, LoopListener, TrioListener
 from harn_inbox.stores._redis import _THREAD
@@ -186,21 +188,52 @@ def test_a_wait_on_the_loop_that_listens_is_woken_there_with_no_thread_safe_call
     # the loop's thread-safe entry from there. (The store's thread pokes the loop
     # through it to tend: calls from other threads are not counted.)
     waiting, pushing = two_inboxes(connect, redis_server)
+    # (A slow turn of the loop must not hand the role back: the wake would then
+    # come from the thread, and the test would prove nothing.)
+    store_of(waiting)._loop_patience = math.inf
 
-    async def main() -> tuple[object, object, list[object]]:
+    async def main() -> tuple[object, object, list[object], object]:
         loop_thread = threading.current_thread()
         with spy_on_thread_safe_entry(backend) as calls:
             result, _, kept = await while_a_loop_listens(backend, waiting, pushing, nothing)
-        return result, kept, [fn for thread, fn in calls if thread is loop_thread]
+        return result, kept, [fn for thread, fn in calls if thread is loop_thread], said()
 
-    result, kept, from_the_loop = backend.run_in_real_time(main)
+    result, kept, from_the_loop, said_after = backend.run_in_real_time(main)
     assert result is True
     assert kept
     assert from_the_loop == []
+    assert said_after is None  # (the reader callback no longer says it runs)
 
 
 async def nothing() -> None:
     pass
+
+
+def said() -> object:
+    """The loop that a callback of this thread says it runs on (`in_loop_callback`)."""
+    return in_loop_callback.loop
+
+
+def test_the_asyncio_listener_says_it_runs_on_its_loop_only_while_it_reads(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen: list[object] = []
+
+    def readable(self: LoopListener) -> None:
+        seen.append(said())
+        raise RuntimeError("a reading that fails")
+
+    monkeypatch.setattr(LoopListener, "_readable", readable)
+
+    async def main() -> asyncio.AbstractEventLoop:
+        listener = AsyncioListener(cast("Any", None))  # (no store: only its callback is run)
+        with pytest.raises(RuntimeError, match="a reading that fails"):
+            listener._readable()
+        return asyncio.get_running_loop()
+
+    loop = asyncio.run(main())
+    assert seen == [loop]
+    assert said() is None
 
 
 def test_a_wait_on_a_second_event_loop_is_woken_through_the_loop_that_listens(

@@ -72,3 +72,10 @@ def test_commands_are_arrays_of_bulk_strings() -> None:
     for word in (1.5, True, None):
         with pytest.raises(TypeError, match="str, bytes or int"):
             encode_command("SET", "k", word)  # type: ignore[arg-type]
+
+
+def test_commands_are_packed_as_redis_py_packs_them() -> None:
+    redis = pytest.importorskip("redis")
+    words = ("EVALSHA", "ns:log:é", 3, -42, 2**70, b"\x00\xffraw", "x" * 7000, "")
+    packed = redis.Connection().pack_command(*words)
+    assert encode_command(*words) == b"".join(packed)
