@@ -66,6 +66,30 @@ def test_a_store_refuses_bad_arguments_naming_them(
     assert "secret" not in str(raised.value)
 
 
+def test_a_session_id_that_cannot_name_a_key_is_refused_and_changes_nothing(
+    connect: Callable[..., Inbox], redis_server: RedisServer
+) -> None:
+    inbox = connect(redis_server.namespace())
+    store = store_of(inbox)
+    bad = "job-\udc80"  # (a lone surrogate, as a JSON "\\udc80" escape can make)
+    calls: list[Callable[[], object]] = [
+        lambda: inbox.push(bad, "k", "x", "src"),
+        lambda: inbox.drain(bad),
+        lambda: inbox.pending_count(bad),
+        lambda: inbox.wait_sync(bad, timeout=0),
+    ]
+    for call in calls:
+        with pytest.raises(ValueError, match="session_id 'job-\\\\udc80' cannot name a Redis key"):
+            call()
+    assert bad not in store._tracks
+    assert bad not in store._wanted
+    assert store._lost == {}
+    first = inbox.push("s", "k", "x", "src")
+    assert inbox.drain("s") == [first]
+    with pytest.raises(ValueError, match="namespace"):
+        RedisStore(redis_server.url, namespace="ns-\udc80")
+
+
 @pytest.mark.parametrize("store", ["memory", "redis"])
 def test_the_awaitable_forms_do_what_the_plain_forms_do(
     backend: Backend, store: str, request: pytest.FixtureRequest

@@ -478,6 +478,7 @@ class RedisStore:
             raise TypeError(f"namespace must be str, not {type(namespace).__name__}")
         if not namespace:
             raise ValueError("namespace must not be empty")
+        _check_encodable("namespace", namespace)
         if isinstance(claim_lease, bool) or not isinstance(claim_lease, (int, float)):
             raise TypeError(f"claim_lease must be a number, not {type(claim_lease).__name__}")
         if not 0 < claim_lease < float("inf"):
@@ -1365,6 +1366,10 @@ class RedisStore:
         # dropped at any time: see the module docstring's rules.)
         track = self._tracks.get(session_id)
         if track is None:
+            # Every use of a session makes its track first: a session id that
+            # cannot name a key is refused here, before any operation is numbered,
+            # any pin taken, or its channel wanted.
+            _check_encodable("session_id", session_id)
             track = self._tracks.setdefault(session_id, _Track())
         return track
 
@@ -2214,6 +2219,18 @@ def _tail_parts(reply: Any) -> tuple[int, bytes, list[bytes]]:
         return reply, b"", []
     base, snapshot, operations = reply
     return int(base), snapshot, operations
+
+
+def _check_encodable(name: str, text: str) -> None:
+    """Refuse *text* that cannot be part of a key (UTF-8): a lone surrogate."""
+    if not text.isascii():
+        try:
+            text.encode()
+        except UnicodeEncodeError:
+            raise ValueError(
+                f"{name} {text!r} cannot name a Redis key: it is not valid Unicode "
+                "(a lone surrogate)"
+            ) from None
 
 
 def _decoding_asked(kwargs: dict[str, Any]) -> str:
