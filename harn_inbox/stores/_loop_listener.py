@@ -13,10 +13,11 @@ holds the I/O, in three rules:
 
 1. Nothing here blocks the loop. The connection is made in a worker thread;
    the socket is then read without blocking, a reply that came in pieces
-   kept (`ReplyReader`) until it is whole; a command the socket does not
-   take at once waits, in order, for the next read or request to tend (the
-   subscriptions of a new connection, which may name many channels, are
-   sent by the worker thread that connects it).
+   kept (`ReplyReader`) until it is whole; what of a command the socket
+   does not take at once is sent on, in order, as soon as the loop sees the
+   socket writable again (`_await_writable`: a writer callback, a second
+   system task). (The subscriptions of a new connection, which may name
+   many channels, are sent whole by the worker thread that connects it.)
 2. Everything it decides, it decides through its store (`ListenerHost`),
    which first checks, under its own lock, that this listener still holds
    the role: one that lost it acts on nothing, and ends.
@@ -97,6 +98,7 @@ class LoopListener:
         "_socket",
         "_tend_queued",
         "_unsent",
+        "_writing",
         "poked",
     )
 
@@ -107,6 +109,8 @@ class LoopListener:
         self._reader = ReplyReader()
         #: What `_send` could not hand to the socket yet (sent on, in order, by `_flush`).
         self._unsent = bytearray()
+        #: The socket it waits on to take more of `_unsent` (`_await_writable`), if any.
+        self._writing: socket.socket | None = None
         #: Set to stop reading the connection (broken, or the role lost).
         self._broken = False
         #: A `_tend` is queued on the loop and has not started yet.
@@ -271,16 +275,34 @@ class LoopListener:
         self._flush()
 
     def _flush(self) -> None:
-        """Hand the socket what it takes now of what is unsent; the rest waits for the
-        next read or tend (the server reads on, so the socket empties)."""
+        """Hand the socket what it takes now of what is unsent; the rest goes out once
+        the socket takes more (the server reads on, so it empties)."""
         sock = self._socket
-        if not self._unsent or sock is None:
+        if not self._unsent or sock is None or self._broken:
             return
         try:
             sent = sock.send(self._unsent)
         except BlockingIOError:
-            return
+            sent = 0
         del self._unsent[:sent]
+        if self._unsent and self._writing is not sock:
+            self._writing = sock
+            self._await_writable(sock)
+
+    def _await_writable(self, sock: socket.socket) -> None:
+        """Call `_writable` each time *sock* takes more, until it says to stop (or *sock*
+        is closed); then clear `_writing` if it is still *sock*. In the loop's thread."""
+        raise NotImplementedError
+
+    def _writable(self) -> bool:
+        """Send on what is unsent; whether to wait for the socket again."""
+        try:
+            self._flush()
+        except Exception as error:
+            if not isinstance(error, (OSError, ConnectionError)):
+                fallback_logger.exception("harn_inbox: the Redis listener starts again")
+            self._stop()
+        return bool(self._unsent) and self._socket is not None and not self._broken
 
     def _stop(self) -> None:
         if not self._broken:
@@ -320,6 +342,27 @@ class TrioListener(LoopListener):
     def _interrupt(self) -> None:
         if self._scope is not None:
             self._scope.cancel()
+
+    def _await_writable(self, sock: socket.socket) -> None:
+        trio.lowlevel.spawn_system_task(
+            self._write_on, sock, name="harn_inbox Redis listener, writing"
+        )
+
+    async def _write_on(self, sock: socket.socket) -> None:
+        # (A system task: it must raise nothing but trio's own Cancelled, at the run's end.)
+        try:
+            while True:
+                await trio.lowlevel.wait_writable(sock)
+                if self._socket is not sock or not self._writable():
+                    return
+        except trio.ClosedResourceError:
+            pass  # (`_close` notified it: the connection is over)
+        except Exception:
+            fallback_logger.exception("harn_inbox: the Redis listener starts again")
+            self._stop()
+        finally:
+            if self._writing is sock:
+                self._writing = None
 
     def _close(self) -> None:
         if self._socket is not None:
@@ -375,7 +418,19 @@ class AsyncioListener(LoopListener):
                 await self._done
         finally:
             self._loop.remove_reader(sock)
+            if self._writing is sock:
+                self._loop.remove_writer(sock)
+                self._writing = None
             self._done = None
+
+    def _await_writable(self, sock: socket.socket) -> None:
+        self._loop.add_writer(sock, self._writer_callback, sock)
+
+    def _writer_callback(self, sock: socket.socket) -> None:
+        if self._socket is not sock or not self._writable():
+            self._loop.remove_writer(sock)
+            if self._writing is sock:
+                self._writing = None
 
     def _interrupt(self) -> None:
         if self._done is not None and not self._done.done():
