@@ -367,6 +367,7 @@ def test_subscriptions_more_than_the_socket_takes_at_once_all_go_out(
     # No request to tend from the store's thread from now on: what the socket does
     # not take at once goes out when it takes more, not at the next tend.
     store._housekeeping = 3600.0
+    store._next_poke = math.inf  # (nor the first, when it sees a loop take the role)
     connect_listener = store._connect_listener
 
     def small_buffers(listener: object, again: bool) -> Any:

@@ -351,15 +351,17 @@ class TrioListener(LoopListener):
     async def _write_on(self, sock: socket.socket) -> None:
         # (A system task: it must raise nothing but trio's own Cancelled, at the run's end.)
         try:
-            while True:
+            # (Spawned, it may first run after its socket was closed: then it waits not.)
+            while self._socket is sock and not self._broken:
                 await trio.lowlevel.wait_writable(sock)
                 if self._socket is not sock or not self._writable():
                     return
         except trio.ClosedResourceError:
             pass  # (`_close` notified it: the connection is over)
         except Exception:
-            fallback_logger.exception("harn_inbox: the Redis listener starts again")
-            self._stop()
+            if self._socket is sock:  # (else a connection already over: nothing to stop)
+                fallback_logger.exception("harn_inbox: the Redis listener starts again")
+                self._stop()
         finally:
             if self._writing is sock:
                 self._writing = None
