@@ -812,7 +812,7 @@ class RedisStore:
         with self._lock:
             if self._tracks.get(session_id) is not track or not track.loaded:
                 return None  # dropped since (rule 3 of the module docstring), or reset
-            self._replica.now = track.now  # (as `_look_at` does)
+            self._look_at(track)
             return self._replica.has_pending(session_id)
 
     def read_here(
@@ -828,7 +828,7 @@ class RedisStore:
         with self._lock:
             if self._tracks.get(session_id) is not track or not track.loaded:
                 return None  # dropped since (rule 3 of the module docstring), or reset
-            self._replica.now = track.now  # (as `_look_at` does)
+            self._look_at(track)
             return self._replica.read(session_id, cursor)
 
     def pending_count(self, session_id: str) -> int:
@@ -854,8 +854,8 @@ class RedisStore:
                 self._catch_up(*chunk)
                 with self._lock:
                     self._check_replayed(chunk, tracks)
-                    for session_id in chunk:
-                        self._look_at(session_id)
+                    for session_id, track in zip(chunk, tracks, strict=True):
+                        self._look_at(track)
                         if self._replica.pending_count(session_id) > 0:
                             pending.append(session_id)
             finally:
@@ -1142,8 +1142,7 @@ class RedisStore:
             if track.claims:
                 self._expire_leases(track, now)
             self._give_back_lost(session_id, track, operation)
-            if session_id in self._replica._expiring:
-                self._purge(session_id)
+            self._purge(session_id)
             value = self._dispatch(session_id, track, operation)
         except (InboxFull, ValueError) as error:
             # Refused (a full session, an equal entry already pending): the
@@ -1397,7 +1396,7 @@ class RedisStore:
             self._catch_up(session_id)
             with self._lock:
                 self._check_replayed([session_id], tracks)
-                self._look_at(session_id)
+                self._look_at(tracks[0])
                 yield
         finally:
             self._unpin(tracks)
@@ -1411,9 +1410,9 @@ class RedisStore:
                     "could not replay: is its namespace written by a newer harn_inbox?"
                 )
 
-    def _look_at(self, session_id: str) -> None:
+    def _look_at(self, track: _Track) -> None:
         # A look purges nothing of its own: the replica's clock reads the log's.
-        self._replica.now = self._track(session_id).now
+        self._replica.now = track.now
 
     def _replay_now(self) -> int:
         return self._replica.now

@@ -1,4 +1,4 @@
-"""RESP, as far as a pub/sub connection speaks it: commands out, replies in, with no I/O.
+"""RESP, as far as the Redis store speaks it by hand: commands out, pub/sub replies in, no I/O.
 
 An event loop that listens to the Redis store's channels (`_loop_listener`)
 reads its socket without blocking, so a reply may arrive in pieces; redis-py's
@@ -7,7 +7,8 @@ socket gave and hands out the replies completed so far, keeping the rest. It
 reads what a subscribed connection receives, in RESP2 and RESP3 alike: flat
 arrays (or pushes) of bulk strings, integers and simple strings. Anything
 else (an error reply, a nested array, a map) raises `ProtocolError`: the
-listener drops the connection and starts again.
+listener drops the connection and starts again. `encode_command` packs the
+commands that listener sends, and the store's script calls (`call_script`).
 """
 
 from __future__ import annotations
